@@ -1,0 +1,99 @@
+import type pg from 'pg';
+
+/**
+ * Tables worker-sync keeps in its control database (the runbook's `sync_db`). Applied at
+ * start-up under an advisory lock, so replicas starting together do not race; every
+ * statement is idempotent.
+ */
+const STATEMENTS = [
+  `CREATE TABLE IF NOT EXISTS audit_log (
+     log_id          text        NOT NULL,
+     seq             bigint      NOT NULL,
+     kind            text        NOT NULL CHECK (kind IN ('change', 'conflict', 'resolve', 'admin')),
+     event_id        text,
+     entity          text,
+     record_key      jsonb,
+     op              text,
+     source_node     text,
+     source_position jsonb,
+     source_ts       timestamptz,
+     before          jsonb,
+     after           jsonb,
+     changed_columns text[],
+     version         bytea,
+     hlc             bigint,
+     writes          jsonb,
+     actor           text,
+     executed_at     timestamptz NOT NULL DEFAULT now(),
+     leaf_hash       bytea,
+     PRIMARY KEY (log_id, seq)
+   )`,
+  `CREATE INDEX IF NOT EXISTS audit_log_executed_at_idx ON audit_log (executed_at)`,
+  `CREATE TABLE IF NOT EXISTS sync_checkpoints (
+     consumer_group text        NOT NULL,
+     topic          text        NOT NULL,
+     partition      integer     NOT NULL,
+     next_offset    bigint      NOT NULL,
+     log_id         text        NOT NULL,
+     last_seq       bigint      NOT NULL,
+     updated_by     text,
+     updated_at     timestamptz NOT NULL DEFAULT now(),
+     PRIMARY KEY (consumer_group, topic, partition)
+   )`,
+  `CREATE TABLE IF NOT EXISTS sync_dead_letters (
+     id          bigserial   PRIMARY KEY,
+     reason      text        NOT NULL,
+     error       text        NOT NULL,
+     topic       text        NOT NULL,
+     partition   integer     NOT NULL,
+     "offset"    bigint      NOT NULL,
+     entity      text,
+     source_node text,
+     record_key  text,
+     payload     bytea,
+     status      text        NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'replayed', 'discarded')),
+     created_at  timestamptz NOT NULL DEFAULT now(),
+     replayed_at timestamptz
+   )`,
+  `CREATE INDEX IF NOT EXISTS sync_dead_letters_open_idx ON sync_dead_letters (status, created_at)`,
+  `CREATE TABLE IF NOT EXISTS sync_nodes (
+     id   smallint PRIMARY KEY,
+     name text     NOT NULL UNIQUE
+   )`,
+  `CREATE TABLE IF NOT EXISTS sync_control (
+     key        text        PRIMARY KEY,
+     value      jsonb       NOT NULL,
+     updated_at timestamptz NOT NULL DEFAULT now(),
+     updated_by text
+   )`,
+];
+
+const LOCK_KEY = 0x57_53_59_4e; // "WSYN"
+
+export async function migrateControlSchema(pool: pg.Pool): Promise<void> {
+  const client = await pool.connect();
+  try {
+    await client.query('SELECT pg_advisory_lock($1)', [LOCK_KEY]);
+    try {
+      for (const sql of STATEMENTS) await client.query(sql);
+    } finally {
+      await client.query('SELECT pg_advisory_unlock($1)', [LOCK_KEY]);
+    }
+  } finally {
+    client.release();
+  }
+}
+
+/** Gives every configured node a small integer id (used by version vectors), stable once assigned. */
+export async function registerNodes(pool: pg.Pool, names: string[]): Promise<Map<string, number>> {
+  await pool.query(
+    `INSERT INTO sync_nodes (id, name)
+     SELECT COALESCE((SELECT max(id) FROM sync_nodes), 0) + row_number() OVER (ORDER BY n), n
+     FROM unnest($1::text[]) AS n
+     WHERE n NOT IN (SELECT name FROM sync_nodes)
+     ON CONFLICT (name) DO NOTHING`,
+    [names],
+  );
+  const { rows } = await pool.query<{ id: number; name: string }>('SELECT id, name FROM sync_nodes');
+  return new Map(rows.map((r) => [r.name, r.id]));
+}

@@ -1,0 +1,106 @@
+import { parseEnv, type EnvConfig } from '../config/env.ts';
+import { loadTopology, type Topology } from '../config/topology.ts';
+import { ConfigError, errorMessage } from '../errors.ts';
+import { createLogger } from '../log.ts';
+import { Worker } from '../runtime/worker.ts';
+import { runHealth } from './health.ts';
+import { runDemo } from './demo.ts';
+
+const LOCAL_STACK = {
+  brokers: '127.0.0.1:19092',
+  controlUrl: 'postgres://sync_user:sync_pass@127.0.0.1:55432/sync_db',
+};
+
+const HELP = `worker-sync: CDC audit-and-synchronization worker
+
+Usage: worker-sync <command> [options]
+
+Commands:
+  run                 consume Debezium topics, audit and sync (npm start)
+  health db|kafka|full  check connectivity (npm run health:db|health:kafka|health:full) [--json]
+  demo                bring the local stack up, start the worker, make changes, show the audit log
+  help                this text
+
+Environment (validated at start-up; a bad value exits 2 naming it):
+  WORKER_SYNC_CONFIG  topology file, YAML or JSON (default deploy/local/worker-sync.yaml)
+  KAFKA_BROKERS       bootstrap servers (default: topology kafka.bootstrap, else ${LOCAL_STACK.brokers})
+  KAFKA_GROUP_ID      consumer group (default worker-sync-group)
+  DATABASE_URL[_FILE] control database (sync_db) URL (default: topology control.url, else the local stack)
+  QUEUE_CONCURRENCY   lanes processing at once (default 4)
+  EMERGENCY_STOP      true: consume nothing, keep /health, /metrics and the API up
+  RESET_CHECKPOINT    true: seek every owned partition to the PostgreSQL checkpoint
+  HTTP_PORT           operating surface port (default 3003)
+  BATCH_SIZE, BATCH_WAIT_MS, MAX_BUFFERED_EVENTS, SHUTDOWN_GRACE_MS, LOG_LEVEL, WORKER_ID
+
+Exit codes: 0 ok, 1 runtime failure or unhealthy, 2 bad configuration or usage.
+`;
+
+export interface Loaded {
+  env: EnvConfig;
+  topology: Topology;
+  brokers: string;
+  controlUrl: string;
+}
+
+export function loadConfig(): Loaded {
+  const env = parseEnv();
+  const topology = loadTopology(env.configFile);
+  return {
+    env,
+    topology,
+    brokers: env.kafkaBrokers ?? topology.kafka.bootstrap ?? LOCAL_STACK.brokers,
+    controlUrl: env.controlUrl ?? topology.control.url ?? LOCAL_STACK.controlUrl,
+  };
+}
+
+async function run(): Promise<number> {
+  const cfg = loadConfig();
+  const log = createLogger(cfg.env.logLevel);
+  const worker = new Worker(cfg, log);
+  let stopping: Promise<void> | undefined;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    log.info({ signal }, 'Shutting down: draining in-flight batches');
+    stopping = worker.stop(cfg.env.shutdownGraceMs).then(() => process.exit(0), (err) => {
+      log.error({ err: errorMessage(err) }, 'Shutdown failed');
+      process.exit(1);
+    });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  await worker.start();
+  return new Promise<number>(() => undefined); // runs until a signal
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'run':
+      return run();
+    case 'health':
+      return runHealth(rest, loadConfig());
+    case 'demo':
+      return runDemo(rest);
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(HELP);
+      return command === undefined ? 2 : 0;
+    default:
+      process.stderr.write(`worker-sync: unknown command "${command}"\n\n${HELP}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`worker-sync: invalid configuration: ${err.message}\n`);
+      process.exit(2);
+    }
+    process.stderr.write(`worker-sync: ${errorMessage(err)}\n`);
+    process.exit(1);
+  },
+);

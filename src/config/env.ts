@@ -1,0 +1,111 @@
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { ConfigError } from '../errors.ts';
+
+/** The repository root, so defaults work from any working directory. */
+export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** Everything the process reads from its environment, parsed and checked once. */
+export interface EnvConfig {
+  configFile: string;
+  kafkaBrokers: string | undefined;
+  groupId: string;
+  controlUrl: string | undefined;
+  redisUrl: string | undefined;
+  queueConcurrency: number;
+  emergencyStop: boolean;
+  resetCheckpoint: boolean;
+  httpHost: string;
+  httpPort: number;
+  batchSize: number;
+  batchWaitMs: number;
+  maxBufferedEvents: number;
+  shutdownGraceMs: number;
+  logLevel: string;
+  workerId: string;
+  /** Test-only crash points; honoured only when WORKER_SYNC_TEST_HOOKS=1. */
+  testCrashPoint: CrashPoint | undefined;
+}
+
+export const CRASH_POINTS = ['after-audit-copy', 'after-commit'] as const;
+export type CrashPoint = (typeof CRASH_POINTS)[number];
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+type Env = Record<string, string | undefined>;
+
+function str(env: Env, name: string): string | undefined {
+  const v = env[name];
+  return v === undefined || v.trim() === '' ? undefined : v.trim();
+}
+
+/** `NAME` or `NAME_FILE` (a file holding the secret, as Kubernetes mounts them). */
+export function secret(env: Env, name: string): string | undefined {
+  const direct = str(env, name);
+  const file = str(env, `${name}_FILE`);
+  if (direct !== undefined && file !== undefined) {
+    throw new ConfigError(name, `set either ${name} or ${name}_FILE, not both`);
+  }
+  if (file === undefined) return direct;
+  try {
+    return readFileSync(file, 'utf8').trim();
+  } catch (err) {
+    throw new ConfigError(`${name}_FILE`, `cannot read ${file}: ${(err as Error).message}`);
+  }
+}
+
+function int(env: Env, name: string, dflt: number, min: number, max: number): number {
+  const raw = str(env, name);
+  if (raw === undefined) return dflt;
+  if (!/^-?\d+$/.test(raw)) throw new ConfigError(name, `must be an integer, got "${raw}"`);
+  const n = Number(raw);
+  if (n < min || n > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+function bool(env: Env, name: string): boolean {
+  const raw = str(env, name);
+  if (raw === undefined) return false;
+  const v = raw.toLowerCase();
+  if (['true', '1', 'yes', 'on'].includes(v)) return true;
+  if (['false', '0', 'no', 'off'].includes(v)) return false;
+  throw new ConfigError(name, `must be true or false, got "${raw}"`);
+}
+
+function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], dflt: T | undefined): T | undefined {
+  const raw = str(env, name);
+  if (raw === undefined) return dflt;
+  if (!(allowed as readonly string[]).includes(raw)) {
+    throw new ConfigError(name, `must be one of ${allowed.join(', ')}, got "${raw}"`);
+  }
+  return raw as T;
+}
+
+export function parseEnv(env: Env = process.env): EnvConfig {
+  const port = (name: string, dflt: number) => int(env, name, dflt, 0, 65535);
+  const testHooks = bool(env, 'WORKER_SYNC_TEST_HOOKS');
+  const crash = oneOf(env, 'WORKER_SYNC_TEST_CRASH_POINT', CRASH_POINTS, undefined);
+  if (crash !== undefined && !testHooks) {
+    throw new ConfigError('WORKER_SYNC_TEST_CRASH_POINT', 'is a test-only setting and needs WORKER_SYNC_TEST_HOOKS=1');
+  }
+  return {
+    configFile: path.resolve(str(env, 'WORKER_SYNC_CONFIG') ?? path.join(PROJECT_ROOT, 'deploy/local/worker-sync.yaml')),
+    kafkaBrokers: str(env, 'KAFKA_BROKERS'),
+    groupId: str(env, 'KAFKA_GROUP_ID') ?? 'worker-sync-group',
+    controlUrl: secret(env, 'DATABASE_URL'),
+    redisUrl: secret(env, 'REDIS_URL'),
+    queueConcurrency: int(env, 'QUEUE_CONCURRENCY', 4, 1, 1024),
+    emergencyStop: bool(env, 'EMERGENCY_STOP'),
+    resetCheckpoint: bool(env, 'RESET_CHECKPOINT'),
+    httpHost: str(env, 'HTTP_HOST') ?? '0.0.0.0',
+    httpPort: port('HTTP_PORT', 3003),
+    batchSize: int(env, 'BATCH_SIZE', 1000, 1, 100_000),
+    batchWaitMs: int(env, 'BATCH_WAIT_MS', 20, 1, 10_000),
+    maxBufferedEvents: int(env, 'MAX_BUFFERED_EVENTS', 20_000, 100, 10_000_000),
+    shutdownGraceMs: int(env, 'SHUTDOWN_GRACE_MS', 25_000, 100, 600_000),
+    logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info') ?? 'info',
+    workerId: str(env, 'WORKER_ID') ?? str(env, 'HOSTNAME') ?? `worker-${process.pid}`,
+    testCrashPoint: crash,
+  };
+}

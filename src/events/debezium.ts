@@ -1,0 +1,175 @@
+import { DecodeError } from '../errors.ts';
+import type { EntityConfig, EntityNodeMapping, Topology } from '../config/topology.ts';
+import type { ChangeEvent, Op, Row, Tombstone } from './change-event.ts';
+import { toCanonical, ValueError, type Canonical, type FieldSchema } from './values.ts';
+import { sourcePosition } from './source-position.ts';
+
+/**
+ * Decoder for the Debezium relational envelope (PostgreSQL, MariaDB/MySQL) in both JSON
+ * converter forms:
+ *   schemas on : {"schema": {...}, "payload": {"before", "after", "source", "op", "ts_ms", ...}}
+ *   schemas off: {"before", "after", "source", "op", "ts_ms", ...}
+ * A null value is a tombstone. Everything else that is not a valid envelope for a
+ * configured table is a DecodeError, which the runtime sends to the dead letters.
+ */
+export interface RawMessage {
+  topic: string;
+  partition: number;
+  offset: number;
+  value: Buffer | null;
+}
+
+const OPS = new Set<Op>(['c', 'u', 'd', 'r', 't']);
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+export class DebeziumDecoder {
+  private readonly topology: Topology;
+
+  constructor(topology: Topology) {
+    this.topology = topology;
+  }
+
+  decode(msg: RawMessage): ChangeEvent | Tombstone {
+    const route = this.topology.topics.get(msg.topic);
+    if (!route) throw new DecodeError('WS_DECODE_UNKNOWN_TOPIC', `topic ${msg.topic} is not mapped to any entity`);
+    if (msg.value === null || msg.value.length === 0) {
+      return { tombstone: true, topic: msg.topic, partition: msg.partition, offset: msg.offset };
+    }
+    let doc: unknown;
+    try {
+      doc = JSON.parse(msg.value.toString('utf8'));
+    } catch (err) {
+      throw new DecodeError('WS_DECODE_MALFORMED', `value is not JSON: ${(err as Error).message}`, err);
+    }
+    if (doc === null) return { tombstone: true, topic: msg.topic, partition: msg.partition, offset: msg.offset };
+    if (!isObj(doc)) throw new DecodeError('WS_DECODE_MALFORMED', 'value is not a JSON object');
+
+    let payload: Obj;
+    let schema: FieldSchema | undefined;
+    if ('payload' in doc && 'schema' in doc) {
+      if (doc.payload === null) return { tombstone: true, topic: msg.topic, partition: msg.partition, offset: msg.offset };
+      if (!isObj(doc.payload)) throw new DecodeError('WS_DECODE_MALFORMED', 'payload is not an object');
+      payload = doc.payload;
+      schema = isObj(doc.schema) ? (doc.schema as unknown as FieldSchema) : undefined;
+    } else {
+      payload = doc;
+    }
+    return this.decodeEnvelope(msg, payload, schema, route.entity, route.mapping);
+  }
+
+  private decodeEnvelope(msg: RawMessage, p: Obj, schema: FieldSchema | undefined, entity: EntityConfig, mapping: EntityNodeMapping): ChangeEvent {
+    const op = p.op;
+    if (typeof op !== 'string' || !OPS.has(op as Op)) {
+      throw new DecodeError('WS_DECODE_MALFORMED', `envelope has no valid op (got ${JSON.stringify(op)})`);
+    }
+    if (!isObj(p.source)) throw new DecodeError('WS_DECODE_MALFORMED', 'envelope has no source block');
+    const source = p.source;
+    const node = this.topology.nodes.get(mapping.node)!;
+
+    const rowSchema = (name: 'before' | 'after'): Map<string, FieldSchema> | undefined => {
+      const f = schema?.fields?.find((x) => x.field === name);
+      if (!f?.fields) return undefined;
+      return new Map(f.fields.map((x) => [x.field ?? '', x]));
+    };
+
+    const image = (name: 'before' | 'after'): { row: Row; version: Buffer | null; complete: boolean } | null => {
+      const raw = p[name];
+      if (raw === null || raw === undefined) return null;
+      if (!isObj(raw)) throw new DecodeError('WS_DECODE_MALFORMED', `${name} is not an object`);
+      const fields = rowSchema(name);
+      const row: Row = {};
+      let version: Buffer | null = null;
+      let seen = 0;
+      for (const [col, value] of Object.entries(raw)) {
+        if (col === (entity.versionColumn ? mapping.columns.get(entity.versionColumn) ?? entity.versionColumn : undefined)) {
+          version = typeof value === 'string' && value !== '' ? Buffer.from(value, 'base64') : null;
+          continue;
+        }
+        const entityCol = mapping.columnsBack.get(col);
+        if (entityCol === undefined) {
+          throw new DecodeError('WS_DECODE_UNKNOWN_COLUMN', `column "${col}" of ${mapping.table} is not mapped in entity ${entity.name}`);
+        }
+        const type = entity.columns.get(entityCol)!;
+        try {
+          row[entityCol] = toCanonical(value, type, fields?.get(col), `${entity.name}.${entityCol}`);
+        } catch (err) {
+          if (err instanceof ValueError) throw new DecodeError('WS_DECODE_BAD_VALUE', err.message, err);
+          throw err;
+        }
+        seen++;
+      }
+      return { row, version, complete: seen === entity.columns.size };
+    };
+
+    const before = image('before');
+    const after = image('after');
+    const kind = op as Op;
+    if ((kind === 'c' || kind === 'r' || kind === 'u') && after === null) {
+      throw new DecodeError('WS_DECODE_MALFORMED', `op "${kind}" without an after image`);
+    }
+    if (kind === 'd' && before === null) throw new DecodeError('WS_DECODE_MALFORMED', 'delete without a before image');
+
+    let key: Row | null = null;
+    let keyText = '*';
+    if (kind !== 't') {
+      const img = (after ?? before)!.row;
+      key = {};
+      const parts: Canonical[] = [];
+      for (const k of entity.key) {
+        const v = img[k];
+        if (v === undefined || v === null) throw new DecodeError('WS_DECODE_MALFORMED', `key column "${k}" is missing from the ${after ? 'after' : 'before'} image`);
+        key[k] = v;
+        parts.push(v);
+      }
+      keyText = JSON.stringify(parts);
+    }
+
+    let changed: string[] | null = null;
+    if (kind === 'u' && before?.complete && after) {
+      changed = [];
+      for (const col of entity.columns.keys()) {
+        if (!sameValue(before.row[col], after.row[col])) changed.push(col);
+      }
+    }
+
+    const tsMs = typeof p.ts_ms === 'number' ? p.ts_ms : Date.now();
+    const sourceTs = typeof source.ts_ms === 'number' ? source.ts_ms : tsMs;
+    const tx = isObj(p.transaction) && typeof p.transaction.id === 'string' ? p.transaction.id : null;
+    return {
+      id: `${msg.topic}/${msg.partition}/${msg.offset}`,
+      entity: entity.name,
+      node: node.name,
+      op: kind,
+      key,
+      keyText,
+      before: before?.row ?? null,
+      after: after?.row ?? null,
+      changed,
+      baseVersion: (kind === 'd' ? before?.version : after?.version) ?? null,
+      sourceTsMs: sourceTs,
+      emittedTsMs: tsMs,
+      position: { topic: msg.topic, partition: msg.partition, offset: msg.offset, source: sourcePosition(node.kind, source) },
+      transactionId: tx,
+    };
+  }
+}
+
+/** Structural equality of canonical values (JSON values compared by content). */
+export function sameValue(a: Canonical | undefined, b: Canonical | undefined): boolean {
+  if (a === b) return true;
+  if (a === null || b === null || a === undefined || b === undefined) return false;
+  if (typeof a === 'object' && typeof b === 'object') return stableJson(a) === stableJson(b);
+  return false;
+}
+
+/** JSON with object keys sorted, so equal documents give equal text. */
+export function stableJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(stableJson).join(',')}]`;
+  if (v !== null && typeof v === 'object') {
+    const keys = Object.keys(v as Obj).sort();
+    return `{${keys.map((k) => `${JSON.stringify(k)}:${stableJson((v as Obj)[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(v) ?? 'null';
+}

@@ -1,0 +1,178 @@
+import Kafka from 'node-rdkafka';
+import { WorkerSyncError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+
+export interface TopicPartition {
+  topic: string;
+  partition: number;
+}
+
+export interface ConsumedMessage {
+  topic: string;
+  partition: number;
+  offset: number;
+  key: Buffer | null;
+  value: Buffer | null;
+  timestamp: number | undefined;
+}
+
+export interface RebalanceHandler {
+  /** Partitions gained. May return a start offset per partition (RESET_CHECKPOINT). */
+  assigned(parts: TopicPartition[]): Map<string, number> | undefined;
+  /** Partitions lost. Called before they are released to the group. */
+  revoked(parts: TopicPartition[]): void;
+}
+
+export interface ConsumerOptions {
+  brokers: string;
+  groupId: string;
+  clientId: string;
+  consumeTimeoutMs: number;
+}
+
+const ERR_ASSIGN = Kafka.CODES.ERRORS.ERR__ASSIGN_PARTITIONS;
+const ERR_REVOKE = Kafka.CODES.ERRORS.ERR__REVOKE_PARTITIONS;
+
+export const tpKey = (topic: string, partition: number) => `${topic}/${partition}`;
+
+/**
+ * The ingest consumer (DESIGN §8): librdkafka through node-rdkafka, batch consume,
+ * cooperative-sticky assignment with our own rebalance callback, offsets stored only
+ * after the PostgreSQL checkpoint commits (`enable.auto.offset.store=false`) and
+ * auto-committed from the store.
+ */
+export class ChangeConsumer {
+  private readonly consumer: Kafka.KafkaConsumer;
+  private readonly log: Logger;
+  private readonly owned = new Set<string>();
+
+  constructor(opts: ConsumerOptions, handler: RebalanceHandler, log: Logger) {
+    this.log = log;
+    const owned = this.owned;
+    this.consumer = new Kafka.KafkaConsumer(
+      {
+        'metadata.broker.list': opts.brokers,
+        'group.id': opts.groupId,
+        'client.id': opts.clientId,
+        'enable.auto.commit': true,
+        'auto.commit.interval.ms': 1000,
+        'enable.auto.offset.store': false,
+        'partition.assignment.strategy': 'cooperative-sticky',
+        'allow.auto.create.topics': false,
+        'session.timeout.ms': 10_000,
+        'heartbeat.interval.ms': 1000,
+        'topic.metadata.refresh.interval.ms': 5000,
+        'fetch.wait.max.ms': 20,
+        'socket.keepalive.enable': true,
+        rebalance_cb(this: Kafka.KafkaConsumer, err: Kafka.LibrdKafkaError, assignment: Kafka.Assignment[]) {
+          const parts = assignment.map((a) => ({ topic: a.topic, partition: a.partition }));
+          try {
+            if (err.code === ERR_ASSIGN) {
+              const offsets = handler.assigned(parts);
+              for (const p of parts) owned.add(tpKey(p.topic, p.partition));
+              const withOffsets = parts.map((p) => {
+                const o = offsets?.get(tpKey(p.topic, p.partition));
+                return o === undefined ? p : { ...p, offset: o };
+              });
+              this.incrementalAssign(withOffsets);
+            } else if (err.code === ERR_REVOKE) {
+              for (const p of parts) owned.delete(tpKey(p.topic, p.partition));
+              handler.revoked(parts);
+              this.incrementalUnassign(parts);
+            } else {
+              log.error({ err: err.message, code: err.code }, 'Rebalance error');
+            }
+          } catch (e) {
+            log.error({ err: (e as Error).message }, 'Rebalance callback failed');
+          }
+        },
+      },
+      { 'auto.offset.reset': 'earliest' },
+    );
+    this.consumer.setDefaultConsumeTimeout(opts.consumeTimeoutMs);
+    this.consumer.on('event.error', (err) => log.warn({ err: err.message }, 'Kafka client error'));
+  }
+
+  connect(timeoutMs = 30_000): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.consumer.connect({ timeout: timeoutMs }, (err) => {
+        if (err) reject(new WorkerSyncError('WS_KAFKA', `cannot connect to Kafka: ${err.message}`, { cause: err, retryable: true }));
+        else resolve();
+      });
+    });
+  }
+
+  subscribe(topics: string[]): void {
+    this.consumer.subscribe(topics);
+  }
+
+  isConnected(): boolean {
+    return this.consumer.isConnected();
+  }
+
+  owns(topic: string, partition: number): boolean {
+    return this.owned.has(tpKey(topic, partition));
+  }
+
+  ownedCount(): number {
+    return this.owned.size;
+  }
+
+  consume(max: number): Promise<ConsumedMessage[]> {
+    return new Promise((resolve, reject) => {
+      this.consumer.consume(max, (err, messages) => {
+        if (err) {
+          reject(new WorkerSyncError('WS_KAFKA', `consume failed: ${err.message}`, { cause: err, retryable: true }));
+          return;
+        }
+        resolve(messages.map((m) => ({
+          topic: m.topic,
+          partition: m.partition,
+          offset: m.offset,
+          key: (m.key as Buffer | null | undefined) ?? null,
+          value: m.value ?? null,
+          timestamp: m.timestamp,
+        })));
+      });
+    });
+  }
+
+  /** Stores the next offset to read for partitions we still own; auto-commit sends them. */
+  storeOffset(topic: string, partition: number, nextOffset: number): void {
+    if (!this.owns(topic, partition)) return;
+    try {
+      this.consumer.offsetsStore([{ topic, partition, offset: nextOffset }]);
+    } catch (err) {
+      // Lost the partition between the check and the call: the new owner resumes from
+      // the PostgreSQL checkpoint, so nothing is lost.
+      this.log.warn({ topic, partition, err: (err as Error).message }, 'Offset store refused');
+    }
+  }
+
+  highWatermark(topic: string, partition: number): number | undefined {
+    try {
+      return this.consumer.getWatermarkOffsets(topic, partition).highOffset;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Commits stored offsets now (used on shutdown). */
+  commitStored(): void {
+    try {
+      this.consumer.commit();
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'Final offset commit failed');
+    }
+  }
+
+  disconnect(): Promise<void> {
+    return new Promise((resolve) => {
+      if (!this.consumer.isConnected()) {
+        resolve();
+        return;
+      }
+      this.consumer.disconnect(10_000, () => resolve());
+    });
+  }
+}

@@ -1,0 +1,122 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * Every metric the worker exports (DESIGN §9). Names come from the runbook.
+ * `sync_events_total` and `sync_errors_total` carry the same labels so the runbook's
+ * `rate(sync_errors_total[5m]) / rate(sync_events_total[5m])` divides series by series.
+ */
+export const LATENCY_BUCKETS_MS = [1, 2, 5, 10, 20, 50, 75, 100, 150, 200, 300, 500, 1000, 2000, 5000];
+
+export class Metrics {
+  readonly registry = new Registry();
+
+  readonly events = new Counter({
+    name: 'sync_events_total',
+    help: 'Source change events committed by the worker (audited), by source node and entity',
+    labelNames: ['source_node', 'entity'] as const,
+    registers: [this.registry],
+  });
+
+  readonly errors = new Counter({
+    name: 'sync_errors_total',
+    help: 'Events that failed (dead-lettered or undecodable), by source node and entity',
+    labelNames: ['source_node', 'entity'] as const,
+    registers: [this.registry],
+  });
+
+  readonly latency = new Histogram({
+    name: 'sync_latency_ms',
+    help: 'End-to-end latency in milliseconds, from Debezium emitting the event (envelope ts_ms) to the worker committing it',
+    labelNames: ['source_node'] as const,
+    buckets: LATENCY_BUCKETS_MS,
+    registers: [this.registry],
+  });
+
+  readonly lag = new Gauge({
+    name: 'sync_lag_ms',
+    help: 'Milliseconds from the source commit (source.ts_ms) of the newest committed event to now, by source node',
+    labelNames: ['source_node'] as const,
+    registers: [this.registry],
+  });
+
+  readonly queueDepth = new Gauge({
+    name: 'queue_depth',
+    help: 'Events received from Kafka and not yet committed',
+    registers: [this.registry],
+  });
+
+  readonly tombstones = new Counter({
+    name: 'sync_tombstones_total',
+    help: 'Tombstones (null values after deletes) recognised and skipped',
+    registers: [this.registry],
+  });
+
+  readonly duplicates = new Counter({
+    name: 'sync_duplicates_total',
+    help: 'Redelivered messages at or below the committed checkpoint, skipped',
+    registers: [this.registry],
+  });
+
+  readonly deadLetters = new Counter({
+    name: 'sync_dead_letters_total',
+    help: 'Events stored in sync_dead_letters, by reason code',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
+  readonly batchSize = new Histogram({
+    name: 'sync_batch_size',
+    help: 'Events per committed lane batch',
+    buckets: [1, 10, 50, 100, 250, 500, 1000, 2500, 5000],
+    registers: [this.registry],
+  });
+
+  readonly commitDuration = new Histogram({
+    name: 'sync_commit_duration_ms',
+    help: 'Duration of the checkpoint transaction (audit COPY + checkpoint) in milliseconds',
+    buckets: LATENCY_BUCKETS_MS,
+    registers: [this.registry],
+  });
+
+  readonly commitFailures = new Counter({
+    name: 'sync_commit_failures_total',
+    help: 'Checkpoint transactions that failed and were retried',
+    registers: [this.registry],
+  });
+
+  readonly lanesActive = new Gauge({
+    name: 'sync_lanes_active',
+    help: 'Lanes processing a batch right now (bounded by QUEUE_CONCURRENCY)',
+    registers: [this.registry],
+  });
+
+  readonly partitionsOwned = new Gauge({
+    name: 'sync_partitions_owned',
+    help: 'Partitions currently assigned to this worker',
+    registers: [this.registry],
+  });
+
+  readonly consumerLag = new Gauge({
+    name: 'sync_consumer_lag_messages',
+    help: 'Messages between the committed checkpoint and the partition high watermark',
+    labelNames: ['topic', 'partition'] as const,
+    registers: [this.registry],
+  });
+
+  readonly rebalances = new Counter({
+    name: 'sync_rebalances_total',
+    help: 'Partition assignments and revocations',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
+
+  readonly emergencyStop = new Gauge({
+    name: 'sync_emergency_stop',
+    help: '1 while EMERGENCY_STOP holds consumption',
+    registers: [this.registry],
+  });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry });
+  }
+}

@@ -1,0 +1,115 @@
+import type { ConsumedMessage } from '../kafka/consumer.ts';
+import type { Checkpoint } from './checkpoint-store.ts';
+import type { Semaphore } from './semaphore.ts';
+
+export interface LaneHost {
+  readonly semaphore: Semaphore;
+  readonly batchSize: number;
+  /** Loads the partition's committed checkpoint (once per ownership). */
+  loadCheckpoint(topic: string, partition: number): Promise<Checkpoint | null>;
+  /** Decodes, audits and commits one batch; retries internally until it commits or the lane is revoked. */
+  processBatch(lane: Lane, batch: ConsumedMessage[]): Promise<void>;
+  /** Messages left the buffer (committed or dropped). */
+  released(count: number): void;
+  laneFailed(lane: Lane, err: unknown): void;
+}
+
+/**
+ * One partition, processed in order by one lane (DESIGN §2). A lane takes a slot of the
+ * shared semaphore per batch, so QUEUE_CONCURRENCY bounds how many batches run at once
+ * and waiting lanes are served in turn.
+ */
+export class Lane {
+  readonly topic: string;
+  readonly partition: number;
+  readonly logId: string;
+  checkpoint: Checkpoint | null = null;
+  revoked = false;
+
+  private readonly host: LaneHost;
+  private queue: ConsumedMessage[] = [];
+  private head = 0;
+  private running = false;
+  private readonly ready: Promise<void>;
+  private idleWaiters: Array<() => void> = [];
+
+  constructor(host: LaneHost, topic: string, partition: number) {
+    this.host = host;
+    this.topic = topic;
+    this.partition = partition;
+    this.logId = `${topic}/${partition}`;
+    this.ready = host.loadCheckpoint(topic, partition).then((cp) => {
+      this.checkpoint = cp;
+    });
+  }
+
+  get queued(): number {
+    return this.queue.length - this.head;
+  }
+
+  enqueue(messages: ConsumedMessage[]): void {
+    if (this.revoked) {
+      this.host.released(messages.length);
+      return;
+    }
+    for (const m of messages) this.queue.push(m);
+    this.schedule();
+  }
+
+  /** The partition was taken away: drop what is buffered; an in-flight commit is fenced by the checkpoint. */
+  revoke(): void {
+    this.revoked = true;
+    const dropped = this.queued;
+    this.queue = [];
+    this.head = 0;
+    this.host.released(dropped);
+    if (!this.running) this.notifyIdle();
+  }
+
+  /** Resolves when nothing is queued or in flight. */
+  idle(): Promise<void> {
+    if (!this.running && this.queued === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private notifyIdle(): void {
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  private schedule(): void {
+    if (this.running || this.queued === 0 || this.revoked) return;
+    this.running = true;
+    void this.run();
+  }
+
+  private async run(): Promise<void> {
+    try {
+      await this.ready;
+      while (this.queued > 0 && !this.revoked) {
+        await this.host.semaphore.acquire();
+        try {
+          if (this.revoked) break;
+          const end = Math.min(this.queue.length, this.head + this.host.batchSize);
+          const batch = this.queue.slice(this.head, end);
+          this.head = end;
+          if (this.head > 4096 && this.head * 2 > this.queue.length) {
+            this.queue = this.queue.slice(this.head);
+            this.head = 0;
+          }
+          await this.host.processBatch(this, batch);
+          this.host.released(batch.length);
+        } finally {
+          this.host.semaphore.release();
+        }
+      }
+    } catch (err) {
+      this.host.laneFailed(this, err);
+    } finally {
+      this.running = false;
+      if (this.queued > 0 && !this.revoked) this.schedule();
+      else this.notifyIdle();
+    }
+  }
+}

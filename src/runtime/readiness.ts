@@ -1,0 +1,83 @@
+import pg from 'pg';
+import mysql from 'mysql2/promise';
+import type { NodeConfig } from '../config/topology.ts';
+import { errorMessage } from '../errors.ts';
+
+export interface DependencyState {
+  ok: boolean;
+  detail?: string;
+  checkedAt: string;
+}
+
+type Probe = () => Promise<void>;
+
+/**
+ * Readiness (DESIGN §9): Kafka, the control database and every target node, each probed
+ * on an interval so `/ready` answers from memory and never blocks on a slow dependency.
+ */
+export class Readiness {
+  private readonly probes = new Map<string, Probe>();
+  private readonly state = new Map<string, DependencyState>();
+  private timer: NodeJS.Timeout | undefined;
+  private readonly closers: Array<() => Promise<void>> = [];
+
+  add(name: string, probe: Probe): void {
+    this.probes.set(name, probe);
+  }
+
+  /** A probe for a database node, over one small pool of its own. */
+  addNode(node: NodeConfig): void {
+    if (node.kind === 'postgres') {
+      const pool = new pg.Pool({ connectionString: node.url, max: 1, connectionTimeoutMillis: 2000, idleTimeoutMillis: 30_000 });
+      pool.on('error', () => undefined);
+      this.closers.push(() => pool.end());
+      this.add(`node:${node.name}`, async () => { await pool.query('SELECT 1'); });
+    } else if (node.kind === 'mariadb' || node.kind === 'mysql') {
+      const pool = mysql.createPool({ uri: node.url, connectionLimit: 1, connectTimeout: 2000 });
+      this.closers.push(() => pool.end());
+      this.add(`node:${node.name}`, async () => { await pool.query('SELECT 1'); });
+    }
+    // MongoDB targets get their probe with the Mongo sink.
+  }
+
+  async checkAll(): Promise<void> {
+    await Promise.all([...this.probes].map(async ([name, probe]) => {
+      const checkedAt = new Date().toISOString();
+      try {
+        await withTimeout(probe(), 2500);
+        this.state.set(name, { ok: true, checkedAt });
+      } catch (err) {
+        this.state.set(name, { ok: false, detail: errorMessage(err), checkedAt });
+      }
+    }));
+  }
+
+  start(intervalMs = 2000): void {
+    void this.checkAll();
+    this.timer = setInterval(() => void this.checkAll(), intervalMs);
+    this.timer.unref();
+  }
+
+  snapshot(): { ready: boolean; dependencies: Record<string, DependencyState> } {
+    const deps: Record<string, DependencyState> = {};
+    let ready = true;
+    for (const name of this.probes.keys()) {
+      const s = this.state.get(name) ?? { ok: false, detail: 'not checked yet', checkedAt: new Date(0).toISOString() };
+      deps[name] = s;
+      if (!s.ok) ready = false;
+    }
+    return { ready, dependencies: deps };
+  }
+
+  async close(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await Promise.all(this.closers.map((c) => c().catch(() => undefined)));
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
+    p.then((v) => { clearTimeout(t); resolve(v); }, (e) => { clearTimeout(t); reject(e); });
+  });
+}
