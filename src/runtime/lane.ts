@@ -33,11 +33,13 @@ export class Lane {
   private readonly ready: Promise<void>;
   private idleWaiters: Array<() => void> = [];
 
-  constructor(host: LaneHost, topic: string, partition: number) {
+  constructor(host: LaneHost, logPrefix: string, topic: string, partition: number) {
     this.host = host;
     this.topic = topic;
     this.partition = partition;
-    this.logId = `${topic}/${partition}`;
+    // One audit log per consumed partition and consumer group: its only writer is the
+    // partition's owner in that group (DESIGN §7).
+    this.logId = `${logPrefix}:${topic}/${partition}`;
     this.ready = host.loadCheckpoint(topic, partition).then((cp) => {
       this.checkpoint = cp;
     });

@@ -123,7 +123,7 @@ export class Worker implements LaneHost {
     for (const p of parts) {
       const k = tpKey(p.topic, p.partition);
       this.lanes.get(k)?.revoke();
-      this.lanes.set(k, new Lane(this, p.topic, p.partition));
+      this.lanes.set(k, new Lane(this, this.settings.env.groupId, p.topic, p.partition));
     }
     this.metrics.partitionsOwned.set(this.lanes.size);
     this.log.info({ partitions: parts.map((p) => tpKey(p.topic, p.partition)) }, 'Partitions assigned');

@@ -1,0 +1,154 @@
+import { spawnSync } from 'node:child_process';
+import { writeFileSync, mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type pg from 'pg';
+import { ROOT, freshKeyBase, pgApp, pgControl, waitFor } from '../support/stack.ts';
+import { counterSum, startWorker, type WorkerHandle } from '../support/worker-process.ts';
+
+/** The runbook's variables (EMERGENCY_STOP, RESET_CHECKPOINT), SIGTERM, and start-up validation. */
+let app: pg.Pool;
+let control: pg.Pool;
+const running: WorkerHandle[] = [];
+
+beforeAll(() => {
+  app = pgApp();
+  control = pgControl();
+});
+
+afterAll(async () => {
+  for (const w of running) await w.kill('SIGKILL');
+  await Promise.all([app?.end(), control?.end()]);
+});
+
+async function start(group: string, env: Record<string, string> = {}): Promise<WorkerHandle> {
+  const w = await startWorker(group, env);
+  running.push(w);
+  await w.ready();
+  return w;
+}
+
+async function insertOrders(base: number, n: number): Promise<void> {
+  await app.query(
+    `INSERT INTO orders (id, customer_id, total, status, created_at)
+     SELECT g, 7, 1.50, 'new', now() FROM generate_series($1::bigint, $2::bigint) AS g`,
+    [base, base + n - 1],
+  );
+}
+
+async function audited(group: string, base: number, n: number): Promise<{ log_id: string; seq: string; event_id: string; offset: string; id: string }[]> {
+  const { rows } = await control.query(
+    `SELECT log_id, seq, event_id, source_position->>'offset' AS offset, record_key->>'id' AS id FROM audit_log
+     WHERE log_id LIKE $1 AND entity = 'orders' AND (record_key->>'id')::bigint BETWEEN $2 AND $3 ORDER BY seq`,
+    [`${group}:%`, base, base + n - 1],
+  );
+  return rows;
+}
+
+describe('EMERGENCY_STOP', () => {
+  it('consumes nothing while /health and /metrics stay up, and loses nothing', async () => {
+    const group = `e2e-estop-${Date.now().toString(36)}`;
+    const stopped = await start(group, { EMERGENCY_STOP: 'true' });
+    const base = freshKeyBase();
+    await insertOrders(base, 3);
+    await new Promise((r) => setTimeout(r, 4000));
+    expect(await audited(group, base, 3)).toHaveLength(0);
+    expect((await fetch(`${stopped.url}/health`)).status).toBe(200);
+    const metrics = await stopped.metrics();
+    expect(metrics).toMatch(/^sync_emergency_stop 1$/m);
+    expect(counterSum(metrics, 'sync_events_total')).toBe(0);
+    expect((await stopped.kill('SIGTERM')).code).toBe(0);
+
+    const resumed = await start(group);
+    await waitFor('the held changes after the stop is lifted', async () => (await audited(group, base, 3)).length === 3, 120_000);
+    expect((await resumed.kill('SIGTERM')).code).toBe(0);
+  });
+});
+
+describe('RESET_CHECKPOINT', () => {
+  it('seeks to the PostgreSQL checkpoint, whatever Kafka committed', async () => {
+    const group = `e2e-reset-${Date.now().toString(36)}`;
+    const base = freshKeyBase();
+    const first = await start(group);
+    await insertOrders(base, 10);
+    const all = await waitFor('10 audited orders', async () => {
+      const r = await audited(group, base, 10);
+      return r.length === 10 ? r : undefined;
+    }, 120_000);
+    expect((await first.kill('SIGTERM')).code).toBe(0);
+
+    // The control database is restored from a backup taken before the last five changes:
+    // their audit rows are gone and the checkpoint points at the sixth. Kafka still has
+    // the group's offsets after all ten.
+    const sixth = all[5]!;
+    await control.query('DELETE FROM audit_log WHERE log_id = $1 AND seq >= $2', [sixth.log_id, sixth.seq]);
+    const { rowCount } = await control.query(
+      `UPDATE sync_checkpoints SET next_offset = $1, last_seq = $2 WHERE consumer_group = $3 AND topic = 'pg.public.orders' AND partition = 0`,
+      [sixth.offset, Number(sixth.seq) - 1, group],
+    );
+    expect(rowCount).toBe(1);
+
+    const plain = await start(group);
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(await audited(group, base, 10)).toHaveLength(5); // Kafka's offsets were followed
+    expect((await plain.kill('SIGTERM')).code).toBe(0);
+
+    const reset = await start(group, { RESET_CHECKPOINT: 'true' });
+    const again = await waitFor('the five lost changes re-audited', async () => {
+      const r = await audited(group, base, 10);
+      return r.length >= 10 ? r : undefined;
+    }, 60_000);
+    await new Promise((r) => setTimeout(r, 1500));
+    const final = await audited(group, base, 10);
+    expect(final).toHaveLength(10);
+    expect(final.map((r) => r.event_id)).toEqual(all.map((r) => r.event_id));
+    expect(again.map((r) => Number(r.seq))).toEqual(all.map((r) => Number(r.seq)));
+    expect((await reset.kill('SIGTERM')).code).toBe(0);
+  });
+});
+
+describe('SIGTERM', () => {
+  it('drains, commits and stores offsets, so a restart has nothing to redeliver', async () => {
+    const group = `e2e-sigterm-${Date.now().toString(36)}`;
+    const base = freshKeyBase();
+    const w = await start(group);
+    await insertOrders(base, 500);
+    await waitFor('the first audited rows', async () => (await audited(group, base, 500)).length > 0, 60_000, 50);
+    const exit = await w.kill('SIGTERM');
+    expect(exit.code).toBe(0);
+    const afterStop = (await audited(group, base, 500)).length;
+    const next = await start(group);
+    await waitFor('all 500 orders', async () => (await audited(group, base, 500)).length === 500, 60_000);
+    expect(counterSum(await next.metrics(), 'sync_duplicates_total')).toBe(0);
+    expect(afterStop).toBeGreaterThan(0);
+    expect((await next.kill('SIGTERM')).code).toBe(0);
+  });
+});
+
+describe('configuration is validated at start-up', () => {
+  const run = (env: Record<string, string>) => spawnSync(process.execPath, [path.join(ROOT, 'bin/worker-sync.js'), 'run'], {
+    env: { PATH: process.env.PATH ?? '', HTTP_PORT: '0', ...env }, encoding: 'utf8', timeout: 30_000,
+  });
+
+  it('exits 2 naming a bad variable', () => {
+    const res = run({ QUEUE_CONCURRENCY: 'lots' });
+    expect(res.status).toBe(2);
+    expect(res.stderr).toContain('QUEUE_CONCURRENCY: must be an integer, got "lots"');
+    const res2 = run({ EMERGENCY_STOP: 'maybe' });
+    expect(res2.status).toBe(2);
+    expect(res2.stderr).toContain('EMERGENCY_STOP: must be true or false');
+  });
+
+  it('exits 2 naming a bad key of the topology file', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'ws-config-'));
+    const file = path.join(dir, 'bad.json');
+    writeFileSync(file, JSON.stringify({
+      nodes: { pg: { kind: 'postgres', url: 'postgres://x@127.0.0.1/x' } },
+      entities: { customers: { key: ['id'], columns: { id: 'bigint' }, nodes: { pg: 'public.customers; DROP TABLE x' } } },
+    }));
+    const res = run({ WORKER_SYNC_CONFIG: file });
+    expect(res.status).toBe(2);
+    expect(res.stderr).toContain('entities.customers.nodes.pg.table');
+  });
+});

@@ -1,0 +1,58 @@
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import mysql from 'mysql2/promise';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+export interface StackStatus {
+  kafka: { up: boolean; bootstrap: string };
+  connect: { up: boolean; url: string };
+  postgres: { up: boolean; url: string; controlUrl: string };
+  mariadb: { up: boolean; url: string };
+  redis: { up: boolean; url: string };
+}
+
+let cached: StackStatus | undefined;
+
+/** The running local stack, as `stack.sh status --json` reports it. */
+export function stack(): StackStatus {
+  if (!cached) {
+    const out = execFileSync('bash', [path.join(ROOT, 'deploy/local/stack.sh'), 'status', '--json'], { encoding: 'utf8' });
+    cached = JSON.parse(out) as StackStatus;
+  }
+  return cached;
+}
+
+export function pgApp(): pg.Pool {
+  return new pg.Pool({ connectionString: stack().postgres.url, max: 4 });
+}
+
+export function pgControl(): pg.Pool {
+  return new pg.Pool({ connectionString: stack().postgres.controlUrl, max: 4 });
+}
+
+export function maria(): mysql.Pool {
+  return mysql.createPool({ uri: stack().mariadb.url, connectionLimit: 4 });
+}
+
+/** Keys unique to one test run, far from the demo's and from each other's. */
+export function freshKeyBase(): number {
+  return 1_000_000_000 + Math.floor(Math.random() * 8_000_000) * 1000;
+}
+
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 30_000, everyMs = 200): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v !== undefined && v !== false) return v as T;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+}

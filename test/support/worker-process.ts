@@ -1,0 +1,84 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, openSync, closeSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { ROOT, stack, waitFor } from './stack.ts';
+
+export interface WorkerHandle {
+  proc: ChildProcess;
+  port: number;
+  url: string;
+  logFile: string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  ready(timeoutMs?: number): Promise<void>;
+  metrics(): Promise<string>;
+  kill(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts `worker-sync run` as a real child process against the local stack. */
+export async function startWorker(group: string, env: Record<string, string> = {}): Promise<WorkerHandle> {
+  const port = await freePort();
+  const dir = path.join(ROOT, '.local/test-logs');
+  mkdirSync(dir, { recursive: true });
+  const logFile = path.join(dir, `${group}-${Date.now()}.log`);
+  const fd = openSync(logFile, 'a');
+  const s = stack();
+  const proc = spawn(process.execPath, [path.join(ROOT, 'bin/worker-sync.js'), 'run'], {
+    stdio: ['ignore', fd, fd],
+    env: {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '/root',
+      KAFKA_BROKERS: s.kafka.bootstrap,
+      DATABASE_URL: s.postgres.controlUrl,
+      KAFKA_GROUP_ID: group,
+      HTTP_HOST: '127.0.0.1',
+      HTTP_PORT: String(port),
+      LOG_LEVEL: 'info',
+      WORKER_ID: `${group}-${Math.random().toString(36).slice(2, 8)}`,
+      ...env,
+    },
+  });
+  closeSync(fd);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    proc.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+  const url = `http://127.0.0.1:${port}`;
+  return {
+    proc, port, url, logFile, exited,
+    async ready(timeoutMs = 60_000) {
+      await waitFor(`worker ready on ${url} (log ${logFile})`, async () => {
+        if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`worker exited (${proc.exitCode ?? proc.signalCode}); see ${logFile}`);
+        const res = await fetch(`${url}/ready`);
+        return res.status === 200;
+      }, timeoutMs, 250);
+    },
+    async metrics() {
+      return (await fetch(`${url}/metrics`)).text();
+    },
+    async kill(signal: NodeJS.Signals = 'SIGTERM') {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+      return exited;
+    },
+  };
+}
+
+/** Sum of a counter over all its series in Prometheus text. */
+export function counterSum(metricsText: string, name: string): number {
+  let sum = 0;
+  for (const line of metricsText.split('\n')) {
+    if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return sum;
+}

@@ -1,0 +1,84 @@
+import { describe, expect, it } from 'vitest';
+import { parseEnv } from '../../src/config/env.ts';
+import { loadTopology, parseTopology } from '../../src/config/topology.ts';
+import { ConfigError } from '../../src/errors.ts';
+import path from 'node:path';
+
+function configError(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return (err as Error).message;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('environment', () => {
+  it('has defaults for the local stack', () => {
+    const env = parseEnv({});
+    expect(env).toMatchObject({ groupId: 'worker-sync-group', queueConcurrency: 4, emergencyStop: false, resetCheckpoint: false, httpPort: 3003 });
+  });
+
+  it('names the bad variable', () => {
+    expect(configError(() => parseEnv({ QUEUE_CONCURRENCY: '0' }))).toBe('QUEUE_CONCURRENCY: must be between 1 and 1024, got 0');
+    expect(configError(() => parseEnv({ QUEUE_CONCURRENCY: '2.5' }))).toBe('QUEUE_CONCURRENCY: must be an integer, got "2.5"');
+    expect(configError(() => parseEnv({ RESET_CHECKPOINT: 'si' }))).toBe('RESET_CHECKPOINT: must be true or false, got "si"');
+    expect(configError(() => parseEnv({ HTTP_PORT: '70000' }))).toBe('HTTP_PORT: must be between 0 and 65535, got 70000');
+    expect(configError(() => parseEnv({ LOG_LEVEL: 'loud' }))).toMatch(/^LOG_LEVEL: must be one of/);
+    expect(configError(() => parseEnv({ WORKER_SYNC_TEST_CRASH_POINT: 'after-commit' }))).toMatch(/^WORKER_SYNC_TEST_CRASH_POINT: is a test-only setting/);
+    expect(configError(() => parseEnv({ DATABASE_URL: 'x', DATABASE_URL_FILE: '/nope' }))).toBe('DATABASE_URL: set either DATABASE_URL or DATABASE_URL_FILE, not both');
+    expect(configError(() => parseEnv({ DATABASE_URL_FILE: '/nonexistent/secret' }))).toMatch(/^DATABASE_URL_FILE: cannot read/);
+  });
+
+  it('reads true/false the usual ways', () => {
+    expect(parseEnv({ EMERGENCY_STOP: 'TRUE', RESET_CHECKPOINT: '1' })).toMatchObject({ emergencyStop: true, resetCheckpoint: true });
+  });
+});
+
+describe('topology', () => {
+  const base = () => ({
+    nodes: { pg: { kind: 'postgres', url: 'postgres://a@b/c' } },
+    entities: { customers: { key: ['id'], columns: { id: 'bigint', name: 'text' }, nodes: { pg: 'public.customers' } } },
+  });
+
+  it('loads the demo topology', () => {
+    const t = loadTopology(path.resolve('deploy/local/worker-sync.yaml'));
+    expect([...t.topics.keys()].sort()).toEqual(['maria.app.customers', 'maria.app.orders', 'pg.public.customers', 'pg.public.orders']);
+    expect(t.entities.get('customers')!.versionColumn).toBe('_sync_version');
+    expect(t.entities.get('orders')!.versionColumn).toBeUndefined();
+  });
+
+  it('rejects identifiers that are not plain', () => {
+    const doc = base();
+    (doc.entities.customers.nodes as Record<string, string>).pg = 'public.customers"; drop table x; --';
+    expect(configError(() => parseTopology(doc, 't'))).toMatch(/^entities\.customers\.nodes\.pg\.table: /);
+    const doc2 = base();
+    (doc2.entities.customers.columns as Record<string, string>)['bad name'] = 'text';
+    expect(configError(() => parseTopology(doc2, 't'))).toMatch(/^entities\.customers\.columns\.bad name: /);
+  });
+
+  it('names unknown nodes, types, policies and key columns', () => {
+    const d1 = base();
+    (d1.entities.customers.nodes as Record<string, string>).mongo = 'db.customers';
+    expect(configError(() => parseTopology(d1, 't'))).toBe('entities.customers.nodes.mongo: node "mongo" is not declared under nodes');
+    const d2 = base();
+    (d2.entities.customers.columns as Record<string, string>).name = 'varchar2';
+    expect(configError(() => parseTopology(d2, 't'))).toBe('entities.customers.columns.name: unknown column type "varchar2"');
+    const d3 = { ...base(), entities: { customers: { ...base().entities.customers, policy: 'coinflip' } } };
+    expect(configError(() => parseTopology(d3, 't'))).toMatch(/^entities\.customers\.policy: must be one of lww/);
+    const d4 = { ...base(), entities: { customers: { ...base().entities.customers, key: ['uid'] } } };
+    expect(configError(() => parseTopology(d4, 't'))).toBe('entities.customers.key: key column "uid" is not among the entity\'s columns');
+    const d5 = { ...base(), nodes: { pg: { kind: 'oracle', url: 'x' } } };
+    expect(configError(() => parseTopology(d5, 't'))).toMatch(/^nodes\.pg\.kind: must be one of/);
+  });
+
+  it('maps renamed columns both ways', () => {
+    const doc = base();
+    (doc.entities.customers.nodes as Record<string, unknown>).pg = { table: 'public.clients', columns: { name: 'full_name' } };
+    const m = parseTopology(doc, 't').entities.get('customers')!.nodes.get('pg')!;
+    expect(m.columns.get('name')).toBe('full_name');
+    expect(m.columnsBack.get('full_name')).toBe('name');
+    expect(m.topic).toBe('pg.public.clients');
+  });
+});
