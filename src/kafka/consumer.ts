@@ -172,7 +172,7 @@ export class ChangeConsumer {
         resolve();
         return;
       }
-      this.consumer.disconnect(10_000, () => resolve());
+      this.consumer.disconnect(() => resolve());
     });
   }
 }
