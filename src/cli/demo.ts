@@ -111,11 +111,13 @@ export async function runDemo(_args: string[]): Promise<number> {
     }
     await control.end();
     say('');
-    say('  source  entity     op  key          after');
+    const keyWidth = Math.max(3, ...rows.map((r) => JSON.stringify(r.record_key).length));
+    say(`  ${'source'.padEnd(7)} ${'entity'.padEnd(10)} ${'op'.padEnd(3)} ${'key'.padEnd(keyWidth)} ${'ms'.padStart(5)}  after`);
     for (const r of rows) {
-      const after = r.after ? JSON.stringify(r.after).slice(0, 70) : '(deleted)';
-      say(`  ${r.source_node.padEnd(7)} ${r.entity.padEnd(10)} ${r.op.padEnd(3)} ${JSON.stringify(r.record_key).padEnd(12)} ${after}`);
+      const after = r.after ? JSON.stringify(r.after).slice(0, 60) : '(deleted)';
+      say(`  ${r.source_node.padEnd(7)} ${r.entity.padEnd(10)} ${r.op.padEnd(3)} ${JSON.stringify(r.record_key).padEnd(keyWidth)} ${String(r.latency_ms).padStart(5)}  ${after}`);
     }
+    say('  (ms: from the source commit to the audit commit; MariaDB commit times have whole-second resolution)');
     say('');
     const ok = rows.length === expected;
     say(ok ? `All ${expected} changes are in the audit log.` : `Only ${rows.length} of ${expected} changes reached the audit log.`);

@@ -21,6 +21,8 @@ export interface DeadLetter {
 
 export interface BatchOutcome {
   events: ChangeEvent[];
+  /** The Kafka message each event came from (parallel to `events`). */
+  eventMessages: ConsumedMessage[];
   deadLetters: DeadLetter[];
   tombstones: number;
   duplicates: number;
@@ -56,7 +58,7 @@ export class BatchProcessor {
 
   /** Decodes a batch; never throws for bad input (that becomes a dead letter). */
   decode(lane: Lane, batch: ConsumedMessage[]): BatchOutcome {
-    const out: BatchOutcome = { events: [], deadLetters: [], tombstones: 0, duplicates: 0 };
+    const out: BatchOutcome = { events: [], eventMessages: [], deadLetters: [], tombstones: 0, duplicates: 0 };
     const floor = lane.checkpoint?.nextOffset ?? -1;
     const debug = this.log.isLevelEnabled('debug');
     for (const msg of batch) {
@@ -72,6 +74,7 @@ export class BatchProcessor {
         }
         if (debug) this.log.debug({ event: ev.id, entity: ev.entity, op: ev.op, key: ev.keyText, node: ev.node }, 'Processing CDC event');
         out.events.push(ev);
+        out.eventMessages.push(msg);
       } catch (err) {
         const info = this.opts.topicInfo(msg.topic);
         const reason = err instanceof DecodeError ? err.code : 'WS_INTERNAL';
@@ -118,6 +121,44 @@ export class BatchProcessor {
     this.metrics.commitDuration.observe(performance.now() - started);
   }
 
+  /**
+   * The database refused a row of the batch (a data exception, such as a NUL character
+   * that jsonb cannot hold). Finds the offending events, each COPY'd alone under a
+   * savepoint in a transaction that is rolled back, and moves them to the dead letters,
+   * so the rest of the batch commits and the lane moves on.
+   */
+  async isolateRejects(lane: Lane, outcome: BatchOutcome): Promise<number> {
+    const client = await this.pool.connect();
+    const keep: number[] = [];
+    const rejected: DeadLetter[] = [];
+    try {
+      await client.query('BEGIN');
+      for (let i = 0; i < outcome.events.length; i++) {
+        const ev = outcome.events[i]!;
+        await client.query('SAVEPOINT probe');
+        try {
+          // A log id of its own, so the probe cannot collide with the real rows.
+          await copyIn(client, AUDIT_COPY_SQL, changeRowLine(`${lane.logId}#probe`, i + 1, ev, []));
+          keep.push(i);
+        } catch (err) {
+          const msg = outcome.eventMessages[i]!;
+          rejected.push({ reason: 'WS_AUDIT_REJECTED', error: errorMessage(err), msg, entity: ev.entity, node: ev.node });
+        }
+        await client.query('ROLLBACK TO SAVEPOINT probe');
+      }
+      await client.query('ROLLBACK');
+    } finally {
+      client.release();
+    }
+    if (rejected.length > 0) {
+      for (const d of rejected) this.log.warn({ event: `${d.msg.topic}/${d.msg.partition}/${d.msg.offset}`, err: d.error }, 'Event refused by the audit log; sent to dead letters');
+      outcome.events = keep.map((i) => outcome.events[i]!);
+      outcome.eventMessages = keep.map((i) => outcome.eventMessages[i]!);
+      outcome.deadLetters.push(...rejected);
+    }
+    return rejected.length;
+  }
+
   /** Counts and measures a committed batch (labels bound per batch, not per event). */
   observe(outcome: BatchOutcome): void {
     const now = Date.now();
@@ -148,6 +189,12 @@ export class BatchProcessor {
       process.kill(process.pid, 'SIGKILL');
     }
   }
+}
+
+/** SQLSTATE classes that say "this data", not "this connection": retrying unchanged cannot help. */
+export function isDataError(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && /^(22|23|42804|54)/.test(code);
 }
 
 function copyIn(client: pg.PoolClient, sql: string, text: string): Promise<void> {

@@ -7,7 +7,7 @@ import { Metrics } from '../metrics.ts';
 import type { Logger } from '../log.ts';
 import { migrateControlSchema, registerNodes } from '../audit/control-schema.ts';
 import { CheckpointStore, type Checkpoint } from './checkpoint-store.ts';
-import { BatchProcessor } from './batch-processor.ts';
+import { BatchProcessor, isDataError } from './batch-processor.ts';
 import { Lane, type LaneHost } from './lane.ts';
 import { Semaphore } from './semaphore.ts';
 import { Readiness } from './readiness.ts';
@@ -213,6 +213,7 @@ export class Worker implements LaneHost {
           outcome = this.processor.decode(lane, batch);
           continue;
         }
+        if (isDataError(err) && (await this.processor.isolateRejects(lane, outcome).catch(() => 0)) > 0) continue;
         this.metrics.commitFailures.inc();
         this.log.error({ lane: lane.logId, attempt, err: errorMessage(err) }, 'Batch commit failed; retrying in order');
         await sleep(backoff(attempt));

@@ -115,6 +115,29 @@ describe('walking skeleton on the real stack', () => {
     expect(after - before).toBe(n);
   });
 
+  it('sends a change the audit log cannot hold to the dead letters, counted, while good events flow', async () => {
+    const base = freshKeyBase();
+    const errorsBefore = counterSum(await worker.metrics(), 'sync_errors_total');
+    // MariaDB text may hold a NUL character; PostgreSQL jsonb may not.
+    await my.query(`INSERT INTO customers (id, name, balance, updated_at) VALUES (?, 'ok before', 1, NOW(6)), (?, CONCAT('nul', CHAR(0), 'here'), 2, NOW(6)), (?, 'ok after', 3, NOW(6))`, [base, base + 1, base + 2]);
+    const rows = await waitFor('the two good rows audited', async () => {
+      const r = await auditRows([base, base + 1, base + 2]);
+      return r.length >= 2 ? r : undefined;
+    }, 30_000);
+    expect(rows.map((r) => r.record_key.id).sort()).toEqual([base, base + 2]);
+    const dl = await waitFor('the dead letter', async () => {
+      const { rows: d } = await control.query<{ reason: string; error: string; topic: string; entity: string; source_node: string; payload: Buffer }>(
+        `SELECT reason, error, topic, entity, source_node, payload FROM sync_dead_letters WHERE topic = 'maria.app.customers' AND payload IS NOT NULL AND convert_from(payload, 'UTF8') LIKE $1`,
+        [`%"id":${base + 1},%`],
+      );
+      return d.length > 0 ? d : undefined;
+    });
+    expect(dl).toHaveLength(1);
+    expect(dl[0]).toMatchObject({ reason: 'WS_AUDIT_REJECTED', entity: 'customers', source_node: 'maria' });
+    expect(dl[0]!.error).toMatch(/unicode|escape|\\u0000/i);
+    expect(counterSum(await worker.metrics(), 'sync_errors_total') - errorsBefore).toBe(1);
+  });
+
   it('serves the runbook metrics with millisecond latency buckets', async () => {
     const text = await worker.metrics();
     for (const name of ['sync_events_total', 'sync_errors_total', 'sync_latency_ms_bucket', 'sync_lag_ms', 'queue_depth']) {
