@@ -1,0 +1,194 @@
+import type { EntityConfig } from '../config/topology.ts';
+import type { ChangeEvent, Row } from '../events/change-event.ts';
+import { compare, counterOf, equals, merge, withCounter, type VersionVector } from '../clock/version-vector.ts';
+import { hlcOf, nodeState, rowDigest, type EchoEntry, type RecordState } from './record-state.ts';
+
+/**
+ * Classification of one source change against its record's state (DESIGN §6). Pure:
+ * it mutates only the state it is given and returns what to write where. The caller
+ * applies the writes, then calls `recordOutcome` for each, which pushes the echo
+ * entries of the writes that landed.
+ */
+export interface PlannedWrite {
+  node: string;
+  op: 'upsert' | 'delete';
+  row: Row | null;
+  version: VersionVector;
+  /** What the node must hold for the write to happen. */
+  expected: VersionVector | null;
+  expectedAbsent: boolean;
+  /** Delete whatever the node holds (a winning delete after a conflict). */
+  anyVersion: boolean;
+  digest: string | null;
+}
+
+export interface Conflict {
+  entity: string;
+  key: Row;
+  local: { node: string | null; version: VersionVector | null; value: Row | null; hlc: number; deleted: boolean };
+  incoming: { node: string; version: VersionVector; value: Row | null; hlc: number; deleted: boolean };
+  strategy: EntityConfig['policy'];
+  winner: 'local' | 'incoming';
+  merged: VersionVector;
+}
+
+export type Decision =
+  | { kind: 'duplicate' }
+  | { kind: 'echo'; popped: number }
+  | { kind: 'repair'; writes: PlannedWrite[] }
+  | { kind: 'causal'; version: VersionVector; writes: PlannedWrite[] }
+  | { kind: 'concurrent'; version: VersionVector; writes: PlannedWrite[]; conflict: Conflict }
+  | { kind: 'ignored'; reason: string };
+
+export interface ClassifyContext {
+  entity: EntityConfig;
+  /** Node name -> small integer (sync_nodes). */
+  nodeIndex: Map<string, number>;
+  nodePriority: Map<string, number>;
+  /** Source position of the event as a sortable string. */
+  positionKey: string;
+}
+
+/** The state a node is believed to hold once its pending echoes are in. */
+function expectedAt(state: RecordState, node: string): { version: VersionVector | null; absent: boolean } {
+  const n = nodeState(state, node);
+  const newest = n.fifo[n.fifo.length - 1];
+  if (newest) return newest.delete ? { version: newest.pushed, absent: true } : { version: newest.pushed, absent: false };
+  return { version: n.seen, absent: !n.present };
+}
+
+function planWrite(state: RecordState, node: string, row: Row | null, version: VersionVector, anyVersion = false): PlannedWrite {
+  const exp = expectedAt(state, node);
+  return {
+    node,
+    op: row === null ? 'delete' : 'upsert',
+    row,
+    version,
+    expected: exp.absent ? null : exp.version,
+    expectedAbsent: exp.absent,
+    anyVersion,
+    digest: row === null ? null : rowDigest(row),
+  };
+}
+
+function sameVersion(a: VersionVector | null, b: VersionVector | null): boolean {
+  return equals(a, b);
+}
+
+/**
+ * Called per write after the sink reported it. A write that changed the row, or found it
+ * already at the new version, will come back as an echo: it gets one FIFO entry (never
+ * two for one version, so a replay after a crash yields exactly one echo).
+ */
+export function recordOutcome(state: RecordState, w: PlannedWrite, outcome: 'applied' | 'already' | 'cas-skipped'): void {
+  if (outcome === 'cas-skipped') return;
+  const n = nodeState(state, w.node);
+  if (n.fifo.some((e) => sameVersion(e.pushed, w.version) && e.delete === (w.op === 'delete'))) return;
+  if (outcome === 'already' && w.op === 'delete') return; // nothing was there to emit a delete
+  const entry: EchoEntry = { expected: w.expected, expectedAbsent: w.expectedAbsent, pushed: w.version, digest: w.digest, delete: w.op === 'delete' };
+  n.fifo.push(entry);
+}
+
+export function classify(state: RecordState, ev: ChangeEvent, carried: VersionVector | null, ctx: ClassifyContext): Decision {
+  const { entity } = ctx;
+  const node = ev.node;
+  const n = nodeState(state, node);
+
+  if (ev.op === 't') return { kind: 'ignored', reason: 'truncate' };
+  if (n.position !== null && ctx.positionKey <= n.position) return { kind: 'duplicate' };
+  n.position = ctx.positionKey;
+
+  const isDelete = ev.op === 'd';
+  const digest = isDelete ? null : rowDigest(ev.after!);
+
+  // Echo: the version and the after-image digest match a pending entry; pop it and all older.
+  const fullBefore = isDelete && ev.before !== null && Object.keys(ev.before).length === entity.columns.size && carried !== null;
+  for (let i = 0; i < n.fifo.length; i++) {
+    const e = n.fifo[i]!;
+    const match = isDelete
+      ? e.delete && (!fullBefore || (e.expectedAbsent ? carried === null : sameVersion(e.expected, carried)))
+      : !e.delete && sameVersion(e.pushed, carried) && e.digest === digest;
+    if (match) {
+      n.fifo.splice(0, i + 1);
+      n.seen = e.pushed;
+      n.present = !e.delete;
+      return { kind: 'echo', popped: i + 1 };
+    }
+  }
+
+  // A version this node never held by our account: a worker whose state was lost (or a
+  // zombie) wrote it. Not a genuine change: remember it, and put the node back to the
+  // current state by compare-and-set on it.
+  if (!isDelete && ev.op !== 'c' && carried !== null && !sameVersion(carried, n.seen) && !n.fifo.some((e) => sameVersion(e.pushed, carried))) {
+    n.seen = carried;
+    n.present = true;
+    if (state.version === null) return { kind: 'ignored', reason: 'unknown version on a record without state' };
+    const w = planWrite(state, node, state.tombstone ? null : state.value, state.version, state.tombstone);
+    return { kind: 'repair', writes: [w] };
+  }
+
+  // A genuine change. Its base: the carried version where the image has one, else the
+  // last version seen back from this node (inserts, key-only deletes).
+  const base = ev.op === 'c' || (isDelete && !fullBefore) || carried === null ? n.seen : carried;
+  const nodeIdx = ctx.nodeIndex.get(node);
+  if (nodeIdx === undefined) throw new Error(`node ${node} has no index in sync_nodes`);
+  const current = state.version ?? [];
+  const E = withCounter(base ?? [], nodeIdx, counterOf(current, nodeIdx) + 1);
+  n.seen = base;
+  n.present = !isDelete;
+  const incomingValue = isDelete ? null : ev.after;
+  const incomingHlc = Math.max(hlcOf(ev.sourceTsMs), 0);
+
+  const order = compare(E, current);
+  if (order === 'dominates' || state.version === null) {
+    state.version = E;
+    state.hlc = Math.max(incomingHlc, state.hlc + 1);
+    state.origin = node;
+    state.tombstone = isDelete;
+    state.value = incomingValue;
+    const writes: PlannedWrite[] = [];
+    for (const other of entity.nodes.keys()) {
+      if (other !== node) writes.push(planWrite(state, other, incomingValue, E));
+    }
+    return { kind: 'causal', version: E, writes };
+  }
+
+  // Concurrent: resolve by the entity's policy and write the winner, with the merged
+  // version, to every node (the source too), as a full compare-and-set upsert.
+  const merged = merge(E, current);
+  const local = { node: state.origin, version: state.version, value: state.value, hlc: state.hlc, deleted: state.tombstone };
+  const incoming = { node, version: E, value: incomingValue, hlc: incomingHlc, deleted: isDelete };
+  const winner = resolve(entity, local, incoming, ctx);
+  const winValue = winner === 'incoming' ? incomingValue : state.value;
+  const winDeleted = winner === 'incoming' ? isDelete : state.tombstone;
+  state.version = merged;
+  state.hlc = Math.max(state.hlc, incomingHlc) + 1;
+  state.origin = winner === 'incoming' ? node : state.origin;
+  state.tombstone = winDeleted;
+  state.value = winDeleted ? null : winValue;
+  const writes = [...entity.nodes.keys()].map((x) => planWrite(state, x, winDeleted ? null : winValue, merged, winDeleted));
+  const conflict: Conflict = { entity: entity.name, key: ev.key!, local, incoming, strategy: entity.policy, winner, merged };
+  return { kind: 'concurrent', version: merged, writes, conflict };
+}
+
+/** lww (default) and priority; delete against update follows deleteWins. */
+function resolve(
+  entity: EntityConfig,
+  local: Conflict['local'],
+  incoming: Conflict['incoming'],
+  ctx: ClassifyContext,
+): 'local' | 'incoming' {
+  if (local.deleted !== incoming.deleted) {
+    const deleteSide = local.deleted ? 'local' : 'incoming';
+    return entity.deleteWins ? deleteSide : deleteSide === 'local' ? 'incoming' : 'local';
+  }
+  const prio = (n: string | null) => (n === null ? Number.MAX_SAFE_INTEGER : ctx.nodePriority.get(n) ?? Number.MAX_SAFE_INTEGER);
+  const idx = (n: string | null) => (n === null ? Number.MAX_SAFE_INTEGER : ctx.nodeIndex.get(n) ?? Number.MAX_SAFE_INTEGER);
+  const byNode = (): 'local' | 'incoming' => {
+    if (prio(incoming.node) !== prio(local.node)) return prio(incoming.node) < prio(local.node) ? 'incoming' : 'local';
+    return idx(incoming.node) < idx(local.node) ? 'incoming' : 'local';
+  };
+  if (entity.policy === 'priority') return byNode();
+  if (incoming.hlc !== local.hlc) return incoming.hlc > local.hlc ? 'incoming' : 'local';
+  return byNode();
+}

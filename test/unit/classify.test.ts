@@ -1,0 +1,172 @@
+import { describe, expect, it } from 'vitest';
+import { parseTopology } from '../../src/config/topology.ts';
+import { classify, recordOutcome, type ClassifyContext, type Decision, type PlannedWrite } from '../../src/sync/classify.ts';
+import { emptyState, type RecordState } from '../../src/sync/record-state.ts';
+import { fromObject, type VersionVector } from '../../src/clock/version-vector.ts';
+import type { ChangeEvent, Row } from '../../src/events/change-event.ts';
+
+const topology = parseTopology({
+  nodes: { pg: { kind: 'postgres', url: 'x', priority: 1 }, maria: { kind: 'mariadb', url: 'y', priority: 2 } },
+  entities: {
+    customers: { key: ['id'], columns: { id: 'bigint', name: 'text' }, nodes: { pg: 'public.customers', maria: 'app.customers' } },
+    accounts: { key: ['id'], deleteWins: false, policy: 'priority', columns: { id: 'bigint', name: 'text' }, nodes: { pg: 'public.accounts', maria: 'app.accounts' } },
+  },
+}, 't');
+const nodeIndex = new Map([['pg', 1], ['maria', 2]]);
+const nodePriority = new Map([['pg', 1], ['maria', 2]]);
+const v = fromObject;
+let pos = 0;
+
+function ctx(entity = 'customers'): ClassifyContext {
+  return { entity: topology.entities.get(entity)!, nodeIndex, nodePriority, positionKey: String(++pos).padStart(10, '0') };
+}
+
+function ev(node: string, op: 'c' | 'u' | 'd', name: string | null, ts = 1000): ChangeEvent {
+  const row: Row | null = name === null ? null : { id: 1, name };
+  return {
+    id: `${node}/${pos}`, entity: 'customers', node, op, key: { id: 1 }, keyText: '[1]',
+    before: op === 'c' ? null : { id: 1, name: 'before' }, after: op === 'd' ? null : row,
+    changed: null, baseVersion: null, sourceTsMs: ts, emittedTsMs: ts,
+    position: { topic: 't', partition: 0, offset: pos, source: {} }, transactionId: null,
+  };
+}
+
+/** Applies every planned write as a sink would report it, default 'applied'. */
+function land(state: RecordState, d: Decision, outcome: 'applied' | 'already' | 'cas-skipped' = 'applied'): PlannedWrite[] {
+  const writes = 'writes' in d ? d.writes : [];
+  for (const w of writes) recordOutcome(state, w, outcome);
+  return writes;
+}
+
+/** What the node emits for the worker's write: the write's version, and its row. */
+function echoOf(w: PlannedWrite): [ChangeEvent, VersionVector | null] {
+  const e = ev(w.node, w.op === 'delete' ? 'd' : 'u', w.row === null ? null : (w.row.name as string));
+  return [e, w.op === 'delete' ? w.expected : w.version];
+}
+
+describe('classification (DESIGN §6)', () => {
+  it('an insert is causal, its write expects absence, and its echo is recognised', () => {
+    const s = emptyState();
+    const d = classify(s, ev('pg', 'c', 'a'), null, ctx());
+    expect(d).toMatchObject({ kind: 'causal', version: v({ 1: 1 }) });
+    const [w] = land(s, d);
+    expect(w).toMatchObject({ node: 'maria', op: 'upsert', expectedAbsent: true, expected: null });
+    const [echo, carried] = echoOf(w!);
+    expect(classify(s, { ...echo, op: 'c' }, carried, ctx())).toEqual({ kind: 'echo', popped: 1 });
+    expect(s.nodes.maria!.fifo).toHaveLength(0);
+    expect(s.nodes.maria!.seen).toEqual(v({ 1: 1 }));
+  });
+
+  it('an update at the other node after the echo is causal and writes back compare-and-set on NULL', () => {
+    const s = emptyState();
+    const [w] = land(s, classify(s, ev('pg', 'c', 'a'), null, ctx()));
+    classify(s, ...withCtx(echoOf(w!)));
+    const d = classify(s, ev('maria', 'u', 'b'), v({ 1: 1 }), ctx());
+    expect(d).toMatchObject({ kind: 'causal', version: v({ 1: 1, 2: 1 }) });
+    // pg's row was inserted by an application: present, version NULL
+    expect((d as { writes: PlannedWrite[] }).writes[0]).toMatchObject({ node: 'pg', expected: null, expectedAbsent: false });
+  });
+
+  it('recognises a redelivered change by its source position', () => {
+    const s = emptyState();
+    const c = ctx();
+    classify(s, ev('pg', 'c', 'a'), null, c);
+    expect(classify(s, ev('pg', 'c', 'a'), null, { ...c })).toEqual({ kind: 'duplicate' });
+  });
+
+  it('detects concurrent updates and writes the lww winner with the merged version to every node', () => {
+    const s = emptyState();
+    const [w] = land(s, classify(s, ev('pg', 'c', 'a', 1000), null, ctx()));
+    classify(s, ...withCtx(echoOf(w!)));
+    // both databases change the row while the worker is paused; maria's is later
+    const first = classify(s, ev('pg', 'u', 'from pg', 2000), null, ctx());
+    expect(first.kind).toBe('causal');
+    land(s, first, 'cas-skipped'); // maria moved on meanwhile
+    const second = classify(s, ev('maria', 'u', 'from maria', 3000), v({ 1: 1 }), ctx());
+    expect(second.kind).toBe('concurrent');
+    const c = second as Extract<Decision, { kind: 'concurrent' }>;
+    expect(c.conflict.winner).toBe('incoming');
+    expect(c.version).toEqual(v({ 1: 2, 2: 1 }));
+    expect(c.writes.map((x) => [x.node, x.row?.name, x.version])).toEqual([
+      ['pg', 'from maria', v({ 1: 2, 2: 1 })],
+      ['maria', 'from maria', v({ 1: 2, 2: 1 })],
+    ]);
+    // maria already holds the winning value: its write is still a full CAS upsert, whose echo matches by digest
+    expect(c.writes[1]).toMatchObject({ expected: v({ 1: 1 }), expectedAbsent: false });
+    land(s, second);
+    for (const x of c.writes) expect(classify(s, ...withCtx(echoOf(x))).kind).toBe('echo');
+    // a later edit at the node that held the winner is causal, not a second conflict
+    expect(classify(s, ev('maria', 'u', 'again', 4000), c.version, ctx()).kind).toBe('causal');
+  });
+
+  it('breaks an lww tie by node priority', () => {
+    const s = emptyState();
+    land(s, classify(s, ev('maria', 'c', 'm', 5000), null, ctx()), 'cas-skipped');
+    const d = classify(s, ev('pg', 'c', 'p', 5000), null, ctx());
+    expect(d.kind).toBe('concurrent');
+    expect((d as Extract<Decision, { kind: 'concurrent' }>).conflict.winner).toBe('incoming'); // pg has priority 1
+  });
+
+  it('a delete made by the worker echoes without a conflict, and a re-insert there propagates', () => {
+    const s = emptyState();
+    const [w] = land(s, classify(s, ev('pg', 'c', 'a'), null, ctx()));
+    classify(s, ...withCtx(echoOf(w!)));
+    const del = classify(s, ev('pg', 'd', null), null, ctx());
+    expect(del.kind).toBe('causal');
+    const [dw] = land(s, del);
+    expect(dw).toMatchObject({ node: 'maria', op: 'delete', expected: v({ 1: 1 }) });
+    expect(classify(s, ...withCtx(echoOf(dw!))).kind).toBe('echo');
+    expect(s.nodes.maria).toMatchObject({ present: false });
+    const again = classify(s, ev('maria', 'c', 'back'), null, ctx());
+    expect(again.kind).toBe('causal');
+    expect((again as { writes: PlannedWrite[] }).writes[0]).toMatchObject({ node: 'pg', op: 'upsert', expectedAbsent: true });
+  });
+
+  it('an application update right after a worker write, still carrying the worker version, propagates', () => {
+    const s = emptyState();
+    const [w] = land(s, classify(s, ev('pg', 'c', 'a'), null, ctx()));
+    const [echo, carried] = echoOf(w!);
+    classify(s, echo, carried, ctx());
+    const d = classify(s, ev('maria', 'u', 'app edit'), carried, ctx());
+    expect(d.kind).toBe('causal');
+  });
+
+  it('a replay after lost state writes once and expects one echo', () => {
+    const s = emptyState();
+    const lost = structuredClone(s);
+    const c1 = ctx();
+    const first = classify(s, ev('pg', 'c', 'a'), null, c1);
+    land(s, first); // written, then the process died before committing the state
+    const replay = classify(lost, ev('pg', 'c', 'a'), null, { ...c1 });
+    land(lost, replay, 'already');
+    land(lost, replay, 'already');
+    expect(lost.nodes.maria!.fifo).toHaveLength(1);
+  });
+
+  it('repairs a node written by a worker whose state was lost', () => {
+    const s = emptyState();
+    const [w] = land(s, classify(s, ev('pg', 'c', 'a'), null, ctx()));
+    classify(s, ...withCtx(echoOf(w!)));
+    const d = classify(s, ev('maria', 'u', 'zombie'), v({ 1: 7 }), ctx());
+    expect(d.kind).toBe('repair');
+    expect((d as { writes: PlannedWrite[] }).writes[0]).toMatchObject({ node: 'maria', row: { id: 1, name: 'a' }, expected: v({ 1: 7 }) });
+  });
+
+  it('delete against update: deleteWins decides', () => {
+    for (const [entity, expectDeleted] of [['customers', true], ['accounts', false]] as const) {
+      const s = emptyState();
+      const [w] = land(s, classify(s, { ...ev('pg', 'c', 'a'), entity }, null, ctx(entity)));
+      classify(s, ...withCtx(echoOf(w!), entity));
+      land(s, classify(s, { ...ev('pg', 'u', 'edit', 2000), entity }, null, ctx(entity)), 'cas-skipped');
+      const d = classify(s, { ...ev('maria', 'd', null, 3000), entity }, null, ctx(entity));
+      expect(d.kind).toBe('concurrent');
+      expect(s.tombstone).toBe(expectDeleted);
+      const ops = (d as { writes: PlannedWrite[] }).writes.map((x) => x.op);
+      expect(ops).toEqual(expectDeleted ? ['delete', 'delete'] : ['upsert', 'upsert']);
+    }
+  });
+});
+
+function withCtx([e, carried]: [ChangeEvent, VersionVector | null], entity = 'customers'): [ChangeEvent, VersionVector | null, ClassifyContext] {
+  return [{ ...e, entity }, carried, ctx(entity)];
+}
