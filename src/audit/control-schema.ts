@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { SYNC_METADATA_DDL } from '../sync/state-store.ts';
 
 /**
  * Tables worker-sync keeps in its control database (the runbook's `sync_db`). Applied at
@@ -56,6 +57,7 @@ const STATEMENTS = [
      replayed_at timestamptz
    )`,
   `CREATE INDEX IF NOT EXISTS sync_dead_letters_open_idx ON sync_dead_letters (status, created_at)`,
+  SYNC_METADATA_DDL,
   `CREATE TABLE IF NOT EXISTS sync_nodes (
      id   smallint PRIMARY KEY,
      name text     NOT NULL UNIQUE

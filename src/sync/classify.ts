@@ -1,7 +1,7 @@
 import type { EntityConfig } from '../config/topology.ts';
 import type { ChangeEvent, Row } from '../events/change-event.ts';
 import { compare, counterOf, equals, merge, withCounter, type VersionVector } from '../clock/version-vector.ts';
-import { hlcOf, nodeState, rowDigest, type EchoEntry, type RecordState } from './record-state.ts';
+import { hlcMax, hlcOf, nodeState, rowDigest, type EchoEntry, type RecordState } from './record-state.ts';
 
 /**
  * Classification of one source change against its record's state (DESIGN §6). Pure:
@@ -25,8 +25,8 @@ export interface PlannedWrite {
 export interface Conflict {
   entity: string;
   key: Row;
-  local: { node: string | null; version: VersionVector | null; value: Row | null; hlc: number; deleted: boolean };
-  incoming: { node: string; version: VersionVector; value: Row | null; hlc: number; deleted: boolean };
+  local: { node: string | null; version: VersionVector | null; value: Row | null; hlc: bigint; deleted: boolean };
+  incoming: { node: string; version: VersionVector; value: Row | null; hlc: bigint; deleted: boolean };
   strategy: EntityConfig['policy'];
   winner: 'local' | 'incoming';
   merged: VersionVector;
@@ -137,12 +137,12 @@ export function classify(state: RecordState, ev: ChangeEvent, carried: VersionVe
   n.seen = base;
   n.present = !isDelete;
   const incomingValue = isDelete ? null : ev.after;
-  const incomingHlc = Math.max(hlcOf(ev.sourceTsMs), 0);
+  const incomingHlc = hlcOf(ev.sourceTsMs);
 
   const order = compare(E, current);
   if (order === 'dominates' || state.version === null) {
     state.version = E;
-    state.hlc = Math.max(incomingHlc, state.hlc + 1);
+    state.hlc = hlcMax(incomingHlc, state.hlc + 1n);
     state.origin = node;
     state.tombstone = isDelete;
     state.value = incomingValue;
@@ -162,7 +162,7 @@ export function classify(state: RecordState, ev: ChangeEvent, carried: VersionVe
   const winValue = winner === 'incoming' ? incomingValue : state.value;
   const winDeleted = winner === 'incoming' ? isDelete : state.tombstone;
   state.version = merged;
-  state.hlc = Math.max(state.hlc, incomingHlc) + 1;
+  state.hlc = hlcMax(state.hlc, incomingHlc) + 1n;
   state.origin = winner === 'incoming' ? node : state.origin;
   state.tombstone = winDeleted;
   state.value = winDeleted ? null : winValue;

@@ -31,8 +31,8 @@ export interface NodeState {
 
 export interface RecordState {
   version: VersionVector | null;
-  /** Hybrid logical clock of `version`: 48-bit milliseconds, 16-bit counter. */
-  hlc: number;
+  /** Hybrid logical clock of `version`: 48-bit milliseconds, 16-bit counter (beyond 2^53, so a bigint). */
+  hlc: bigint;
   origin: string | null;
   tombstone: boolean;
   /** The record's current value (the last winning after image); null when deleted. */
@@ -41,7 +41,7 @@ export interface RecordState {
 }
 
 export function emptyState(): RecordState {
-  return { version: null, hlc: 0, origin: null, tombstone: false, value: null, nodes: {} };
+  return { version: null, hlc: 0n, origin: null, tombstone: false, value: null, nodes: {} };
 }
 
 export function nodeState(state: RecordState, node: string): NodeState {
@@ -63,6 +63,10 @@ export function rowDigest(row: Row): string {
 }
 
 /** The hybrid logical clock value for a wall-clock millisecond and a counter. */
-export function hlcOf(ms: number, counter = 0): number {
-  return ms * 65536 + counter;
+export function hlcOf(ms: number, counter = 0): bigint {
+  return (BigInt(Math.max(0, Math.trunc(ms))) << 16n) | BigInt(counter & 0xffff);
+}
+
+export function hlcMax(a: bigint, b: bigint): bigint {
+  return a > b ? a : b;
 }

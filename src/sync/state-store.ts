@@ -1,0 +1,107 @@
+import type pg from 'pg';
+import { decode, encode } from '../clock/codec.ts';
+import type { VersionVector } from '../clock/version-vector.ts';
+import type { Row } from '../events/change-event.ts';
+import type { EchoEntry, NodeState, RecordState } from './record-state.ts';
+
+/**
+ * `sync_metadata`: one row per (entity, key) holding the record state of DESIGN §6.
+ * Read once per batch for all keys of the batch, written in the checkpoint transaction.
+ * The version is stored encoded (format 1) so SQL can compare it with the version
+ * columns of the nodes; the per-node state is JSON.
+ */
+export const SYNC_METADATA_DDL = `CREATE TABLE IF NOT EXISTS sync_metadata (
+  entity      text        NOT NULL,
+  record_key  text        NOT NULL,
+  version     bytea,
+  hlc         bigint      NOT NULL DEFAULT 0,
+  origin_node text,
+  tombstone   boolean     NOT NULL DEFAULT false,
+  value       jsonb,
+  nodes       jsonb       NOT NULL DEFAULT '{}',
+  updated_at  timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (entity, record_key)
+)`;
+
+type Pair = [number, number];
+interface NodeJson {
+  seen: Pair[] | null;
+  present: boolean;
+  fifo: Array<{ e: Pair[] | null; a: boolean; p: Pair[]; d: string | null; x: boolean }>;
+  pos: string | null;
+}
+
+const vv = (p: Pair[] | null): VersionVector | null => (p === null ? null : p.map(([i, c]) => [i, c] as const));
+const pairs = (v: VersionVector | null): Pair[] | null => (v === null ? null : v.map(([i, c]) => [i, c]));
+
+function nodesToJson(nodes: Record<string, NodeState>): Record<string, NodeJson> {
+  const out: Record<string, NodeJson> = {};
+  for (const [name, n] of Object.entries(nodes)) {
+    out[name] = {
+      seen: pairs(n.seen), present: n.present, pos: n.position,
+      fifo: n.fifo.map((e) => ({ e: pairs(e.expected), a: e.expectedAbsent, p: pairs(e.pushed)!, d: e.digest, x: e.delete })),
+    };
+  }
+  return out;
+}
+
+function nodesFromJson(json: Record<string, NodeJson>): Record<string, NodeState> {
+  const out: Record<string, NodeState> = {};
+  for (const [name, n] of Object.entries(json)) {
+    out[name] = {
+      seen: vv(n.seen), present: n.present, position: n.pos,
+      fifo: n.fifo.map((e): EchoEntry => ({ expected: vv(e.e), expectedAbsent: e.a, pushed: vv(e.p)!, digest: e.d, delete: e.x })),
+    };
+  }
+  return out;
+}
+
+export class StateStore {
+  async load(db: pg.Pool | pg.PoolClient, entity: string, keys: string[]): Promise<Map<string, RecordState>> {
+    const { rows } = await db.query<{ record_key: string; version: Buffer | null; hlc: string; origin_node: string | null; tombstone: boolean; value: Row | null; nodes: Record<string, NodeJson> }>(
+      'SELECT record_key, version, hlc, origin_node, tombstone, value, nodes FROM sync_metadata WHERE entity = $1 AND record_key = ANY($2)',
+      [entity, keys],
+    );
+    const out = new Map<string, RecordState>();
+    for (const r of rows) {
+      out.set(r.record_key, {
+        version: r.version === null ? null : decode(r.version),
+        hlc: BigInt(r.hlc),
+        origin: r.origin_node,
+        tombstone: r.tombstone,
+        value: r.value,
+        nodes: nodesFromJson(r.nodes),
+      });
+    }
+    return out;
+  }
+
+  /** Upserts the states of one entity in one statement. */
+  async save(db: pg.PoolClient, entity: string, states: Map<string, RecordState>): Promise<void> {
+    if (states.size === 0) return;
+    const keys: string[] = [];
+    const versions: Array<Buffer | null> = [];
+    const hlcs: string[] = [];
+    const origins: Array<string | null> = [];
+    const tombstones: boolean[] = [];
+    const values: Array<string | null> = [];
+    const nodes: string[] = [];
+    for (const [key, s] of states) {
+      keys.push(key);
+      versions.push(s.version === null ? null : encode(s.version));
+      hlcs.push(s.hlc.toString());
+      origins.push(s.origin);
+      tombstones.push(s.tombstone);
+      values.push(s.value === null ? null : JSON.stringify(s.value));
+      nodes.push(JSON.stringify(nodesToJson(s.nodes)));
+    }
+    await db.query(
+      `INSERT INTO sync_metadata (entity, record_key, version, hlc, origin_node, tombstone, value, nodes, updated_at)
+       SELECT $1, k, v, h, o, t, val::jsonb, n::jsonb, now()
+       FROM unnest($2::text[], $3::bytea[], $4::bigint[], $5::text[], $6::bool[], $7::text[], $8::text[]) AS u(k, v, h, o, t, val, n)
+       ON CONFLICT (entity, record_key) DO UPDATE SET version = EXCLUDED.version, hlc = EXCLUDED.hlc, origin_node = EXCLUDED.origin_node,
+         tombstone = EXCLUDED.tombstone, value = EXCLUDED.value, nodes = EXCLUDED.nodes, updated_at = now()`,
+      [entity, keys, versions, hlcs, origins, tombstones, values, nodes],
+    );
+  }
+}
