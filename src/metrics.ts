@@ -51,6 +51,63 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly routed = new Counter({
+    name: 'sync_routed_total',
+    help: 'Decoded source changes routed to the changes topic',
+    registers: [this.registry],
+  });
+
+  readonly echoes = new Counter({
+    name: 'sync_echoes_total',
+    help: 'Events recognised as echoes of the worker\'s own writes, by node',
+    labelNames: ['node'] as const,
+    registers: [this.registry],
+  });
+
+  readonly repairs = new Counter({
+    name: 'sync_repairs_total',
+    help: 'Nodes rewritten after a write by a worker whose state was lost, by node',
+    labelNames: ['node'] as const,
+    registers: [this.registry],
+  });
+
+  readonly conflicts = new Counter({
+    name: 'sync_conflicts_total',
+    help: 'Concurrent changes detected, by entity, strategy and winning side',
+    labelNames: ['entity', 'strategy', 'outcome'] as const,
+    registers: [this.registry],
+  });
+
+  readonly nodeWriteDuration = new Histogram({
+    name: 'sync_node_write_duration_ms',
+    help: 'Duration of one sink batch (one transaction) per target node, in milliseconds',
+    labelNames: ['node'] as const,
+    buckets: LATENCY_BUCKETS_MS,
+    registers: [this.registry],
+  });
+
+  readonly nodeBatchSize = new Histogram({
+    name: 'sync_node_batch_size',
+    help: 'Rows per sink batch per target node',
+    labelNames: ['node'] as const,
+    buckets: [1, 10, 50, 100, 250, 500, 1000, 2500, 5000],
+    registers: [this.registry],
+  });
+
+  readonly nodeRows = new Counter({
+    name: 'sync_node_rows_total',
+    help: 'Rows written per target node, by outcome (applied, already, cas-skipped)',
+    labelNames: ['node', 'outcome'] as const,
+    registers: [this.registry],
+  });
+
+  readonly nodeErrors = new Counter({
+    name: 'sync_node_errors_total',
+    help: 'Failed sink batches per target node',
+    labelNames: ['node'] as const,
+    registers: [this.registry],
+  });
+
   readonly duplicates = new Counter({
     name: 'sync_duplicates_total',
     help: 'Redelivered messages at or below the committed checkpoint, skipped',

@@ -22,13 +22,17 @@ export interface EnvConfig {
   batchWaitMs: number;
   maxBufferedEvents: number;
   shutdownGraceMs: number;
+  /** The changes topic between ingest and sync (default `<group>.changes`). */
+  changesTopic: string;
+  changesPartitions: number;
+  changesReplication: number;
   logLevel: string;
   workerId: string;
   /** Test-only crash points; honoured only when WORKER_SYNC_TEST_HOOKS=1. */
   testCrashPoint: CrashPoint | undefined;
 }
 
-export const CRASH_POINTS = ['after-audit-copy', 'after-commit'] as const;
+export const CRASH_POINTS = ['after-target-write', 'after-audit-copy', 'after-commit'] as const;
 export type CrashPoint = (typeof CRASH_POINTS)[number];
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -104,6 +108,9 @@ export function parseEnv(env: Env = process.env): EnvConfig {
     batchWaitMs: int(env, 'BATCH_WAIT_MS', 20, 1, 10_000),
     maxBufferedEvents: int(env, 'MAX_BUFFERED_EVENTS', 20_000, 100, 10_000_000),
     shutdownGraceMs: int(env, 'SHUTDOWN_GRACE_MS', 25_000, 100, 600_000),
+    changesTopic: str(env, 'CHANGES_TOPIC') ?? `${str(env, 'KAFKA_GROUP_ID') ?? 'worker-sync-group'}.changes`,
+    changesPartitions: int(env, 'CHANGES_PARTITIONS', 15, 1, 10_000),
+    changesReplication: int(env, 'CHANGES_REPLICATION', 1, 1, 10),
     logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info') ?? 'info',
     workerId: str(env, 'WORKER_ID') ?? str(env, 'HOSTNAME') ?? `worker-${process.pid}`,
     testCrashPoint: crash,

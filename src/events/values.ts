@@ -148,6 +148,9 @@ function timestampFrom(raw: unknown, schemaName: string | undefined, precision: 
  */
 export function toCanonical(raw: unknown, type: ColumnType, schema: FieldSchema | undefined, what: string): Canonical {
   if (raw === null || raw === undefined) return null;
+  // PostgreSQL text and jsonb cannot hold NUL, so such a value could be neither audited
+  // nor synced to PostgreSQL: refuse it here, where it becomes a dead letter.
+  if (typeof raw === 'string' && raw.includes('\u0000') && type.kind !== 'bytes') throw new ValueError(`${what}: text contains a NUL character`);
   const logical = schema?.name;
   switch (type.kind) {
     case 'smallint':

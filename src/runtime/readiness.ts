@@ -1,6 +1,3 @@
-import pg from 'pg';
-import mysql from 'mysql2/promise';
-import type { NodeConfig } from '../config/topology.ts';
 import { errorMessage } from '../errors.ts';
 
 export interface DependencyState {
@@ -19,25 +16,9 @@ export class Readiness {
   private readonly probes = new Map<string, Probe>();
   private readonly state = new Map<string, DependencyState>();
   private timer: NodeJS.Timeout | undefined;
-  private readonly closers: Array<() => Promise<void>> = [];
 
   add(name: string, probe: Probe): void {
     this.probes.set(name, probe);
-  }
-
-  /** A probe for a database node, over one small pool of its own. */
-  addNode(node: NodeConfig): void {
-    if (node.kind === 'postgres') {
-      const pool = new pg.Pool({ connectionString: node.url, max: 1, connectionTimeoutMillis: 2000, idleTimeoutMillis: 30_000 });
-      pool.on('error', () => undefined);
-      this.closers.push(() => pool.end());
-      this.add(`node:${node.name}`, async () => { await pool.query('SELECT 1'); });
-    } else if (node.kind === 'mariadb' || node.kind === 'mysql') {
-      const pool = mysql.createPool({ uri: node.url, connectionLimit: 1, connectTimeout: 2000 });
-      this.closers.push(() => pool.end());
-      this.add(`node:${node.name}`, async () => { await pool.query('SELECT 1'); });
-    }
-    // MongoDB targets get their probe with the Mongo sink.
   }
 
   async checkAll(): Promise<void> {
@@ -71,7 +52,6 @@ export class Readiness {
 
   async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
-    await Promise.all(this.closers.map((c) => c().catch(() => undefined)));
   }
 }
 

@@ -2,20 +2,27 @@ import pg from 'pg';
 import type { EnvConfig } from '../config/env.ts';
 import type { Topology } from '../config/topology.ts';
 import { DebeziumDecoder } from '../events/debezium.ts';
-import { ChangeConsumer, tpKey, type ConsumedMessage, type TopicPartition } from '../kafka/consumer.ts';
+import { ChangeConsumer, tpKey, type TopicPartition } from '../kafka/consumer.ts';
+import { ChangeProducer, ensureTopic } from '../kafka/producer.ts';
 import { Metrics } from '../metrics.ts';
 import type { Logger } from '../log.ts';
 import { migrateControlSchema, registerNodes } from '../audit/control-schema.ts';
+import { PostgresSink } from '../sinks/postgres-sink.ts';
+import { MySqlSink } from '../sinks/mysql-sink.ts';
+import type { Sink } from '../sinks/sink.ts';
+import { SyncEngine } from '../sync/sync-engine.ts';
+import { StateStore } from '../sync/state-store.ts';
 import { CheckpointStore, type Checkpoint } from './checkpoint-store.ts';
-import { BatchProcessor, isDataError } from './batch-processor.ts';
 import { Lane, type LaneHost } from './lane.ts';
 import { Semaphore } from './semaphore.ts';
 import { Readiness } from './readiness.ts';
+import { ConsumeLoop, backoff } from './consume-loop.ts';
+import { IngestStage } from './ingest-stage.ts';
+import { SyncStage } from './sync-stage.ts';
 import { startHttpServer, json, type RunningServer } from '../http/server.ts';
 import { errorMessage } from '../errors.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const backoff = (attempt: number) => Math.min(5000, 100 * 2 ** Math.min(attempt, 6)) * (0.5 + Math.random() / 2);
 
 export interface WorkerSettings {
   env: EnvConfig;
@@ -24,52 +31,47 @@ export interface WorkerSettings {
   controlUrl: string;
 }
 
+interface Stage {
+  host: LaneHost;
+  consumer: ChangeConsumer;
+  loop: ConsumeLoop;
+  name: 'ingest' | 'sync';
+}
+
 /**
- * The walking skeleton's runtime: consume the Debezium topics, one lane per partition,
- * each batch audited and checkpointed in one PostgreSQL transaction, offsets stored after.
+ * Wires the pipeline (DESIGN §2): an ingest consumer on the Debezium topics routes
+ * decoded changes to the changes topic; a sync consumer on the changes topic classifies,
+ * applies and commits. Both are members of the same consumer group, so replicas share
+ * the partitions of both; every partition is one lane, processed in order.
  */
-export class Worker implements LaneHost {
+export class Worker {
   readonly metrics = new Metrics();
-  readonly semaphore: Semaphore;
-  readonly batchSize: number;
 
   private readonly settings: WorkerSettings;
   private readonly log: Logger;
   private readonly pool: pg.Pool;
   private readonly checkpoints: CheckpointStore;
-  private readonly processor: BatchProcessor;
   private readonly readiness = new Readiness();
-  private readonly lanes = new Map<string, Lane>();
-  private consumer: ChangeConsumer | undefined;
+  private readonly semaphore: Semaphore;
+  private readonly sinks = new Map<string, Sink>();
+  private readonly stages: Stage[] = [];
+  private producer: ChangeProducer | undefined;
   private http: RunningServer | undefined;
-  private buffered = 0;
-  private drainWaiter: (() => void) | undefined;
-  private stopping = false;
-  private loopDone: Promise<void> = Promise.resolve();
   private preloaded = new Map<string, Checkpoint>();
   private lagTimer: NodeJS.Timeout | undefined;
+  private stopping = false;
 
   constructor(settings: WorkerSettings, log: Logger) {
     this.settings = settings;
     this.log = log;
     this.semaphore = new Semaphore(settings.env.queueConcurrency);
-    this.batchSize = settings.env.batchSize;
     this.pool = new pg.Pool({ connectionString: settings.controlUrl, max: settings.env.queueConcurrency + 2, connectionTimeoutMillis: 5000 });
     this.pool.on('error', (err) => log.warn({ err: err.message }, 'Idle control-database connection failed'));
     this.checkpoints = new CheckpointStore(this.pool, settings.env.groupId);
-    const topology = settings.topology;
-    this.processor = new BatchProcessor(this.pool, new DebeziumDecoder(topology), this.checkpoints, this.metrics, log, {
-      workerId: settings.env.workerId,
-      crashPoint: settings.env.testCrashPoint,
-      topicInfo: (topic) => {
-        const t = topology.topics.get(topic);
-        return t ? { entity: t.entity.name, node: t.mapping.node } : undefined;
-      },
-    });
   }
 
   async start(): Promise<void> {
-    const { env, topology } = this.settings;
+    const { env, topology, brokers } = this.settings;
     this.http = await startHttpServer(env.httpHost, env.httpPort, [
       { method: 'GET', path: '/health', handler: () => json(200, { status: 'ok', uptimeSeconds: Math.round(process.uptime()) }) },
       { method: 'GET', path: '/ready', handler: () => this.ready() },
@@ -78,9 +80,15 @@ export class Worker implements LaneHost {
     this.log.info({ port: this.http.port, engine: this.http.engine }, 'Operating surface listening (/health, /ready, /metrics)');
 
     await this.retry('control database migration', () => migrateControlSchema(this.pool));
-    await registerNodes(this.pool, [...topology.nodes.keys()]);
+    const nodeIndex = await this.retry('node registration', () => registerNodes(this.pool, [...topology.nodes.keys()]));
     this.readiness.add('control-db', async () => { await this.pool.query('SELECT 1'); });
-    for (const node of topology.nodes.values()) this.readiness.addNode(node);
+    for (const node of topology.nodes.values()) {
+      if (node.kind === 'postgres') this.sinks.set(node.name, new PostgresSink(node.name, node.url, env.queueConcurrency + 1));
+      else if (node.kind === 'mariadb' || node.kind === 'mysql') this.sinks.set(node.name, new MySqlSink(node.name, node.url, env.queueConcurrency + 1));
+      else throw new Error(`node ${node.name}: ${node.kind} targets are not supported by this version`);
+      const sink = this.sinks.get(node.name)!;
+      this.readiness.add(`node:${node.name}`, () => sink.ping());
+    }
 
     this.metrics.emergencyStop.set(env.emergencyStop ? 1 : 0);
     if (env.emergencyStop) {
@@ -88,23 +96,62 @@ export class Worker implements LaneHost {
       this.readiness.start();
       return;
     }
-    const topics = [...topology.topics.keys()];
-    this.preloaded = await this.checkpoints.loadAll(topics);
-    this.consumer = new ChangeConsumer(
-      { brokers: this.settings.brokers, groupId: env.groupId, clientId: env.workerId, consumeTimeoutMs: env.batchWaitMs },
-      { assigned: (parts) => this.onAssigned(parts), revoked: (parts) => this.onRevoked(parts) },
-      this.log,
-    );
-    await this.retry('Kafka connection', () => this.consumer!.connect());
+
+    await this.retry(`changes topic ${env.changesTopic}`, () => ensureTopic(brokers, env.changesTopic, env.changesPartitions, env.changesReplication));
+    this.preloaded = await this.retry('checkpoint preload', () => this.checkpoints.loadAll([env.changesTopic]));
+    this.producer = new ChangeProducer(brokers, env.workerId, this.log);
+    await this.retry('Kafka producer', () => this.producer!.connect());
+
+    const store = new StateStore();
+    const engine = new SyncEngine(topology, this.sinks, nodeIndex, store, this.log, (node, ms, result) => {
+      this.metrics.nodeWriteDuration.labels(node).observe(ms);
+      if (result instanceof Error) {
+        this.metrics.nodeErrors.labels(node).inc();
+        return;
+      }
+      this.metrics.nodeBatchSize.labels(node).observe(result.length);
+      for (const o of result) this.metrics.nodeRows.labels(node, o).inc();
+    });
+    const ingest = new IngestStage({
+      semaphore: this.semaphore, batchSize: env.batchSize, decoder: new DebeziumDecoder(topology), producer: this.producer,
+      changesTopic: env.changesTopic, topology, metrics: this.metrics, log: this.log,
+    });
+    const sync = new SyncStage(this.semaphore, env.batchSize, {
+      pool: this.pool, engine, store, checkpoints: this.checkpoints, metrics: this.metrics, log: this.log,
+      workerId: env.workerId, crashPoint: env.testCrashPoint,
+    });
+    this.stages.push(this.stage('ingest', ingest), this.stage('sync', sync));
+    ingest.consumer = this.stages[0]!.consumer;
+    ingest.loop = this.stages[0]!.loop;
+    sync.consumer = this.stages[1]!.consumer;
+    sync.loop = this.stages[1]!.loop;
+
+    for (const s of this.stages) await this.retry(`Kafka ${s.name} consumer`, () => s.consumer.connect());
     this.readiness.add('kafka', async () => {
-      if (!this.consumer?.isConnected()) throw new Error('consumer disconnected');
+      if (!this.stages.every((s) => s.consumer.isConnected()) || !this.producer?.isConnected()) throw new Error('a Kafka client is disconnected');
     });
     this.readiness.start();
-    this.consumer.subscribe(topics);
-    this.log.info({ topics, group: env.groupId, concurrency: env.queueConcurrency, resetCheckpoint: env.resetCheckpoint }, 'Consuming');
-    this.loopDone = this.consumeLoop();
+    this.stages[0]!.consumer.subscribe([...topology.topics.keys()]);
+    this.stages[1]!.consumer.subscribe([env.changesTopic]);
+    for (const s of this.stages) s.loop.start();
+    this.log.info({ sources: [...topology.topics.keys()], changes: env.changesTopic, group: env.groupId, concurrency: env.queueConcurrency, resetCheckpoint: env.resetCheckpoint }, 'Consuming');
     this.lagTimer = setInterval(() => this.updateConsumerLag(), 5000);
     this.lagTimer.unref();
+  }
+
+  private stage(name: 'ingest' | 'sync', host: LaneHost): Stage {
+    const env = this.settings.env;
+    const lanes = new Map<string, Lane>();
+    const consumer = new ChangeConsumer(
+      { brokers: this.settings.brokers, groupId: env.groupId, clientId: `${env.workerId}-${name}`, consumeTimeoutMs: env.batchWaitMs },
+      { assigned: (parts) => this.onAssigned(name, host, lanes, parts), revoked: (parts) => this.onRevoked(name, lanes, parts) },
+      this.log,
+    );
+    const loop = new ConsumeLoop(consumer, lanes, env.batchSize, env.maxBufferedEvents, this.log, () => {
+      this.metrics.queueDepth.set(this.stages.reduce((n, s) => n + s.loop.buffered, 0));
+      this.metrics.lanesActive.set(this.semaphore.active);
+    });
+    return { host, consumer, loop, name };
   }
 
   private ready() {
@@ -118,16 +165,16 @@ export class Worker implements LaneHost {
     return json(snap.ready ? 200 : 503, body);
   }
 
-  private onAssigned(parts: TopicPartition[]): Map<string, number> | undefined {
+  private onAssigned(stage: string, host: LaneHost, lanes: Map<string, Lane>, parts: TopicPartition[]): Map<string, number> | undefined {
     this.metrics.rebalances.labels('assign').inc(parts.length);
     for (const p of parts) {
       const k = tpKey(p.topic, p.partition);
-      this.lanes.get(k)?.revoke();
-      this.lanes.set(k, new Lane(this, this.settings.env.groupId, p.topic, p.partition));
+      lanes.get(k)?.revoke();
+      lanes.set(k, new Lane(host, this.settings.env.groupId, p.topic, p.partition));
     }
-    this.metrics.partitionsOwned.set(this.lanes.size);
-    this.log.info({ partitions: parts.map((p) => tpKey(p.topic, p.partition)) }, 'Partitions assigned');
-    if (!this.settings.env.resetCheckpoint) return undefined;
+    this.metrics.partitionsOwned.set(this.stages.reduce((n, s) => n + s.loop.lanes.size, 0));
+    this.log.info({ stage, partitions: parts.map((p) => tpKey(p.topic, p.partition)) }, 'Partitions assigned');
+    if (stage !== 'sync' || !this.settings.env.resetCheckpoint) return undefined;
     const offsets = new Map<string, number>();
     for (const p of parts) {
       const cp = this.preloaded.get(tpKey(p.topic, p.partition));
@@ -137,110 +184,22 @@ export class Worker implements LaneHost {
     return offsets;
   }
 
-  private onRevoked(parts: TopicPartition[]): void {
+  private onRevoked(stage: string, lanes: Map<string, Lane>, parts: TopicPartition[]): void {
     this.metrics.rebalances.labels('revoke').inc(parts.length);
     for (const p of parts) {
       const k = tpKey(p.topic, p.partition);
-      this.lanes.get(k)?.revoke();
-      this.lanes.delete(k);
+      lanes.get(k)?.revoke();
+      lanes.delete(k);
     }
-    this.metrics.partitionsOwned.set(this.lanes.size);
-    this.log.info({ partitions: parts.map((p) => tpKey(p.topic, p.partition)) }, 'Partitions revoked');
-  }
-
-  private async consumeLoop(): Promise<void> {
-    let failures = 0;
-    while (!this.stopping) {
-      if (this.buffered >= this.settings.env.maxBufferedEvents) {
-        await new Promise<void>((r) => { this.drainWaiter = r; });
-        continue;
-      }
-      let messages: ConsumedMessage[];
-      try {
-        messages = await this.consumer!.consume(this.batchSize);
-        failures = 0;
-      } catch (err) {
-        this.log.warn({ err: errorMessage(err) }, 'Consume failed; backing off');
-        await sleep(backoff(failures++));
-        continue;
-      }
-      if (messages.length === 0) continue;
-      this.dispatch(messages);
-    }
-  }
-
-  private dispatch(messages: ConsumedMessage[]): void {
-    let run: ConsumedMessage[] = [];
-    let runKey = '';
-    const flush = () => {
-      if (run.length === 0) return;
-      const lane = this.lanes.get(runKey);
-      this.buffered += run.length;
-      this.metrics.queueDepth.set(this.buffered);
-      if (lane) lane.enqueue(run);
-      else this.released(run.length); // not ours (any more): the owner reads it from its checkpoint
-      run = [];
-    };
-    for (const m of messages) {
-      const k = tpKey(m.topic, m.partition);
-      if (k !== runKey) {
-        flush();
-        runKey = k;
-      }
-      run.push(m);
-    }
-    flush();
-  }
-
-  // LaneHost
-
-  async loadCheckpoint(topic: string, partition: number): Promise<Checkpoint | null> {
-    return this.retry(`checkpoint load ${topic}/${partition}`, () => this.checkpoints.load(topic, partition));
-  }
-
-  async processBatch(lane: Lane, batch: ConsumedMessage[]): Promise<void> {
-    let outcome = this.processor.decode(lane, batch);
-    for (let attempt = 0; ; attempt++) {
-      if (lane.revoked) return;
-      try {
-        this.metrics.lanesActive.set(this.semaphore.active);
-        await this.processor.commit(lane, batch, outcome);
-        break;
-      } catch (err) {
-        if ((err as { code?: string }).code === 'WS_CHECKPOINT_FENCED') {
-          this.log.warn({ lane: lane.logId, err: errorMessage(err) }, 'Checkpoint moved under us; reloading it');
-          lane.checkpoint = await this.checkpoints.load(lane.topic, lane.partition).catch(() => lane.checkpoint);
-          outcome = this.processor.decode(lane, batch);
-          continue;
-        }
-        if (isDataError(err) && (await this.processor.isolateRejects(lane, outcome).catch(() => 0)) > 0) continue;
-        this.metrics.commitFailures.inc();
-        this.log.error({ lane: lane.logId, attempt, err: errorMessage(err) }, 'Batch commit failed; retrying in order');
-        await sleep(backoff(attempt));
-      }
-    }
-    this.processor.observe(outcome);
-    const last = batch[batch.length - 1]!;
-    this.consumer?.storeOffset(lane.topic, lane.partition, last.offset + 1);
-  }
-
-  released(count: number): void {
-    this.buffered -= count;
-    this.metrics.queueDepth.set(this.buffered);
-    if (this.drainWaiter && this.buffered < this.settings.env.maxBufferedEvents / 2) {
-      const w = this.drainWaiter;
-      this.drainWaiter = undefined;
-      w();
-    }
-  }
-
-  laneFailed(lane: Lane, err: unknown): void {
-    this.log.error({ lane: lane.logId, err: errorMessage(err) }, 'Lane failed');
+    this.metrics.partitionsOwned.set(this.stages.reduce((n, s) => n + s.loop.lanes.size, 0));
+    this.log.info({ stage, partitions: parts.map((p) => tpKey(p.topic, p.partition)) }, 'Partitions revoked');
   }
 
   private updateConsumerLag(): void {
-    for (const lane of this.lanes.values()) {
-      const high = this.consumer?.highWatermark(lane.topic, lane.partition);
+    const sync = this.stages[1];
+    if (!sync) return;
+    for (const lane of sync.loop.lanes.values()) {
+      const high = sync.consumer.highWatermark(lane.topic, lane.partition);
       if (high === undefined || high < 0) continue;
       this.metrics.consumerLag.labels(lane.topic, String(lane.partition)).set(Math.max(0, high - (lane.checkpoint?.nextOffset ?? 0)));
     }
@@ -262,14 +221,18 @@ export class Worker implements LaneHost {
   async stop(graceMs: number): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
-    this.drainWaiter?.();
     if (this.lagTimer) clearInterval(this.lagTimer);
-    const drained = this.loopDone.then(() => Promise.all([...this.lanes.values()].map((l) => l.idle())));
+    // Ingest first, so everything it routed is in the changes topic; then sync.
+    const drained = (async () => {
+      for (const s of this.stages) await s.loop.drain();
+    })();
     const timedOut = await Promise.race([drained.then(() => false), sleep(graceMs).then(() => true)]);
     if (timedOut) this.log.warn({ graceMs }, 'Grace period ended before every lane drained; the rest resumes from the checkpoint');
-    this.consumer?.commitStored();
-    await this.consumer?.disconnect();
+    for (const s of this.stages) s.consumer.commitStored();
+    await Promise.all(this.stages.map((s) => s.consumer.disconnect()));
+    await this.producer?.disconnect();
     await this.readiness.close();
+    await Promise.all([...this.sinks.values()].map((s) => s.close().catch(() => undefined)));
     await this.http?.close();
     await this.pool.end().catch(() => undefined);
     this.log.info({ drained: !timedOut }, 'Stopped');

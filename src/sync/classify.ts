@@ -101,13 +101,15 @@ export function classify(state: RecordState, ev: ChangeEvent, carried: VersionVe
   const isDelete = ev.op === 'd';
   const digest = isDelete ? null : rowDigest(ev.after!);
 
-  // Echo: the version and the after-image digest match a pending entry; pop it and all older.
+  // Echo: the version and the after-image digest match a pending entry; pop it and all
+  // older. An entity without a version column can only be matched by its digest.
+  const versioned = entity.versionColumn !== undefined;
   const fullBefore = isDelete && ev.before !== null && Object.keys(ev.before).length === entity.columns.size && carried !== null;
   for (let i = 0; i < n.fifo.length; i++) {
     const e = n.fifo[i]!;
     const match = isDelete
       ? e.delete && (!fullBefore || (e.expectedAbsent ? carried === null : sameVersion(e.expected, carried)))
-      : !e.delete && sameVersion(e.pushed, carried) && e.digest === digest;
+      : !e.delete && e.digest === digest && (!versioned || sameVersion(e.pushed, carried));
     if (match) {
       n.fifo.splice(0, i + 1);
       n.seen = e.pushed;

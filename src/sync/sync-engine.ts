@@ -39,6 +39,9 @@ interface Slot {
   outcome: WriteOutcome | undefined;
 }
 
+/** Told about every sink batch: its node, duration, and per-row outcomes or the error. */
+export type SinkObserver = (node: string, durationMs: number, result: WriteOutcome[] | Error) => void;
+
 export type Logger = { debug(o: object, m: string): void; warn(o: object, m: string): void; isLevelEnabled(l: string): boolean };
 
 /**
@@ -55,8 +58,10 @@ export class SyncEngine {
   private readonly nodePriority: Map<string, number>;
   private readonly store: StateStore;
   private readonly log: Logger;
+  private readonly observe: SinkObserver;
 
-  constructor(topology: Topology, sinks: Map<string, Sink>, nodeIndex: Map<string, number>, store: StateStore, log: Logger) {
+  constructor(topology: Topology, sinks: Map<string, Sink>, nodeIndex: Map<string, number>, store: StateStore, log: Logger, observe: SinkObserver = () => undefined) {
+    this.observe = observe;
     this.topology = topology;
     this.sinks = sinks;
     this.nodeIndex = nodeIndex;
@@ -79,10 +84,31 @@ export class SyncEngine {
 
     const counts: Record<Decision['kind'], number> = { duplicate: 0, echo: 0, repair: 0, causal: 0, concurrent: 0, ignored: 0 };
     const synced: SyncedEvent[] = [];
-    const slots = new Map<string, Slot>();
-    const eventSlots: Array<Array<{ id: string; write: PlannedWrite }>> = [];
+    let slots = new Map<string, Slot>();
+    let eventSlots: Array<Array<{ id: string; write: PlannedWrite }>> = [];
+    let firstPending = 0;
     const debug = this.log.isLevelEnabled('debug');
+
+    // Applies the writes planned so far and settles the audit writes of their events.
+    const flush = async () => {
+      await this.apply(slots);
+      for (const slot of slots.values()) recordOutcome(slot.state, slot.write, slot.outcome!);
+      for (let i = 0; i < eventSlots.length; i++) {
+        synced[firstPending + i]!.writes = eventSlots[i]!.map(({ id, write }) => {
+          const final = slots.get(id)!;
+          return { node: write.node, op: write.op, version: encode(write.version).toString('hex'), outcome: final.write === write ? final.outcome! : 'superseded' };
+        });
+      }
+      firstPending = synced.length;
+      slots = new Map();
+      eventSlots = [];
+    };
+
     for (const ev of events) {
+      // An event from a node this batch is about to write the same record at can be the
+      // echo of a write made before a crash: apply what is planned first, so its echo
+      // entry exists when the event is classified. Normal batches never split.
+      if (slots.has(`${ev.node}\u0000${ev.entity}\u0000${ev.keyText}`)) await flush();
       const entity = this.topology.entities.get(ev.entity)!;
       const byKey = states.get(ev.entity)!;
       let state = byKey.get(ev.keyText);
@@ -101,29 +127,14 @@ export class SyncEngine {
       if ('writes' in decision) {
         for (const w of decision.writes) {
           const id = `${w.node}\u0000${ev.entity}\u0000${ev.keyText}`;
-          const slot: Slot = { write: w, state, entity, key: ev.key!, outcome: undefined };
-          slots.set(id, slot); // the last write per node and key wins the batch
+          slots.set(id, { write: w, state, entity, key: ev.key!, outcome: undefined }); // the last write per node and key wins
           mine.push({ id, write: w });
         }
       }
       eventSlots.push(mine);
       synced.push({ event: ev, decision, writes: [] });
     }
-
-    await this.apply(slots);
-
-    for (const slot of slots.values()) recordOutcome(slot.state, slot.write, slot.outcome!);
-    for (let i = 0; i < synced.length; i++) {
-      synced[i]!.writes = eventSlots[i]!.map(({ id, write }) => {
-        const final = slots.get(id)!;
-        return {
-          node: write.node,
-          op: write.op,
-          version: encode(write.version).toString('hex'),
-          outcome: final.write === write ? final.outcome! : 'superseded',
-        };
-      });
-    }
+    await flush();
     return { synced, states, counts };
   }
 
@@ -146,7 +157,15 @@ export class SyncEngine {
         const expected = (s: Slot) => (s.write.expected === null ? null : encode(s.write.expected));
         const upserts: UpsertRow[] = ups.map((s) => ({ key: s.key, row: s.write.row!, version: encode(s.write.version), expected: expected(s), expectAbsent: s.write.expectedAbsent }));
         const deletes: DeleteRow[] = dels.map((s) => ({ key: s.key, expected: expected(s), anyVersion: s.write.anyVersion }));
-        const res = await sink.applyBatch(entity, upserts, deletes);
+        const started = performance.now();
+        let res;
+        try {
+          res = await sink.applyBatch(entity, upserts, deletes);
+        } catch (err) {
+          this.observe(node, performance.now() - started, err as Error);
+          throw err;
+        }
+        this.observe(node, performance.now() - started, [...res.upserts, ...res.deletes]);
         ups.forEach((s, i) => { s.outcome = res.upserts[i]; });
         dels.forEach((s, i) => { s.outcome = res.deletes[i]; });
       }

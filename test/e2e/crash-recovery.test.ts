@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type pg from 'pg';
 import { freshKeyBase, pgApp, pgControl, waitFor } from '../support/stack.ts';
 import { counterSum, startWorker, type WorkerHandle } from '../support/worker-process.ts';
@@ -18,8 +18,12 @@ beforeAll(() => {
   control = pgControl();
 });
 
+// A failed scenario must not leave its worker running into the next one.
+afterEach(async () => {
+  for (const w of running.splice(0)) await w.kill('SIGKILL');
+});
+
 afterAll(async () => {
-  for (const w of running) await w.kill('SIGKILL');
   await Promise.all([app?.end(), control?.end()]);
 });
 

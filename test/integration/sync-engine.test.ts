@@ -113,4 +113,15 @@ describe('SyncEngine on the real stack', () => {
     const state = replay.states.get('customers')!.get(ev.keyText)!;
     expect(state.nodes.maria!.fifo).toHaveLength(1);
   });
+
+  it('recognises the echo of a pre-crash write that arrives in the same batch as the replayed change', async () => {
+    const id = freshKeyBase();
+    const ev = event('pg', 'c', customer(id, 'before the crash'));
+    await engine.process(control, [ev]); // written to MariaDB, state never committed
+    const [atMaria] = await sinks.get('maria')!.read(topology.entities.get('customers')!, [{ id }]);
+    const echo = event('maria', 'c', atMaria!.row, atMaria!.version);
+    const replay = await engine.process(control, [ev, echo]);
+    expect(replay.synced.map((s) => s.decision.kind)).toEqual(['causal', 'echo']);
+    expect(replay.counts.concurrent).toBe(0);
+  });
 });

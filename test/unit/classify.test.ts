@@ -170,3 +170,24 @@ describe('classification (DESIGN §6)', () => {
 function withCtx([e, carried]: [ChangeEvent, VersionVector | null], entity = 'customers'): [ChangeEvent, VersionVector | null, ClassifyContext] {
   return [{ ...e, entity }, carried, ctx(entity)];
 }
+
+describe('entities without a version column', () => {
+  const t2 = parseTopology({
+    nodes: { pg: { kind: 'postgres', url: 'x' }, maria: { kind: 'mariadb', url: 'y' } },
+    entities: { orders: { key: ['id'], versionColumn: null, columns: { id: 'bigint', name: 'text' }, nodes: { pg: 'public.orders', maria: 'app.orders' } } },
+  }, 't');
+  const c2 = (): ClassifyContext => ({ entity: t2.entities.get('orders')!, nodeIndex, nodePriority, positionKey: String(++pos).padStart(10, '0') });
+  const o = (node: string, op: 'c' | 'u' | 'd', name: string | null): ChangeEvent => ({ ...ev(node, op, name), entity: 'orders' });
+
+  it('recognise echoes by digest alone, so nothing loops', () => {
+    const s = emptyState();
+    const [w] = land(s, classify(s, o('pg', 'c', 'a'), null, c2()));
+    expect(w).toMatchObject({ node: 'maria', op: 'upsert' });
+    // the row comes back from maria with no version at all
+    expect(classify(s, o('maria', 'c', 'a'), null, c2()).kind).toBe('echo');
+    const upd = classify(s, o('maria', 'u', 'b'), null, c2());
+    expect(upd.kind).toBe('causal');
+    const [back] = land(s, upd);
+    expect(classify(s, o('pg', 'u', back!.row!.name as string), null, c2()).kind).toBe('echo');
+  });
+});

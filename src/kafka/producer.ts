@@ -1,0 +1,114 @@
+import Kafka from 'node-rdkafka';
+import { WorkerSyncError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+
+export interface OutMessage {
+  topic: string;
+  key: string;
+  value: Buffer;
+}
+
+/** Counts the delivery reports of one batch; settles when all are in or one failed. */
+class BatchDelivery {
+  private pending: number;
+  private failed: Error | undefined;
+  readonly done: Promise<void>;
+  private resolve!: () => void;
+  private reject!: (e: Error) => void;
+
+  constructor(count: number) {
+    this.pending = count;
+    this.done = new Promise((res, rej) => { this.resolve = res; this.reject = rej; });
+    if (count === 0) this.resolve();
+  }
+
+  report(err: Error | null): void {
+    if (err && !this.failed) this.failed = err;
+    if (--this.pending === 0) {
+      if (this.failed) this.reject(this.failed);
+      else this.resolve();
+    }
+  }
+}
+
+/**
+ * The routing producer (DESIGN §8): idempotent with acks=all, so one source partition's
+ * events are never reordered or doubled by a retry on the way to the changes topic.
+ * `send` resolves when every message of the batch is acknowledged.
+ */
+export class ChangeProducer {
+  private readonly producer: Kafka.Producer;
+
+  constructor(brokers: string, clientId: string, log: Logger) {
+    this.producer = new Kafka.Producer({
+      'metadata.broker.list': brokers,
+      'client.id': `${clientId}-router`,
+      'enable.idempotence': true,
+      'linger.ms': 2,
+      'compression.codec': 'lz4',
+      'dr_cb': true,
+      'queue.buffering.max.messages': 1_000_000,
+    }, { 'request.required.acks': -1 });
+    this.producer.setPollInterval(5);
+    this.producer.on('delivery-report', (err, report) => {
+      (report.opaque as BatchDelivery | undefined)?.report(err ? new Error(err.message) : null);
+    });
+    this.producer.on('event.error', (err) => log.warn({ err: err.message }, 'Kafka producer error'));
+  }
+
+  connect(timeoutMs = 30_000): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.producer.connect({ timeout: timeoutMs }, (err) => {
+        if (err) reject(new WorkerSyncError('WS_KAFKA', `producer cannot connect: ${err.message}`, { cause: err, retryable: true }));
+        else resolve();
+      });
+    });
+  }
+
+  isConnected(): boolean {
+    return this.producer.isConnected();
+  }
+
+  async send(messages: OutMessage[]): Promise<void> {
+    const delivery = new BatchDelivery(messages.length);
+    for (const m of messages) {
+      for (;;) {
+        try {
+          this.producer.produce(m.topic, null, m.value, m.key, Date.now(), delivery);
+          break;
+        } catch (err) {
+          // Local queue full: let deliveries drain, then try again.
+          if (!/queue full/i.test((err as Error).message)) throw new WorkerSyncError('WS_KAFKA', `produce failed: ${(err as Error).message}`, { cause: err, retryable: true });
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      }
+    }
+    try {
+      await delivery.done;
+    } catch (err) {
+      throw new WorkerSyncError('WS_KAFKA', `delivery to the changes topic failed: ${(err as Error).message}`, { cause: err, retryable: true });
+    }
+  }
+
+  disconnect(): Promise<void> {
+    return new Promise((resolve) => {
+      if (!this.producer.isConnected()) {
+        resolve();
+        return;
+      }
+      this.producer.flush(5000, () => this.producer.disconnect(() => resolve()));
+    });
+  }
+}
+
+/** Creates the changes topic when it does not exist; an existing one is left as it is. */
+export function ensureTopic(brokers: string, topic: string, partitions: number, replication: number): Promise<void> {
+  const admin = Kafka.AdminClient.create({ 'metadata.broker.list': brokers, 'client.id': 'worker-sync-admin' });
+  return new Promise<void>((resolve, reject) => {
+    admin.createTopic({ topic, num_partitions: partitions, replication_factor: replication, config: { 'cleanup.policy': 'delete' } }, 15_000, (err) => {
+      admin.disconnect();
+      if (!err || err.code === Kafka.CODES.ERRORS.ERR_TOPIC_ALREADY_EXISTS) resolve();
+      else reject(new WorkerSyncError('WS_KAFKA', `cannot create topic ${topic}: ${err.message}`, { cause: err, retryable: true }));
+    });
+  });
+}
