@@ -119,8 +119,31 @@ export async function runDemo(_args: string[]): Promise<number> {
     }
     say('  (ms: from the source commit to the audit commit; MariaDB commit times have whole-second resolution)');
     say('');
-    const ok = rows.length === expected;
-    say(ok ? `All ${expected} changes are in the audit log.` : `Only ${rows.length} of ${expected} changes reached the audit log.`);
+    // The other direction: what each database now holds of the other's changes.
+    const app2 = new pg.Client({ connectionString: pgNode.url });
+    await app2.connect();
+    const my2 = await mysql.createConnection({ uri: myNode.url });
+    let crossed = false;
+    const crossUntil = Date.now() + 15_000;
+    let inPg: { name: string; email: string } | undefined;
+    let inMy: { total: string; status: string } | undefined;
+    while (Date.now() < crossUntil) {
+      inPg = (await app2.query<{ name: string; email: string }>('SELECT name, email FROM customers WHERE id = $1', [b])).rows[0];
+      const [myRows] = await my2.query('SELECT CAST(total AS CHAR) AS total, status FROM orders WHERE id = ?', [a]);
+      inMy = (myRows as Array<{ total: string; status: string }>)[0];
+      const [gone] = await my2.query('SELECT 1 FROM customers WHERE id = ?', [a]);
+      crossed = inPg?.email === 'asa@example.org' && inMy !== undefined && (gone as unknown[]).length === 0;
+      if (crossed) break;
+      await sleep(300);
+    }
+    await app2.end();
+    await my2.end();
+    say(`MariaDB's customer ${b} in PostgreSQL: ${inPg ? `${inPg.name} <${inPg.email}>` : '(not there)'}`);
+    say(`PostgreSQL's order ${a} in MariaDB: ${inMy ? `${inMy.total} ${inMy.status}` : '(not there)'}; its deleted customer ${a}: ${crossed ? 'gone from MariaDB too' : 'still there'}`);
+    say('');
+    const ok = rows.length === expected && crossed;
+    say(rows.length === expected ? `All ${expected} changes are in the audit log.` : `Only ${rows.length} of ${expected} changes reached the audit log.`);
+    if (!crossed) say('The changes did not all arrive in the other database within 15 s.');
     const metrics = await fetch(`${surface}/metrics`).then((r) => r.text(), () => '');
     say(`From ${surface}/metrics:`);
     for (const line of metrics.split('\n')) if (/^sync_(events|errors)_total\{/.test(line)) say(`  ${line}`);
