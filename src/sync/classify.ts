@@ -54,7 +54,7 @@ function expectedAt(state: RecordState, node: string): { version: VersionVector 
   const n = nodeState(state, node);
   const newest = n.fifo[n.fifo.length - 1];
   if (newest) return newest.delete ? { version: newest.pushed, absent: true } : { version: newest.pushed, absent: false };
-  return { version: n.seen, absent: !n.present };
+  return { version: n.rowVersion, absent: !n.present };
 }
 
 function planWrite(state: RecordState, node: string, row: Row | null, version: VersionVector, anyVersion = false): PlannedWrite {
@@ -114,6 +114,7 @@ export function classify(state: RecordState, ev: ChangeEvent, carried: VersionVe
       n.fifo.splice(0, i + 1);
       n.seen = e.pushed;
       n.present = !e.delete;
+      n.rowVersion = e.delete ? null : e.pushed;
       return { kind: 'echo', popped: i + 1 };
     }
   }
@@ -121,23 +122,25 @@ export function classify(state: RecordState, ev: ChangeEvent, carried: VersionVe
   // A version this node never held by our account: a worker whose state was lost (or a
   // zombie) wrote it. Not a genuine change: remember it, and put the node back to the
   // current state by compare-and-set on it.
-  if (!isDelete && ev.op !== 'c' && carried !== null && !sameVersion(carried, n.seen) && !n.fifo.some((e) => sameVersion(e.pushed, carried))) {
-    n.seen = carried;
+  if (!isDelete && ev.op !== 'c' && carried !== null && !sameVersion(carried, n.rowVersion) && !sameVersion(carried, n.seen) && !n.fifo.some((e) => sameVersion(e.pushed, carried))) {
     n.present = true;
+    n.rowVersion = carried;
     if (state.version === null) return { kind: 'ignored', reason: 'unknown version on a record without state' };
     const w = planWrite(state, node, state.tombstone ? null : state.value, state.version, state.tombstone);
     return { kind: 'repair', writes: [w] };
   }
 
-  // A genuine change. Its base: the carried version where the image has one, else the
-  // last version seen back from this node (inserts, key-only deletes).
+  // A genuine change. Its base: the carried version where the image has one, else what
+  // this node is known to have seen (inserts, key-only deletes, application-inserted rows).
   const base = ev.op === 'c' || (isDelete && !fullBefore) || carried === null ? n.seen : carried;
   const nodeIdx = ctx.nodeIndex.get(node);
   if (nodeIdx === undefined) throw new Error(`node ${node} has no index in sync_nodes`);
   const current = state.version ?? [];
   const E = withCounter(base ?? [], nodeIdx, counterOf(current, nodeIdx) + 1);
-  n.seen = base;
+  // The node has seen its own change; its row keeps the version the application left.
+  n.seen = E;
   n.present = !isDelete;
+  n.rowVersion = isDelete ? null : carried;
   const incomingValue = isDelete ? null : ev.after;
   const incomingHlc = hlcOf(ev.sourceTsMs);
 

@@ -19,10 +19,15 @@ export interface EchoEntry {
 }
 
 export interface NodeState {
-  /** The last version seen back from this node (null: none, or an application insert). */
+  /**
+   * What this node is known to have seen: the version of its last genuine change, or the
+   * pushed version of its last echo. The base of its next event that carries no usable
+   * version (an insert, a key-only delete, a row an application inserted).
+   */
   seen: VersionVector | null;
-  /** Whether the row exists at this node, as of the last event seen back. */
+  /** What the node's row holds, as of the last event seen back: present, and its version column. */
   present: boolean;
+  rowVersion: VersionVector | null;
   /** Writes made there whose echoes have not come back yet, oldest first. */
   fifo: EchoEntry[];
   /** The last source position applied from this node. */
@@ -47,7 +52,7 @@ export function emptyState(): RecordState {
 export function nodeState(state: RecordState, node: string): NodeState {
   let n = state.nodes[node];
   if (!n) {
-    n = { seen: null, present: false, fifo: [], position: null };
+    n = { seen: null, present: false, rowVersion: null, fifo: [], position: null };
     state.nodes[node] = n;
   }
   return n;

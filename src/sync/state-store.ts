@@ -27,6 +27,7 @@ type Pair = [number, number];
 interface NodeJson {
   seen: Pair[] | null;
   present: boolean;
+  rv?: Pair[] | null;
   fifo: Array<{ e: Pair[] | null; a: boolean; p: Pair[]; d: string | null; x: boolean }>;
   pos: string | null;
 }
@@ -38,7 +39,7 @@ function nodesToJson(nodes: Record<string, NodeState>): Record<string, NodeJson>
   const out: Record<string, NodeJson> = {};
   for (const [name, n] of Object.entries(nodes)) {
     out[name] = {
-      seen: pairs(n.seen), present: n.present, pos: n.position,
+      seen: pairs(n.seen), present: n.present, rv: pairs(n.rowVersion), pos: n.position,
       fifo: n.fifo.map((e) => ({ e: pairs(e.expected), a: e.expectedAbsent, p: pairs(e.pushed)!, d: e.digest, x: e.delete })),
     };
   }
@@ -49,7 +50,7 @@ function nodesFromJson(json: Record<string, NodeJson>): Record<string, NodeState
   const out: Record<string, NodeState> = {};
   for (const [name, n] of Object.entries(json)) {
     out[name] = {
-      seen: vv(n.seen), present: n.present, position: n.pos,
+      seen: vv(n.seen), present: n.present, rowVersion: vv(n.rv ?? null), position: n.pos,
       fifo: n.fifo.map((e): EchoEntry => ({ expected: vv(e.e), expectedAbsent: e.a, pushed: vv(e.p)!, digest: e.d, delete: e.x })),
     };
   }

@@ -43,6 +43,13 @@ async function warmUp(group: string): Promise<void> {
     const { rows } = await control.query(`SELECT 1 FROM audit_log WHERE log_id LIKE $1 AND entity = 'orders' AND record_key->>'id' = $2`, [`${group}:%`, String(marker)]);
     return rows.length === 1;
   }, 120_000);
+  // ...and until its write to MariaDB has come back as an echo, so nothing is pending
+  // that the next worker's first commit (the armed crash point) could be about.
+  await waitFor('the marker\'s echo from MariaDB', async () => {
+    const { rows } = await control.query(`SELECT nodes->'maria'->'fifo' AS fifo FROM sync_metadata WHERE entity = 'orders' AND record_key = $1`, [`[${marker}]`]);
+    return rows.length === 1 && Array.isArray(rows[0].fifo) && rows[0].fifo.length === 0;
+  }, 60_000);
+  await new Promise((r) => setTimeout(r, 500));
   expect((await w.kill('SIGTERM')).code).toBe(0);
 }
 

@@ -122,6 +122,25 @@ describe('classification (DESIGN §6)', () => {
     expect((again as { writes: PlannedWrite[] }).writes[0]).toMatchObject({ node: 'pg', op: 'upsert', expectedAbsent: true });
   });
 
+  it('after a re-insert by an application, writes to that node expect its row with a NULL version', () => {
+    // found by the 1,000-operation test: the base of the re-insert is the tombstone, but the
+    // row the application inserted holds no version at all
+    const s = emptyState();
+    const [w] = land(s, classify(s, ev('pg', 'c', 'a'), null, ctx()));
+    classify(s, ...withCtx(echoOf(w!)));
+    const [dw] = land(s, classify(s, ev('pg', 'd', null), null, ctx()));
+    classify(s, ...withCtx(echoOf(dw!)));
+    const again = classify(s, ev('maria', 'c', 'b'), null, ctx());
+    const [toPg] = land(s, again);
+    classify(s, ...withCtx(echoOf(toPg!)));
+    const upd = classify(s, ev('pg', 'u', 'c'), toPg!.version, ctx());
+    expect(upd.kind).toBe('causal');
+    expect((upd as { writes: PlannedWrite[] }).writes[0]).toMatchObject({ node: 'maria', expected: null, expectedAbsent: false });
+    // an application edit at maria made before that write landed (still NULL) is concurrent
+    land(s, upd);
+    expect(classify(s, ev('maria', 'u', 'd'), null, ctx()).kind).toBe('concurrent');
+  });
+
   it('an application update right after a worker write, still carrying the worker version, propagates', () => {
     const s = emptyState();
     const [w] = land(s, classify(s, ev('pg', 'c', 'a'), null, ctx()));
