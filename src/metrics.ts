@@ -108,6 +108,20 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly circuitOpen = new Gauge({
+    name: 'sync_circuit_open',
+    help: '1 while the circuit of a target node is open (its writes failing)',
+    labelNames: ['node'] as const,
+    registers: [this.registry],
+  });
+
+  readonly circuitOpens = new Counter({
+    name: 'sync_circuit_opens_total',
+    help: 'Times the circuit of a target node opened',
+    labelNames: ['node'] as const,
+    registers: [this.registry],
+  });
+
   readonly duplicates = new Counter({
     name: 'sync_duplicates_total',
     help: 'Redelivered messages at or below the committed checkpoint, skipped',

@@ -19,6 +19,7 @@ import { Readiness } from './readiness.ts';
 import { ConsumeLoop, backoff } from './consume-loop.ts';
 import { IngestStage } from './ingest-stage.ts';
 import { SyncStage } from './sync-stage.ts';
+import { Circuits } from './circuits.ts';
 import { startHttpServer, json, type RunningServer } from '../http/server.ts';
 import { errorMessage } from '../errors.ts';
 
@@ -86,8 +87,13 @@ export class Worker {
       if (node.kind === 'postgres') this.sinks.set(node.name, new PostgresSink(node.name, node.url, env.queueConcurrency + 1));
       else if (node.kind === 'mariadb' || node.kind === 'mysql') this.sinks.set(node.name, new MySqlSink(node.name, node.url, env.queueConcurrency + 1));
       else throw new Error(`node ${node.name}: ${node.kind} targets are not supported by this version`);
-      const sink = this.sinks.get(node.name)!;
-      this.readiness.add(`node:${node.name}`, () => sink.ping());
+    }
+    const circuits = new Circuits([...this.sinks.keys()], this.metrics, this.log);
+    for (const [name, sink] of this.sinks) {
+      this.readiness.add(`node:${name}`, async () => {
+        circuits.check(name);
+        await sink.ping();
+      });
     }
 
     this.metrics.emergencyStop.set(env.emergencyStop ? 1 : 0);
@@ -107,8 +113,10 @@ export class Worker {
       this.metrics.nodeWriteDuration.labels(node).observe(ms);
       if (result instanceof Error) {
         this.metrics.nodeErrors.labels(node).inc();
+        circuits.failure(node, result);
         return;
       }
+      circuits.success(node);
       this.metrics.nodeBatchSize.labels(node).observe(result.length);
       for (const o of result) this.metrics.nodeRows.labels(node, o).inc();
     });
