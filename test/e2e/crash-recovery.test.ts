@@ -1,7 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type pg from 'pg';
 import { freshKeyBase, pgApp, pgControl, waitFor } from '../support/stack.ts';
-import { counterSum, startWorker, type WorkerHandle } from '../support/worker-process.ts';
+import { counterSum, settle, startWorker, type WorkerHandle } from '../support/worker-process.ts';
 
 /**
  * Invariant 4 (DESIGN §3): no acknowledged change is lost, and none is audited twice,
@@ -33,23 +33,9 @@ async function start(group: string, env: Record<string, string> = {}): Promise<W
   return w;
 }
 
-/** Brings a new group to the end of the topics, so the next batches are the test's own. */
 async function warmUp(group: string): Promise<void> {
   const w = await start(group);
-  await w.ready();
-  const marker = freshKeyBase();
-  await app.query(`INSERT INTO orders (id, customer_id, total, status, created_at) VALUES ($1, 0, 0, 'marker', now())`, [marker]);
-  await waitFor('the warm-up marker in the audit log', async () => {
-    const { rows } = await control.query(`SELECT 1 FROM audit_log WHERE log_id LIKE $1 AND entity = 'orders' AND record_key->>'id' = $2`, [`${group}:%`, String(marker)]);
-    return rows.length === 1;
-  }, 120_000);
-  // ...and until its write to MariaDB has come back as an echo, so nothing is pending
-  // that the next worker's first commit (the armed crash point) could be about.
-  await waitFor('the marker\'s echo from MariaDB', async () => {
-    const { rows } = await control.query(`SELECT nodes->'maria'->'fifo' AS fifo FROM sync_metadata WHERE entity = 'orders' AND record_key = $1`, [`[${marker}]`]);
-    return rows.length === 1 && Array.isArray(rows[0].fifo) && rows[0].fifo.length === 0;
-  }, 60_000);
-  await new Promise((r) => setTimeout(r, 500));
+  await settle(group, w, app, control);
   expect((await w.kill('SIGTERM')).code).toBe(0);
 }
 

@@ -2,7 +2,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, openSync, closeSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { ROOT, stack, waitFor } from './stack.ts';
+import type pg from 'pg';
+import { ROOT, freshKeyBase, stack, waitFor } from './stack.ts';
 
 export interface WorkerHandle {
   proc: ChildProcess;
@@ -81,4 +82,24 @@ export function counterSum(metricsText: string, name: string): number {
     if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
   }
   return sum;
+}
+
+/**
+ * Waits until a worker of `group` has caught up with the topics and nothing it wrote is
+ * still on its way back: a marker order is audited and its echo from MariaDB consumed.
+ * After this, the group's next batches are the test's own.
+ */
+export async function settle(group: string, w: WorkerHandle, app: pg.Pool, control: pg.Pool): Promise<void> {
+  await w.ready();
+  const marker = freshKeyBase();
+  await app.query(`INSERT INTO orders (id, customer_id, total, status, created_at) VALUES ($1, 0, 0, 'marker', now())`, [marker]);
+  await waitFor('the marker in the audit log', async () => {
+    const { rows } = await control.query(`SELECT 1 FROM audit_log WHERE log_id LIKE $1 AND entity = 'orders' AND record_key->>'id' = $2`, [`${group}:%`, String(marker)]);
+    return rows.length === 1;
+  }, 120_000);
+  await waitFor('the marker\'s echo from MariaDB', async () => {
+    const { rows } = await control.query(`SELECT nodes->'maria'->'fifo' AS fifo FROM sync_metadata WHERE entity = 'orders' AND record_key = $1`, [`[${marker}]`]);
+    return rows.length === 1 && Array.isArray(rows[0].fifo) && rows[0].fifo.length === 0;
+  }, 60_000);
+  await new Promise((r) => setTimeout(r, 500));
 }
