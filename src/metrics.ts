@@ -122,6 +122,12 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly redisErrors = new Counter({
+    name: 'sync_redis_errors_total',
+    help: 'Failed writes to Redis (the dead-letter mirror); PostgreSQL keeps the truth',
+    registers: [this.registry],
+  });
+
   readonly duplicates = new Counter({
     name: 'sync_duplicates_total',
     help: 'Redelivered messages at or below the committed checkpoint, skipped',

@@ -52,11 +52,18 @@ const STATEMENTS = [
      source_node text,
      record_key  text,
      payload     bytea,
-     status      text        NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'replayed', 'discarded')),
+     status      text        NOT NULL DEFAULT 'open',
      created_at  timestamptz NOT NULL DEFAULT now(),
      replayed_at timestamptz
    )`,
   `CREATE INDEX IF NOT EXISTS sync_dead_letters_open_idx ON sync_dead_letters (status, created_at)`,
+  // Which deployment parked it, and what the payload is: the Debezium message as it came
+  // ('debezium') or a routed change that waited behind a parked key ('change').
+  `ALTER TABLE sync_dead_letters ADD COLUMN IF NOT EXISTS consumer_group text`,
+  `ALTER TABLE sync_dead_letters ADD COLUMN IF NOT EXISTS payload_kind text NOT NULL DEFAULT 'debezium'`,
+  `ALTER TABLE sync_dead_letters DROP CONSTRAINT IF EXISTS sync_dead_letters_status_check`,
+  `ALTER TABLE sync_dead_letters ADD CONSTRAINT sync_dead_letters_status_check CHECK (status IN ('open', 'replaying', 'replayed', 'discarded'))`,
+  `CREATE INDEX IF NOT EXISTS sync_dead_letters_parked_idx ON sync_dead_letters (entity, record_key) WHERE status = 'open'`,
   SYNC_METADATA_DDL,
   `CREATE TABLE IF NOT EXISTS sync_nodes (
      id   smallint PRIMARY KEY,

@@ -5,6 +5,7 @@ import { createLogger } from '../log.ts';
 import { Worker } from '../runtime/worker.ts';
 import { runHealth } from './health.ts';
 import { runDemo } from './demo.ts';
+import { runDlq } from './dlq.ts';
 
 const LOCAL_STACK = {
   brokers: '127.0.0.1:19092',
@@ -18,6 +19,7 @@ Usage: worker-sync <command> [options]
 Commands:
   run                 consume Debezium topics, audit and sync (npm start)
   health db|kafka|full  check connectivity (npm run health:db|health:kafka|health:full) [--json]
+  dlq list|replay     dead letters: list them, or re-drive them in order once fixed (--help)
   demo                bring the local stack up, start the worker, make changes, show the audit log
   help                this text
 
@@ -26,6 +28,8 @@ Environment (validated at start-up; a bad value exits 2 naming it):
   KAFKA_BROKERS       bootstrap servers (default: topology kafka.bootstrap, else ${LOCAL_STACK.brokers})
   KAFKA_GROUP_ID      consumer group (default worker-sync-group)
   DATABASE_URL[_FILE] control database (sync_db) URL (default: topology control.url, else the local stack)
+  REDIS_URL[_FILE]    Redis for the dead-letter mirror bull:sync:failed (default: topology redis.url)
+  CHANGES_TOPIC       topic between ingest and sync (default <group>.changes); CHANGES_PARTITIONS (15), CHANGES_REPLICATION (1)
   QUEUE_CONCURRENCY   lanes processing at once (default 4)
   EMERGENCY_STOP      true: consume nothing, keep /health, /metrics and the API up
   RESET_CHECKPOINT    true: seek every owned partition to the PostgreSQL checkpoint
@@ -40,6 +44,7 @@ export interface Loaded {
   topology: Topology;
   brokers: string;
   controlUrl: string;
+  redisUrl: string | undefined;
 }
 
 export function loadConfig(): Loaded {
@@ -50,6 +55,7 @@ export function loadConfig(): Loaded {
     topology,
     brokers: env.kafkaBrokers ?? topology.kafka.bootstrap ?? LOCAL_STACK.brokers,
     controlUrl: env.controlUrl ?? topology.control.url ?? LOCAL_STACK.controlUrl,
+    redisUrl: env.redisUrl ?? topology.redis.url,
   };
 }
 
@@ -81,6 +87,8 @@ async function main(argv: string[]): Promise<number> {
       return runHealth(rest, loadConfig());
     case 'demo':
       return runDemo(rest);
+    case 'dlq':
+      return runDlq(rest, loadConfig());
     case undefined:
     case 'help':
     case '--help':

@@ -13,8 +13,12 @@ export interface DeadLetterRecord {
   offset: number;
   entity: string | null;
   node: string | null;
+  /** Canonical key text, where the message key could be read: the key is parked. */
+  recordKey: string | null;
   /** The original message value, base64. */
   payload: string | null;
+  /** 'debezium': the source message; 'change': a routed change that waited behind a parked key. */
+  payloadKind: 'debezium' | 'change';
 }
 
 export type ChangeRecord = { event: ChangeEvent } | { dead: DeadLetterRecord };

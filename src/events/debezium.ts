@@ -31,6 +31,31 @@ export class DebeziumDecoder {
     this.topology = topology;
   }
 
+  /**
+   * The entity and canonical key named by a message's Kafka key, for an event whose value
+   * could not be decoded: its key can still be parked, so that later events of the same
+   * record wait behind it. Null when the key cannot be read either.
+   */
+  decodeKey(topic: string, key: Buffer | null): { entity: string; keyText: string } | null {
+    const route = this.topology.topics.get(topic);
+    if (!route || key === null) return null;
+    try {
+      let doc = JSON.parse(key.toString('utf8')) as unknown;
+      if (isObj(doc) && 'payload' in doc && 'schema' in doc) doc = doc.payload;
+      if (!isObj(doc)) return null;
+      const fields = doc;
+      const parts: Canonical[] = route.entity.key.map((k) => {
+        const raw = fields[route.mapping.columns.get(k)!];
+        const v = toCanonical(raw, route.entity.columns.get(k)!, undefined, k);
+        if (v === null) throw new Error('null key');
+        return v;
+      });
+      return { entity: route.entity.name, keyText: JSON.stringify(parts) };
+    } catch {
+      return null;
+    }
+  }
+
   decode(msg: RawMessage): ChangeEvent | Tombstone {
     const route = this.topology.topics.get(msg.topic);
     if (!route) throw new DecodeError('WS_DECODE_UNKNOWN_TOPIC', `topic ${msg.topic} is not mapped to any entity`);

@@ -67,12 +67,15 @@ export class IngestStage implements LaneHost {
         const reason = err instanceof DecodeError ? err.code : 'WS_INTERNAL';
         this.log.warn({ topic: msg.topic, partition: msg.partition, offset: msg.offset, reason, err: errorMessage(err) }, 'Event sent to dead letters');
         dead++;
+        const parked = this.decoder.decodeKey(msg.topic, msg.key);
         out.push({
           topic: this.changesTopic,
-          key: `dead:${msg.topic}/${msg.partition}`,
+          // With a readable key it goes where that record's events go, and parks the key there.
+          key: parked ? `${parked.entity}:${parked.keyText}` : `dead:${msg.topic}/${msg.partition}`,
           value: encodeDead({
             reason, error: errorMessage(err), topic: msg.topic, partition: msg.partition, offset: msg.offset,
-            entity: route?.entity.name ?? null, node: route?.mapping.node ?? null, payload: msg.value?.toString('base64') ?? null,
+            entity: route?.entity.name ?? null, node: route?.mapping.node ?? null, recordKey: parked?.keyText ?? null,
+            payload: msg.value?.toString('base64') ?? null, payloadKind: 'debezium',
           }),
         });
       }

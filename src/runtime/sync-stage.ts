@@ -1,7 +1,8 @@
 import type pg from 'pg';
 import pgCopy from 'pg-copy-streams';
 import { CheckpointFencedError, errorMessage } from '../errors.ts';
-import { decodeChangeRecord, type DeadLetterRecord } from '../events/change-codec.ts';
+import type { Redis } from 'ioredis';
+import { decodeChangeRecord, encodeChange, type DeadLetterRecord } from '../events/change-codec.ts';
 import type { ChangeEvent } from '../events/change-event.ts';
 import type { ChangeConsumer, ConsumedMessage } from '../kafka/consumer.ts';
 import { AUDIT_COPY_SQL, changeRowLine, conflictRowLine } from '../audit/audit-rows.ts';
@@ -18,9 +19,14 @@ import { backoff, type ConsumeLoop } from './consume-loop.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** The runbook's Redis LIST of failed work (`redis-cli LLEN bull:sync:failed`). */
+export const DLQ_REDIS_KEY = 'bull:sync:failed';
+
 interface Parsed {
   events: ChangeEvent[];
   dead: DeadLetterRecord[];
+  /** Their ids in sync_dead_letters, once committed. */
+  deadIds?: string[];
   duplicates: number;
 }
 
@@ -38,7 +44,7 @@ export class SyncStage implements LaneHost {
 
   private readonly o: {
     pool: pg.Pool; engine: SyncEngine; store: StateStore; checkpoints: CheckpointStore; metrics: Metrics; log: Logger;
-    workerId: string; crashPoint: CrashPoint | undefined;
+    workerId: string; groupId: string; crashPoint: CrashPoint | undefined; redis: Redis | undefined;
   };
 
   constructor(semaphore: Semaphore, batchSize: number, o: SyncStage['o']) {
@@ -58,27 +64,66 @@ export class SyncStage implements LaneHost {
     }
   }
 
-  private parse(lane: Lane, batch: ConsumedMessage[]): Parsed {
+  /**
+   * Reads the batch's records in order. A dead letter whose key could be read parks that
+   * key: every later change of the same record (in this batch, or while an open dead
+   * letter holds it) becomes a dead letter too, reason WS_PARKED, until `dlq replay`
+   * re-drives them in order (DESIGN §8).
+   */
+  private async parse(lane: Lane, batch: ConsumedMessage[]): Promise<Parsed> {
     const out: Parsed = { events: [], dead: [], duplicates: 0 };
     const floor = lane.checkpoint?.nextOffset ?? -1;
+    const records: Array<{ event: ChangeEvent } | { dead: DeadLetterRecord }> = [];
     for (const msg of batch) {
       if (msg.offset < floor) {
         out.duplicates++;
         continue;
       }
       try {
-        const rec = decodeChangeRecord(msg.value ?? Buffer.alloc(0));
-        if ('dead' in rec) out.dead.push(rec.dead);
-        else out.events.push(rec.event);
+        records.push(decodeChangeRecord(msg.value ?? Buffer.alloc(0)));
       } catch (err) {
-        out.dead.push({ reason: 'WS_DECODE_MALFORMED', error: `changes record: ${errorMessage(err)}`, topic: msg.topic, partition: msg.partition, offset: msg.offset, entity: null, node: null, payload: msg.value?.toString('base64') ?? null });
+        records.push({ dead: {
+          reason: 'WS_DECODE_MALFORMED', error: `changes record: ${errorMessage(err)}`, topic: msg.topic, partition: msg.partition, offset: msg.offset,
+          entity: null, node: null, recordKey: null, payload: msg.value?.toString('base64') ?? null, payloadKind: 'change',
+        } });
+      }
+    }
+    const keys = new Set<string>();
+    for (const r of records) {
+      if ('event' in r) keys.add(r.event.keyText);
+      else if (r.dead.recordKey !== null) keys.add(r.dead.recordKey);
+    }
+    const parked = keys.size === 0 ? new Set<string>() : await this.parkedKeys([...keys]);
+    for (const r of records) {
+      if ('dead' in r) {
+        out.dead.push(r.dead);
+        if (r.dead.recordKey !== null && r.dead.entity !== null) parked.add(`${r.dead.entity}\u0000${r.dead.recordKey}`);
+        continue;
+      }
+      const ev = r.event;
+      if (parked.has(`${ev.entity}\u0000${ev.keyText}`)) {
+        out.dead.push({
+          reason: 'WS_PARKED', error: `waits behind an earlier dead letter of ${ev.entity} ${ev.keyText}`,
+          topic: ev.position.topic, partition: ev.position.partition, offset: ev.position.offset, entity: ev.entity, node: ev.node,
+          recordKey: ev.keyText, payload: encodeChange(ev).toString('base64'), payloadKind: 'change',
+        });
+      } else {
+        out.events.push(ev);
       }
     }
     return out;
   }
 
+  private async parkedKeys(keys: string[]): Promise<Set<string>> {
+    const { rows } = await this.o.pool.query<{ entity: string; record_key: string }>(
+      `SELECT DISTINCT entity, record_key FROM sync_dead_letters WHERE status = 'open' AND consumer_group = $1 AND record_key = ANY($2)`,
+      [this.o.groupId, keys],
+    );
+    return new Set(rows.map((r) => `${r.entity}\u0000${r.record_key}`));
+  }
+
   async processBatch(lane: Lane, batch: ConsumedMessage[]): Promise<void> {
-    let parsed = this.parse(lane, batch);
+    let parsed = await this.retryForever('dead-letter lookup', () => this.parse(lane, batch));
     let result: SyncBatchResult | undefined;
     for (let attempt = 0; ; attempt++) {
       if (lane.revoked) return;
@@ -93,7 +138,7 @@ export class SyncStage implements LaneHost {
         if (err instanceof CheckpointFencedError) {
           this.o.log.warn({ lane: lane.logId, err: err.message }, 'Checkpoint moved under us; reloading it');
           lane.checkpoint = await this.o.checkpoints.load(lane.topic, lane.partition).catch(() => lane.checkpoint);
-          parsed = this.parse(lane, batch);
+          parsed = await this.retryForever('dead-letter lookup', () => this.parse(lane, batch));
           continue;
         }
         this.o.metrics.commitFailures.inc();
@@ -102,6 +147,7 @@ export class SyncStage implements LaneHost {
       }
     }
     if (result) this.observe(parsed, result);
+    if (parsed.dead.length > 0 && parsed.deadIds) await this.mirror(parsed.dead, parsed.deadIds);
     this.o.metrics.duplicates.inc(parsed.duplicates);
     this.consumer.storeOffset(lane.topic, lane.partition, batch[batch.length - 1]!.offset + 1);
   }
@@ -129,7 +175,7 @@ export class SyncStage implements LaneHost {
         }
       }
       if (text.length > 0) await copyIn(client, text);
-      if (parsed.dead.length > 0) await insertDeadLetters(client, parsed.dead);
+      if (parsed.dead.length > 0) parsed.deadIds = await insertDeadLetters(client, this.o.groupId, parsed.dead);
       for (const [entity, states] of result.states) await this.o.store.save(client, entity, states);
       const next = { nextOffset, logId: lane.logId, lastSeq: seq };
       await this.o.checkpoints.advance(client, lane.topic, lane.partition, lane.checkpoint, next, this.o.workerId);
@@ -145,6 +191,32 @@ export class SyncStage implements LaneHost {
     }
     this.crash('after-commit');
     this.o.metrics.commitDuration.observe(performance.now() - started);
+  }
+
+  private async retryForever<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        this.o.log.warn({ attempt, err: errorMessage(err) }, `${what} failed; retrying`);
+        await sleep(backoff(attempt));
+      }
+    }
+  }
+
+  /**
+   * The runbook reads failed work with `LLEN bull:sync:failed`: the committed dead letters
+   * are mirrored there. PostgreSQL holds the truth; a Redis failure is logged and counted,
+   * never fatal.
+   */
+  private async mirror(dead: DeadLetterRecord[], ids: string[]): Promise<void> {
+    if (!this.o.redis) return;
+    try {
+      await this.o.redis.rpush(DLQ_REDIS_KEY, ...dead.map((d, i) => mirrorEntry({ id: ids[i]!, group: this.o.groupId, reason: d.reason, entity: d.entity, recordKey: d.recordKey })));
+    } catch (err) {
+      this.o.metrics.redisErrors.inc();
+      this.o.log.warn({ err: errorMessage(err) }, 'Redis dead-letter mirror failed (sync_dead_letters holds them)');
+    }
   }
 
   private observe(parsed: Parsed, result: SyncBatchResult): void {
@@ -200,13 +272,22 @@ function copyIn(client: pg.PoolClient, text: string): Promise<void> {
   });
 }
 
-async function insertDeadLetters(client: pg.PoolClient, dls: DeadLetterRecord[]): Promise<void> {
+/** The Redis mirror's entry for one dead letter; `dlq replay` removes it by this exact text. */
+export function mirrorEntry(d: { id: string | number; group: string; reason: string; entity: string | null; recordKey: string | null }): string {
+  return JSON.stringify({ id: Number(d.id), group: d.group, reason: d.reason, entity: d.entity, key: d.recordKey });
+}
+
+async function insertDeadLetters(client: pg.PoolClient, group: string, dls: DeadLetterRecord[]): Promise<string[]> {
   const params: unknown[] = [];
   const tuples: string[] = [];
   for (const d of dls) {
     const b = params.length;
-    tuples.push(`(${Array.from({ length: 8 }, (_, i) => `$${b + i + 1}`).join(', ')})`);
-    params.push(d.reason, d.error, d.topic, d.partition, d.offset, d.entity, d.node, d.payload === null ? null : Buffer.from(d.payload, 'base64'));
+    tuples.push(`(${Array.from({ length: 11 }, (_, i) => `$${b + i + 1}`).join(', ')})`);
+    params.push(d.reason, d.error, d.topic, d.partition, d.offset, d.entity, d.node, d.recordKey, d.payload === null ? null : Buffer.from(d.payload, 'base64'), d.payloadKind, group);
   }
-  await client.query(`INSERT INTO sync_dead_letters (reason, error, topic, partition, "offset", entity, source_node, payload) VALUES ${tuples.join(', ')}`, params);
+  const { rows } = await client.query<{ id: string }>(
+    `INSERT INTO sync_dead_letters (reason, error, topic, partition, "offset", entity, source_node, record_key, payload, payload_kind, consumer_group) VALUES ${tuples.join(', ')} RETURNING id`,
+    params,
+  );
+  return rows.map((r) => r.id);
 }

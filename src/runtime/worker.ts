@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { Redis } from 'ioredis';
 import type { EnvConfig } from '../config/env.ts';
 import type { Topology } from '../config/topology.ts';
 import { DebeziumDecoder } from '../events/debezium.ts';
@@ -30,6 +31,7 @@ export interface WorkerSettings {
   topology: Topology;
   brokers: string;
   controlUrl: string;
+  redisUrl: string | undefined;
 }
 
 interface Stage {
@@ -57,6 +59,7 @@ export class Worker {
   private readonly sinks = new Map<string, Sink>();
   private readonly stages: Stage[] = [];
   private producer: ChangeProducer | undefined;
+  private redis: Redis | undefined;
   private http: RunningServer | undefined;
   private preloaded = new Map<string, Checkpoint>();
   private lagTimer: NodeJS.Timeout | undefined;
@@ -108,6 +111,10 @@ export class Worker {
     this.producer = new ChangeProducer(brokers, env.workerId, this.log);
     await this.retry('Kafka producer', () => this.producer!.connect());
 
+    if (this.settings.redisUrl) {
+      this.redis = new Redis(this.settings.redisUrl, { maxRetriesPerRequest: 1, connectTimeout: 3000, lazyConnect: false });
+      this.redis.on('error', (err) => this.log.debug({ err: err.message }, 'Redis connection error'));
+    }
     const store = new StateStore();
     const engine = new SyncEngine(topology, this.sinks, nodeIndex, store, this.log, (node, ms, result) => {
       this.metrics.nodeWriteDuration.labels(node).observe(ms);
@@ -126,7 +133,7 @@ export class Worker {
     });
     const sync = new SyncStage(this.semaphore, env.batchSize, {
       pool: this.pool, engine, store, checkpoints: this.checkpoints, metrics: this.metrics, log: this.log,
-      workerId: env.workerId, crashPoint: env.testCrashPoint,
+      workerId: env.workerId, groupId: env.groupId, crashPoint: env.testCrashPoint, redis: this.redis,
     });
     this.stages.push(this.stage('ingest', ingest), this.stage('sync', sync));
     ingest.consumer = this.stages[0]!.consumer;
@@ -239,6 +246,7 @@ export class Worker {
     for (const s of this.stages) s.consumer.commitStored();
     await Promise.all(this.stages.map((s) => s.consumer.disconnect()));
     await this.producer?.disconnect();
+    this.redis?.disconnect();
     await this.readiness.close();
     await Promise.all([...this.sinks.values()].map((s) => s.close().catch(() => undefined)));
     await this.http?.close();
