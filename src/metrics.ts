@@ -130,7 +130,8 @@ export class Metrics {
 
   readonly duplicates = new Counter({
     name: 'sync_duplicates_total',
-    help: 'Redelivered messages at or below the committed checkpoint, skipped',
+    help: 'Redeliveries recognised and skipped: kind=checkpoint, at or below the committed checkpoint (a Kafka redelivery); kind=position, a source change already applied (a re-routed or replayed event)',
+    labelNames: ['kind'] as const,
     registers: [this.registry],
   });
 

@@ -148,7 +148,7 @@ export class SyncStage implements LaneHost {
     }
     if (result) this.observe(parsed, result);
     if (parsed.dead.length > 0 && parsed.deadIds) await this.mirror(parsed.dead, parsed.deadIds);
-    this.o.metrics.duplicates.inc(parsed.duplicates);
+    if (parsed.duplicates > 0) this.o.metrics.duplicates.labels('checkpoint').inc(parsed.duplicates);
     this.consumer.storeOffset(lane.topic, lane.partition, batch[batch.length - 1]!.offset + 1);
   }
 
@@ -228,7 +228,7 @@ export class SyncStage implements LaneHost {
       const ev = s.event;
       const kind = s.decision.kind;
       if (kind === 'echo') { m.echoes.labels(ev.node).inc(); continue; }
-      if (kind === 'duplicate') { m.duplicates.inc(); continue; }
+      if (kind === 'duplicate') { m.duplicates.labels('position').inc(); continue; }
       if (kind === 'repair') { m.repairs.labels(ev.node).inc(); continue; }
       if (kind === 'concurrent') m.conflicts.labels(ev.entity, s.decision.conflict.strategy, s.decision.conflict.winner).inc();
       const k = `${ev.node}\u0000${ev.entity}`;

@@ -25,6 +25,8 @@ import { startHttpServer, json, type RunningServer } from '../http/server.ts';
 import { errorMessage } from '../errors.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** librdkafka's logical offset for a partition's first message. */
+const OFFSET_BEGINNING = -2;
 
 export interface WorkerSettings {
   env: EnvConfig;
@@ -190,10 +192,13 @@ export class Worker {
     this.metrics.partitionsOwned.set(this.stages.reduce((n, s) => n + s.loop.lanes.size, 0));
     this.log.info({ stage, partitions: parts.map((p) => tpKey(p.topic, p.partition)) }, 'Partitions assigned');
     if (stage !== 'sync' || !this.settings.env.resetCheckpoint) return undefined;
+    // A partition the control database has no checkpoint for was never committed as far
+    // as it knows (sync_db restored from an older backup): start it from the beginning;
+    // what was already applied is recognised by its source position.
     const offsets = new Map<string, number>();
     for (const p of parts) {
       const cp = this.preloaded.get(tpKey(p.topic, p.partition));
-      if (cp) offsets.set(tpKey(p.topic, p.partition), cp.nextOffset);
+      offsets.set(tpKey(p.topic, p.partition), cp ? cp.nextOffset : OFFSET_BEGINNING);
     }
     this.log.warn({ offsets: Object.fromEntries(offsets) }, 'RESET_CHECKPOINT=true: seeking to the PostgreSQL checkpoint');
     return offsets;

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type pg from 'pg';
 import type mysql from 'mysql2/promise';
 import { freshKeyBase, maria, pgApp, pgControl, waitFor } from '../support/stack.ts';
-import { startWorker, type WorkerHandle } from '../support/worker-process.ts';
+import { settle, startWorker, type WorkerHandle } from '../support/worker-process.ts';
 
 /**
  * A change made in one database appears in the other within 5 s, both ways, through
@@ -19,7 +19,7 @@ beforeAll(async () => {
   control = pgControl();
   my = maria();
   worker = await startWorker(group);
-  await worker.ready();
+  await settle(group, worker, app, control); // caught up, so the 5 s measure the sync itself
 });
 
 afterAll(async () => {

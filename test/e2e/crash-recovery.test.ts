@@ -86,16 +86,15 @@ describe('crash recovery: exactly one audit row per change', () => {
       const exit = await doomed.exited;
       expect(exit.signal).toBe('SIGKILL');
       await inserting;
-      const partial = await counts(group, base);
-      // before the commit nothing of the fatal batch is visible; after it, that batch is
-      expect(point === 'after-audit-copy' ? partial.rows === 0 : partial.rows > 0).toBe(true);
+      // before the commit nothing of the fatal batch is visible
+      if (point === 'after-audit-copy') expect((await counts(group, base)).rows).toBe(0);
       const restarted = await start(group);
       await restarted.ready();
       await expectExactlyOnce(group, base, restarted, async () => {
         if (point !== 'after-commit') return;
         // The committed batch's offsets never reached Kafka, so it came back and was
         // recognised by the PostgreSQL checkpoint instead of being audited again.
-        expect(counterSum(await restarted.metrics(), 'sync_duplicates_total')).toBeGreaterThan(0);
+        expect(counterSum(await restarted.metrics(), 'sync_duplicates_total', 'kind="checkpoint"')).toBeGreaterThan(0);
       });
     });
   }

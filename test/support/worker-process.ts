@@ -75,11 +75,11 @@ export async function startWorker(group: string, env: Record<string, string> = {
   };
 }
 
-/** Sum of a counter over all its series in Prometheus text. */
-export function counterSum(metricsText: string, name: string): number {
+/** Sum of a counter over all its series in Prometheus text, or over those containing `labels`. */
+export function counterSum(metricsText: string, name: string, labels = ''): number {
   let sum = 0;
   for (const line of metricsText.split('\n')) {
-    if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+    if ((line.startsWith(`${name}{`) || line.startsWith(`${name} `)) && line.includes(labels)) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
   }
   return sum;
 }
