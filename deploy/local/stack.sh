@@ -46,7 +46,7 @@ POM="$SCRIPT_DIR/pom.xml"
 LOG4J2_CONF="$SCRIPT_DIR/config/log4j2.properties"
 JSON_TOOL="$SCRIPT_DIR/lib/stack-json.mjs"
 CONNECTOR_NAMES=(app-postgres app-mariadb)
-CDC_TOPICS=(pg.public.customers pg.public.orders maria.app.customers maria.app.orders)
+CDC_TOPICS=(pg.public.customers pg.public.orders pg.public.type_probe maria.app.customers maria.app.orders maria.app.type_probe)
 REQUIRED_PLUGINS=(io.debezium.connector.postgresql.PostgresConnector io.debezium.connector.mariadb.MariaDbConnector)
 PLUGIN_DIRS=(debezium-connector-postgres debezium-connector-mongodb debezium-connector-mariadb debezium-connector-jdbc)
 

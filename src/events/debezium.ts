@@ -3,6 +3,7 @@ import type { EntityConfig, EntityNodeMapping, Topology } from '../config/topolo
 import type { ChangeEvent, Op, Row, Tombstone } from './change-event.ts';
 import { toCanonical, ValueError, type Canonical, type FieldSchema } from './values.ts';
 import { sourcePosition } from './source-position.ts';
+import { parseJsonLossless } from './lossless-json.ts';
 
 /**
  * Decoder for the Debezium relational envelope (PostgreSQL, MariaDB/MySQL) in both JSON
@@ -64,7 +65,7 @@ export class DebeziumDecoder {
     }
     let doc: unknown;
     try {
-      doc = JSON.parse(msg.value.toString('utf8'));
+      doc = parseJsonLossless(msg.value.toString('utf8'));
     } catch (err) {
       throw new DecodeError('WS_DECODE_MALFORMED', `value is not JSON: ${(err as Error).message}`, err);
     }

@@ -111,6 +111,26 @@ function asNumber(raw: unknown, what: string): number {
   throw new ValueError(`${what}: expected a number, got ${JSON.stringify(raw)}`);
 }
 
+/**
+ * An integer column's canonical form: a number while it is exact as a double, else its
+ * decimal digits as a string (int64 beyond 2^53, read exactly by parseJsonLossless).
+ */
+export function integerFrom(raw: unknown, what: string): number | string {
+  if (typeof raw === 'string' && /^-?\d+$/.test(raw)) {
+    const n = Number(raw);
+    return Number.isSafeInteger(n) ? n : BigInt(raw).toString();
+  }
+  const n = asNumber(raw, what);
+  if (!Number.isInteger(n)) throw new ValueError(`${what}: expected an integer, got ${n}`);
+  return n;
+}
+
+/** Microseconds (or another unit) given as a number or as exact digits. */
+function exactInt(raw: unknown, what: string): bigint {
+  if (typeof raw === 'string' && /^-?\d+$/.test(raw)) return BigInt(raw);
+  return BigInt(Math.round(asNumber(raw, what)));
+}
+
 function parseJsonText(raw: unknown, what: string): Canonical {
   if (typeof raw !== 'string') return raw as Canonical;
   try {
@@ -121,24 +141,24 @@ function parseJsonText(raw: unknown, what: string): Canonical {
 }
 
 function timestampFrom(raw: unknown, schemaName: string | undefined, precision: number, what: string): string {
-  if (typeof raw === 'string') {
+  if (typeof raw === 'string' && !/^-?\d+$/.test(raw)) {
     // Some connectors (and time.precision.mode=connect adapters) emit ISO text.
     const m = /^(\d{4,}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?Z?$/.exec(raw);
     if (!m) throw new ValueError(`${what}: not a timestamp: "${raw}"`);
     return `${m[1]}T${m[2]}.${(m[3] ?? '').padEnd(6, '0').slice(0, 6)}`;
   }
-  const n = asNumber(raw, what);
+  const n = exactInt(raw, what);
   switch (schemaName) {
     case 'io.debezium.time.Timestamp':
     case 'org.apache.kafka.connect.data.Timestamp':
-      return microsToTimestamp(BigInt(Math.round(n)) * 1000n);
+      return microsToTimestamp(n * 1000n);
     case 'io.debezium.time.NanoTimestamp':
-      return microsToTimestamp(BigInt(Math.round(n / 1000)));
+      return microsToTimestamp(n / 1000n);
     case 'io.debezium.time.MicroTimestamp':
-      return microsToTimestamp(BigInt(Math.round(n)));
+      return microsToTimestamp(n);
     default:
       // Schemas off: Debezium uses Timestamp (ms) for precision 0..3 and MicroTimestamp above.
-      return precision <= 3 ? microsToTimestamp(BigInt(Math.round(n)) * 1000n) : microsToTimestamp(BigInt(Math.round(n)));
+      return precision <= 3 ? microsToTimestamp(n * 1000n) : microsToTimestamp(n);
   }
 }
 
@@ -156,6 +176,7 @@ export function toCanonical(raw: unknown, type: ColumnType, schema: FieldSchema 
     case 'smallint':
     case 'integer':
     case 'bigint':
+      return integerFrom(raw, what);
     case 'double':
     case 'float':
       return asNumber(raw, what);

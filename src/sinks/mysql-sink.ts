@@ -2,7 +2,7 @@ import mysql from 'mysql2/promise';
 import type { EntityConfig } from '../config/topology.ts';
 import type { ColumnType } from '../events/column-types.ts';
 import type { Row } from '../events/change-event.ts';
-import { decimalFromText, type Canonical } from '../events/values.ts';
+import { decimalFromText, integerFrom, type Canonical } from '../events/values.ts';
 import { quoteMy, type DeleteRow, type Sink, type SinkResult, type UpsertRow, type WriteOutcome } from './sink.ts';
 
 /** Canonical value to a mysql2 parameter. Timestamps go without 'T' and zone (session is UTC). */
@@ -22,7 +22,8 @@ export function toMyParam(v: Canonical | undefined, t: ColumnType): unknown {
 export function fromMyValue(v: unknown, t: ColumnType): Canonical {
   if (v === null || v === undefined) return null;
   switch (t.kind) {
-    case 'smallint': case 'integer': case 'bigint': case 'double': case 'float': return Number(v);
+    case 'smallint': case 'integer': case 'bigint': return integerFrom(String(v), 'value');
+    case 'double': case 'float': return Number(v);
     case 'decimal': return decimalFromText(String(v), t.scale);
     case 'boolean': return Number(v) !== 0;
     case 'json': return (typeof v === 'string' ? JSON.parse(v) : v) as Canonical;

@@ -2,7 +2,7 @@ import pg from 'pg';
 import type { EntityConfig, EntityNodeMapping } from '../config/topology.ts';
 import type { ColumnType } from '../events/column-types.ts';
 import type { Row } from '../events/change-event.ts';
-import { decimalFromText, type Canonical } from '../events/values.ts';
+import { decimalFromText, integerFrom, type Canonical } from '../events/values.ts';
 import { quotePg, type DeleteRow, type Sink, type SinkResult, type UpsertRow, type WriteOutcome } from './sink.ts';
 
 /** The PostgreSQL type each canonical value is cast to from its text form. */
@@ -35,7 +35,8 @@ export function toPgText(v: Canonical | undefined, t: ColumnType): string | null
 export function fromPgText(text: string | null, t: ColumnType): Canonical {
   if (text === null) return null;
   switch (t.kind) {
-    case 'smallint': case 'integer': case 'bigint': case 'double': case 'float': return Number(text);
+    case 'smallint': case 'integer': case 'bigint': return integerFrom(String(text), 'value');
+    case 'double': case 'float': return Number(text);
     case 'decimal': return decimalFromText(text, t.scale);
     case 'boolean': return text === 't' || text === 'true';
     case 'json': return JSON.parse(text) as Canonical;

@@ -44,7 +44,7 @@ describe('topology', () => {
 
   it('loads the demo topology', () => {
     const t = loadTopology(path.resolve('deploy/local/worker-sync.yaml'));
-    expect([...t.topics.keys()].sort()).toEqual(['maria.app.customers', 'maria.app.orders', 'pg.public.customers', 'pg.public.orders']);
+    expect([...t.topics.keys()].sort()).toEqual(['maria.app.customers', 'maria.app.orders', 'maria.app.type_probe', 'pg.public.customers', 'pg.public.orders', 'pg.public.type_probe']);
     expect(t.entities.get('customers')!.versionColumn).toBe('_sync_version');
     expect(t.entities.get('orders')!.versionColumn).toBeUndefined();
   });

@@ -23,3 +23,25 @@ CREATE TABLE IF NOT EXISTS public.orders (
 -- Full before-images on UPDATE/DELETE events.
 ALTER TABLE public.customers REPLICA IDENTITY FULL;
 ALTER TABLE public.orders REPLICA IDENTITY FULL;
+
+-- One column per type of the README's type table; the type round-trip test syncs edge
+-- values PostgreSQL -> MariaDB -> PostgreSQL through it.
+CREATE TABLE IF NOT EXISTS public.type_probe (
+  id            bigint PRIMARY KEY,
+  c_smallint    smallint,
+  c_integer     integer,
+  c_bigint      bigint,
+  c_double      double precision,
+  c_decimal     numeric(20,6),
+  c_text        text,
+  c_uuid        uuid,
+  c_boolean     boolean,
+  c_json        jsonb,
+  c_ts          timestamp(6),
+  c_tstz        timestamptz(6),
+  c_date        date,
+  c_time        time(6),
+  c_bytes       bytea,
+  _sync_version bytea
+);
+ALTER TABLE public.type_probe REPLICA IDENTITY FULL;
