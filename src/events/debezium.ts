@@ -1,7 +1,7 @@
 import { DecodeError } from '../errors.ts';
 import type { EntityConfig, EntityNodeMapping, Topology } from '../config/topology.ts';
 import type { ChangeEvent, Op, Row, Tombstone } from './change-event.ts';
-import { toCanonical, ValueError, type Canonical, type FieldSchema } from './values.ts';
+import { PrecisionLost, toCanonical, ValueError, type Canonical, type FieldSchema } from './values.ts';
 import { sourcePosition } from './source-position.ts';
 import { parseJsonLossless } from './lossless-json.ts';
 
@@ -22,6 +22,14 @@ export interface RawMessage {
 
 const OPS = new Set<Op>(['c', 'u', 'd', 'r', 't']);
 
+function parseJson(text: string, parse: (t: string) => unknown): unknown {
+  try {
+    return parse(text);
+  } catch (err) {
+    throw new DecodeError('WS_DECODE_MALFORMED', `value is not JSON: ${(err as Error).message}`, err);
+  }
+}
+
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -41,7 +49,7 @@ export class DebeziumDecoder {
     const route = this.topology.topics.get(topic);
     if (!route || key === null) return null;
     try {
-      let doc = JSON.parse(key.toString('utf8')) as unknown;
+      let doc = parseJsonLossless(key.toString('utf8'));
       if (isObj(doc) && 'payload' in doc && 'schema' in doc) doc = doc.payload;
       if (!isObj(doc)) return null;
       const fields = doc;
@@ -63,12 +71,16 @@ export class DebeziumDecoder {
     if (msg.value === null || msg.value.length === 0) {
       return { tombstone: true, topic: msg.topic, partition: msg.partition, offset: msg.offset };
     }
-    let doc: unknown;
+    const text = msg.value.toString('utf8');
     try {
-      doc = parseJsonLossless(msg.value.toString('utf8'));
+      return this.decodeDocument(msg, parseJson(text, JSON.parse), route.entity, route.mapping);
     } catch (err) {
-      throw new DecodeError('WS_DECODE_MALFORMED', `value is not JSON: ${(err as Error).message}`, err);
+      if (!(err instanceof PrecisionLost)) throw err;
+      return this.decodeDocument(msg, parseJson(text, parseJsonLossless), route.entity, route.mapping);
     }
+  }
+
+  private decodeDocument(msg: RawMessage, doc: unknown, entity: EntityConfig, mapping: EntityNodeMapping): ChangeEvent | Tombstone {
     if (doc === null) return { tombstone: true, topic: msg.topic, partition: msg.partition, offset: msg.offset };
     if (!isObj(doc)) throw new DecodeError('WS_DECODE_MALFORMED', 'value is not a JSON object');
 
@@ -82,7 +94,7 @@ export class DebeziumDecoder {
     } else {
       payload = doc;
     }
-    return this.decodeEnvelope(msg, payload, schema, route.entity, route.mapping);
+    return this.decodeEnvelope(msg, payload, schema, entity, mapping);
   }
 
   private decodeEnvelope(msg: RawMessage, p: Obj, schema: FieldSchema | undefined, entity: EntityConfig, mapping: EntityNodeMapping): ChangeEvent {

@@ -1,11 +1,12 @@
 /**
  * JSON.parse reads every number as a double, so an int64 beyond 2^53 — a bigint key, or
- * the microseconds of a timestamp after 2255 — arrives rounded. Before parsing, integers
- * of 16 digits or more outside strings are turned into JSON strings, which the value
- * converters read exactly. The scan runs only when the text holds such a run of digits
- * (one native regex test per message), so ordinary messages pay nothing more.
+ * the microseconds of a timestamp after 2255 — arrives rounded. This parser first turns
+ * integers of 16 digits or more outside strings into JSON strings, which the value
+ * converters read exactly. It is a JavaScript loop over the text, and every Debezium 3
+ * envelope holds such digits (ts_us, ts_ns), so the decoder uses it only for a message
+ * whose native parse lost precision in a column that needs it (values.PrecisionLost).
  */
-const LONG_DIGITS = /\d{16,}/;
+const LONG_DIGITS = /\d{16,}/; // nothing to protect without such a run: parse natively
 
 export function parseJsonLossless(text: string): unknown {
   if (!LONG_DIGITS.test(text)) return JSON.parse(text);

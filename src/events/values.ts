@@ -23,6 +23,17 @@ export type CanonicalJson = { [k: string]: unknown } | unknown[];
 /** Thrown for a value that cannot be read as its declared type; the caller dead-letters the event. */
 export class ValueError extends Error {}
 
+/**
+ * Thrown for an integer that JSON.parse could not read exactly (beyond 2^53): the decoder
+ * parses that message again with parseJsonLossless. Rare, so ordinary messages keep the
+ * native parser.
+ */
+export class PrecisionLost extends Error {}
+
+function checkExact(n: number): void {
+  if (Number.isInteger(n) && !Number.isSafeInteger(n)) throw new PrecisionLost();
+}
+
 const pad = (n: number, w: number) => String(n).padStart(w, '0');
 
 /** Days since 1970-01-01 to "YYYY-MM-DD" (proleptic Gregorian, UTC). */
@@ -122,13 +133,16 @@ export function integerFrom(raw: unknown, what: string): number | string {
   }
   const n = asNumber(raw, what);
   if (!Number.isInteger(n)) throw new ValueError(`${what}: expected an integer, got ${n}`);
+  checkExact(n);
   return n;
 }
 
 /** Microseconds (or another unit) given as a number or as exact digits. */
 function exactInt(raw: unknown, what: string): bigint {
   if (typeof raw === 'string' && /^-?\d+$/.test(raw)) return BigInt(raw);
-  return BigInt(Math.round(asNumber(raw, what)));
+  const n = asNumber(raw, what);
+  checkExact(n);
+  return BigInt(Math.round(n));
 }
 
 function parseJsonText(raw: unknown, what: string): Canonical {

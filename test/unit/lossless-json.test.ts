@@ -22,3 +22,19 @@ describe('lossless JSON for int64', () => {
     expect(toCanonical('253402300799999999', t, { type: 'int64', name: 'io.debezium.time.MicroTimestamp' }, 'x')).toBe('9999-12-31T23:59:59.999999');
   });
 });
+
+describe('the decoder and int64', () => {
+  it('re-reads a message whose integers JSON.parse would round, and only then', async () => {
+    const { parseTopology } = await import('../../src/config/topology.ts');
+    const { DebeziumDecoder } = await import('../../src/events/debezium.ts');
+    const t = parseTopology({
+      nodes: { maria: { kind: 'mariadb', url: 'x', topicPrefix: 'maria' } },
+      entities: { big: { key: ['id'], versionColumn: null, columns: { id: 'bigint', n: 'bigint' }, nodes: { maria: 'app.big' } } },
+    }, 't');
+    const d = new DebeziumDecoder(t);
+    const value = '{"before":null,"after":{"id":9223372036854775807,"n":42},"source":{"ts_ms":1,"file":"f","pos":4,"row":0},"op":"c","ts_ms":2,"ts_us":2000,"ts_ns":2000000000000000000}';
+    const ev = d.decode({ topic: 'maria.app.big', partition: 0, offset: 0, value: Buffer.from(value) });
+    expect(ev).toMatchObject({ key: { id: '9223372036854775807' }, keyText: '["9223372036854775807"]', after: { id: '9223372036854775807', n: 42 } });
+    expect(d.decodeKey('maria.app.big', Buffer.from('{"id":-9223372036854775808}'))).toEqual({ entity: 'big', keyText: '["-9223372036854775808"]' });
+  });
+});
