@@ -6,7 +6,7 @@ export default defineConfig({
     // End-to-end suites share one local stack and one consumer group: run files one at a time.
     fileParallelism: false,
     globalSetup: ['test/global-setup.ts'],
-    testTimeout: 120_000,
+    testTimeout: 300_000,
     hookTimeout: 600_000,
     reporters: ['default'],
   },

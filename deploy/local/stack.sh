@@ -225,14 +225,33 @@ PG_SUPERUSER=""
 PG_SERVER_LOG="$LOG_DIR/postgres.log"
 # Where the cluster lives when the postgres OS user cannot reach the clone (a clone under
 # /root, say): a folder of its own outside the clone, linked from .local/stack/postgres.
-PG_OUTSIDE="/var/lib/worker-sync-stack/$(printf '%s' "$STACK_DIR" | sha256sum | cut -c1-12)"
+# Named by an id kept in the stack folder, not by its path: a fresh clone at a path used
+# before must not pick up an old cluster (its data would not match a fresh Kafka).
+PG_OUTSIDE_ROOT=/var/lib/worker-sync-stack
+PG_OUTSIDE=""
+
+pg_outside_dir() {
+  local idf="$STACK_DIR/.instance-id" d owner
+  [[ -s $idf ]] || head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$idf"
+  PG_OUTSIDE="$PG_OUTSIDE_ROOT/$(cat "$idf")"
+  # Clusters left by clones that are gone (and not running) are removed.
+  for d in "$PG_OUTSIDE_ROOT"/*/; do
+    [[ -d $d && ${d%/} != "$PG_OUTSIDE" ]] || continue
+    owner=$(cat "$d/.owner" 2>/dev/null || true)
+    [[ -n $owner && -d $owner ]] && continue
+    [[ -f $d/postgres/postmaster.pid ]] && pid_alive "$d/postgres/postmaster.pid" "${d%/}/postgres" && continue
+    rm -rf -- "$d"
+  done
+}
 
 pg_init_vars() {
   PG_BIN=$(pg_bin_dir) || fail postgres - "PostgreSQL binaries not found"
   if is_root; then PG_OS_USER=postgres; else PG_OS_USER=$(id -un); fi
   PG_SUPERUSER=$PG_OS_USER
   if is_root && id -u "$PG_OS_USER" >/dev/null 2>&1 && { [[ -L $STACK_DIR/postgres ]] || ! (cd / && runuser -u "$PG_OS_USER" -- test -x "$STACK_DIR"); }; then
+    pg_outside_dir
     mkdir -p "$PG_OUTSIDE/postgres" "$PG_OUTSIDE/sock"
+    printf '%s\n' "$STACK_DIR" >"$PG_OUTSIDE/.owner"
     chown "$PG_OS_USER" "$PG_OUTSIDE" "$PG_OUTSIDE/postgres" "$PG_OUTSIDE/sock"
     chmod 755 "$PG_OUTSIDE"
     [[ -L $STACK_DIR/postgres ]] || { rm -rf -- "$STACK_DIR/postgres"; ln -s "$PG_OUTSIDE/postgres" "$STACK_DIR/postgres"; }
@@ -723,11 +742,11 @@ cmd_down() {
   stop_redis
   if ((purge)); then
     log "purging $STACK_DIR (keeping kafka-libs/, connect-plugins/)"
+    if [[ -L $STACK_DIR/postgres ]]; then rm -rf -- "$(dirname "$(readlink "$STACK_DIR/postgres")")"; fi
     find "$STACK_DIR" -mindepth 1 -maxdepth 1 \
       ! -name kafka-libs ! -name connect-plugins ! -name .maven-stamp ! -name .lock \
       -exec rm -rf -- {} +
     [[ $SOCK_DIR == "$RUN_DIR" ]] || rm -rf -- "$SOCK_DIR"
-    rm -rf -- "$PG_OUTSIDE"
   fi
   log "down: done"
 }

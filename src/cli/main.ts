@@ -101,14 +101,20 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** Exits once everything written to stdout and stderr is out: a pipe reader gets all of a long --json. */
+function exitAfterFlush(code: number): void {
+  process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
+}
+
 main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
+  (code) => exitAfterFlush(code),
   (err: unknown) => {
     if (err instanceof ConfigError) {
       process.stderr.write(`worker-sync: invalid configuration: ${err.message}\n`);
-      process.exit(2);
+      exitAfterFlush(2);
+      return;
     }
     process.stderr.write(`worker-sync: ${errorMessage(err)}\n`);
-    process.exit(1);
+    exitAfterFlush(1);
   },
 );

@@ -28,6 +28,12 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** librdkafka's logical offset for a partition's first message. */
 const OFFSET_BEGINNING = -2;
 
+/** MariaDB/MySQL ER_LOCK_DEADLOCK and ER_LOCK_WAIT_TIMEOUT, PostgreSQL deadlock_detected and lock_not_available. */
+function isLockConflict(err: Error): boolean {
+  const e = err as { errno?: number; code?: string };
+  return e.errno === 1213 || e.errno === 1205 || e.code === '40P01' || e.code === '55P03';
+}
+
 export interface WorkerSettings {
   env: EnvConfig;
   topology: Topology;
@@ -122,7 +128,8 @@ export class Worker {
       this.metrics.nodeWriteDuration.labels(node).observe(ms);
       if (result instanceof Error) {
         this.metrics.nodeErrors.labels(node).inc();
-        circuits.failure(node, result);
+        // A deadlock or lock timeout says nothing about the node's health: the batch is retried.
+        if (!isLockConflict(result)) circuits.failure(node, result);
         return;
       }
       circuits.success(node);

@@ -59,6 +59,11 @@ export class MySqlSink implements Sink {
     });
     this.pool.on('connection', (conn) => {
       conn.query("SET time_zone = '+00:00'");
+      // Under REPEATABLE READ, SELECT … FOR UPDATE of absent keys takes gap locks, and lanes
+      // inserting into neighbouring gaps deadlock each other. READ COMMITTED locks only the
+      // rows that exist; no other lane writes the same key (one key, one partition, one
+      // lane), so the compare-and-set reasoning holds.
+      conn.query('SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED');
     });
   }
 

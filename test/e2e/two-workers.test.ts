@@ -1,7 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type pg from 'pg';
 import type mysql from 'mysql2/promise';
-import { freshKeyBase, maria, pgApp, pgControl, waitFor } from '../support/stack.ts';
+import path from 'node:path';
+import { loadTopology } from '../../src/config/topology.ts';
+import { ROOT, freshKeyBase, maria, pgApp, pgControl, waitFor } from '../support/stack.ts';
 import { startWorker, type WorkerHandle } from '../support/worker-process.ts';
 
 /**
@@ -41,7 +43,8 @@ describe('two workers, one group', () => {
     }
     const [a, b] = workers as [WorkerHandle, WorkerHandle];
     // the group has settled with partitions on both
-    await waitFor('partitions on both workers', async () => (await owned(a)) > 0 && (await owned(b)) > 0 && (await owned(a)) + (await owned(b)) === 19, 60_000, 500);
+    const partitions = loadTopology(path.join(ROOT, 'deploy/local/worker-sync.yaml')).topics.size + 15;
+    await waitFor('partitions on both workers', async () => (await owned(a)) > 0 && (await owned(b)) > 0 && (await owned(a)) + (await owned(b)) === partitions, 60_000, 500);
 
     const base = freshKeyBase();
     const half = N / 2;
