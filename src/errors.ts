@@ -10,7 +10,6 @@ export type ErrorCode =
   | 'WS_DECODE_UNKNOWN_COLUMN'
   | 'WS_DECODE_BAD_VALUE'
   | 'WS_CHECKPOINT_FENCED'
-  | 'WS_DB_UNAVAILABLE'
   | 'WS_KAFKA'
   | 'WS_INTERNAL';
 

@@ -98,12 +98,6 @@ export function fromObject(o: Record<number, number>): VersionVector {
     .sort((x, y) => x[0] - y[0]);
 }
 
-export function toObject(v: VersionVector): Record<number, number> {
-  const o: Record<number, number> = {};
-  for (const [i, c] of v) o[i] = c;
-  return o;
-}
-
 /** Human form for logs: `{1:3,2:1}`. */
 export function format(v: VersionVector | null): string {
   return v === null ? 'null' : `{${v.map(([i, c]) => `${i}:${c}`).join(',')}}`;

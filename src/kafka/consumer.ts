@@ -114,10 +114,6 @@ export class ChangeConsumer {
     return this.owned.has(tpKey(topic, partition));
   }
 
-  ownedCount(): number {
-    return this.owned.size;
-  }
-
   consume(max: number): Promise<ConsumedMessage[]> {
     return new Promise((resolve, reject) => {
       this.consumer.consume(max, (err, messages) => {
