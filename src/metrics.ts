@@ -96,7 +96,7 @@ export class Metrics {
 
   readonly nodeRows = new Counter({
     name: 'sync_node_rows_total',
-    help: 'Rows written per target node, by outcome (applied, already, cas-skipped)',
+    help: 'Rows per target node, by outcome (applied, already, cas-skipped, rejected: refused three times and dead-lettered)',
     labelNames: ['node', 'outcome'] as const,
     registers: [this.registry],
   });

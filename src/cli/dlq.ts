@@ -28,8 +28,9 @@ const USAGE = `usage: worker-sync dlq list [--status open|replayed|all] [--limit
        worker-sync dlq replay (--all | --id N [--id N ...]) [--dry-run] [--json]
 
 Dead letters of this deployment (KAFKA_GROUP_ID), oldest first. replay decodes each
-again with the current topology and re-drives it through the changes topic, in order;
-a record whose first dead letter still fails keeps every later one parked.
+again with the current topology and re-drives it through the changes topic, in order,
+together with every later open dead letter of the same record; a record whose first
+dead letter still fails keeps every later one parked.
 Exit codes: 0 done, 1 some dead letters still fail, 2 usage.
 `;
 
@@ -89,17 +90,33 @@ async function replay(db: pg.Client, args: string[], cfg: Loaded): Promise<numbe
     process.stderr.write(USAGE);
     return 2;
   }
-  const { rows } = await db.query<DeadRow>(
-    `SELECT id, reason, error, topic, partition, "offset", entity, record_key, payload, payload_kind, status
-     FROM sync_dead_letters WHERE consumer_group = $1 AND status = 'open' AND ($2 OR id = ANY($3)) ORDER BY id`,
+  // The selected dead letters and every open one of the same records: a record's dead
+  // letters are re-driven together and in order, or not at all.
+  const { rows } = await db.query<DeadRow & { selected: boolean }>(
+    `WITH sel AS (SELECT id, entity, record_key FROM sync_dead_letters WHERE consumer_group = $1 AND status = 'open' AND ($2 OR id = ANY($3)))
+     SELECT d.id, d.reason, d.error, d.topic, d.partition, d."offset", d.entity, d.record_key, d.payload, d.payload_kind, d.status,
+            d.id IN (SELECT id FROM sel) AS selected
+     FROM sync_dead_letters d
+     WHERE d.consumer_group = $1 AND d.status = 'open'
+       AND (d.id IN (SELECT id FROM sel) OR EXISTS (SELECT 1 FROM sel s WHERE s.entity = d.entity AND s.record_key = d.record_key))
+     ORDER BY d.id`,
     [cfg.env.groupId, all, ids],
   );
   const decoder = new DebeziumDecoder(cfg.topology);
   const blocked = new Set<string>();
+  const first = new Map<string, DeadRow & { selected: boolean }>();
   const ready: Array<{ row: DeadRow; out: OutMessage | null }> = [];
   const failing: Array<{ id: number; error: string }> = [];
   for (const row of rows) {
     const key = row.entity && row.record_key ? `${row.entity}:${row.record_key}` : null;
+    if (key && !first.has(key)) first.set(key, row);
+    const head = key ? first.get(key)! : row;
+    if (!head.selected) {
+      // An earlier open dead letter of this record was not selected: replaying this one
+      // alone would apply the record's changes out of order.
+      if (row.selected) failing.push({ id: Number(row.id), error: `waits behind #${head.id} of the same record; replay that one (it takes this one along) or use --all` });
+      continue;
+    }
     if (key && blocked.has(key)) {
       failing.push({ id: Number(row.id), error: 'still parked behind an earlier dead letter of the same record' });
       continue;

@@ -7,7 +7,7 @@ import type { ChangeEvent } from '../events/change-event.ts';
 import type { ChangeConsumer, ConsumedMessage } from '../kafka/consumer.ts';
 import { AUDIT_COPY_SQL, changeRowLine, conflictRowLine } from '../audit/audit-rows.ts';
 import { encode } from '../clock/codec.ts';
-import type { SyncBatchResult, SyncEngine } from '../sync/sync-engine.ts';
+import type { RejectedEvent, SyncBatchResult, SyncEngine } from '../sync/sync-engine.ts';
 import type { StateStore } from '../sync/state-store.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Logger } from '../log.ts';
@@ -25,8 +25,6 @@ export const DLQ_REDIS_KEY = 'bull:sync:failed';
 interface Parsed {
   events: ChangeEvent[];
   dead: DeadLetterRecord[];
-  /** Their ids in sync_dead_letters, once committed. */
-  deadIds?: string[];
   duplicates: number;
 }
 
@@ -125,6 +123,7 @@ export class SyncStage implements LaneHost {
   async processBatch(lane: Lane, batch: ConsumedMessage[]): Promise<void> {
     let parsed = await this.retryForever('dead-letter lookup', () => this.parse(lane, batch));
     let result: SyncBatchResult | undefined;
+    let committed: { dead: DeadLetterRecord[]; ids: string[] } | undefined;
     for (let attempt = 0; ; attempt++) {
       if (lane.revoked) return;
       try {
@@ -132,7 +131,7 @@ export class SyncStage implements LaneHost {
         if (lane.checkpoint !== null && nextOffset <= lane.checkpoint.nextOffset) break; // all seen
         result = await this.o.engine.process(this.o.pool, parsed.events);
         this.crash('after-target-write');
-        await this.commit(lane, nextOffset, parsed, result);
+        committed = await this.commit(lane, nextOffset, parsed, result);
         break;
       } catch (err) {
         if (err instanceof CheckpointFencedError) {
@@ -146,14 +145,16 @@ export class SyncStage implements LaneHost {
         await sleep(backoff(attempt));
       }
     }
-    if (result) this.observe(parsed, result);
-    if (parsed.dead.length > 0 && parsed.deadIds) await this.mirror(parsed.dead, parsed.deadIds);
+    if (result && committed) this.observe(committed.dead, result);
+    if (committed && committed.dead.length > 0) await this.mirror(committed.dead, committed.ids);
     if (parsed.duplicates > 0) this.o.metrics.duplicates.labels('checkpoint').inc(parsed.duplicates);
     this.consumer.storeOffset(lane.topic, lane.partition, batch[batch.length - 1]!.offset + 1);
   }
 
-  private async commit(lane: Lane, nextOffset: number, parsed: Parsed, result: SyncBatchResult): Promise<void> {
+  private async commit(lane: Lane, nextOffset: number, parsed: Parsed, result: SyncBatchResult): Promise<{ dead: DeadLetterRecord[]; ids: string[] }> {
     const started = performance.now();
+    const dead = [...parsed.dead, ...result.rejected.map(rejectedLetter)];
+    let ids: string[] = [];
     const client = await this.o.pool.connect();
     let broken: Error | undefined;
     try {
@@ -175,7 +176,7 @@ export class SyncStage implements LaneHost {
         }
       }
       if (text.length > 0) await copyIn(client, text);
-      if (parsed.dead.length > 0) parsed.deadIds = await insertDeadLetters(client, this.o.groupId, parsed.dead);
+      if (dead.length > 0) ids = await insertDeadLetters(client, this.o.groupId, dead);
       for (const [entity, states] of result.states) await this.o.store.save(client, entity, states);
       const next = { nextOffset, logId: lane.logId, lastSeq: seq };
       await this.o.checkpoints.advance(client, lane.topic, lane.partition, lane.checkpoint, next, this.o.workerId);
@@ -191,6 +192,7 @@ export class SyncStage implements LaneHost {
     }
     this.crash('after-commit');
     this.o.metrics.commitDuration.observe(performance.now() - started);
+    return { dead, ids };
   }
 
   private async retryForever<T>(what: string, fn: () => Promise<T>): Promise<T> {
@@ -219,7 +221,7 @@ export class SyncStage implements LaneHost {
     }
   }
 
-  private observe(parsed: Parsed, result: SyncBatchResult): void {
+  private observe(dead: DeadLetterRecord[], result: SyncBatchResult): void {
     const m = this.o.metrics;
     const now = Date.now();
     const counts = new Map<string, { node: string; entity: string; n: number }>();
@@ -240,11 +242,12 @@ export class SyncStage implements LaneHost {
     }
     for (const c of counts.values()) m.events.labels(c.node, c.entity).inc(c.n);
     for (const [node, ts] of newest) m.lag.labels(node).set(Math.max(0, now - ts));
-    for (const d of parsed.dead) {
+    for (const d of dead) {
       m.errors.labels(d.node ?? 'unknown', d.entity ?? 'unknown').inc();
       m.deadLetters.labels(d.reason).inc();
     }
-    m.batchSize.observe(result.synced.length + parsed.dead.length);
+    for (const r of result.rejected) if (r.first) m.nodeRows.labels(r.node, 'rejected').inc();
+    m.batchSize.observe(result.synced.length + dead.length);
   }
 
   private crash(point: CrashPoint): void {
@@ -270,6 +273,17 @@ function copyIn(client: pg.PoolClient, text: string): Promise<void> {
     stream.on('finish', () => resolve());
     stream.end(text);
   });
+}
+
+/** A change whose record a target node kept refusing (DESIGN §6): dead-lettered, its key parked. */
+function rejectedLetter(r: RejectedEvent): DeadLetterRecord {
+  const ev = r.event;
+  return {
+    reason: r.first ? 'WS_TARGET_REJECTED' : 'WS_PARKED',
+    error: r.first ? r.error : `waits behind an earlier dead letter of ${ev.entity} ${ev.keyText}`,
+    topic: ev.position.topic, partition: ev.position.partition, offset: ev.position.offset, entity: ev.entity, node: ev.node,
+    recordKey: ev.keyText, payload: encodeChange(ev).toString('base64'), payloadKind: 'change',
+  };
 }
 
 /** The Redis mirror's entry for one dead letter; `dlq replay` removes it by this exact text. */

@@ -126,10 +126,11 @@ export class Worker {
     const store = new StateStore();
     const engine = new SyncEngine(topology, this.sinks, nodeIndex, store, this.log, (node, ms, result) => {
       this.metrics.nodeWriteDuration.labels(node).observe(ms);
-      if (result instanceof Error) {
+      if (!Array.isArray(result)) {
         this.metrics.nodeErrors.labels(node).inc();
-        // A deadlock or lock timeout says nothing about the node's health: the batch is retried.
-        if (!isLockConflict(result)) circuits.failure(node, result);
+        // A deadlock or lock timeout says nothing about the node's health: the batch is
+        // retried. Nor does a row the node refuses: it is retried on halves, then rejected.
+        if (!result.rowLevel && !isLockConflict(result.error)) circuits.failure(node, result.error);
         return;
       }
       circuits.success(node);

@@ -44,8 +44,9 @@ export function fromMyValue(v: unknown, t: ColumnType): Canonical {
 /**
  * MariaDB/MySQL sink. MariaDB cannot report per-row outcomes of an UPDATE, so the batch's
  * keys are read first under `SELECT … FOR UPDATE`; the outcomes follow from the locked
- * versions, then one multi-row INSERT … ON DUPLICATE KEY UPDATE writes the rows that pass
- * compare-and-set and one DELETE removes the deletes that pass. One transaction.
+ * versions. Then one multi-row INSERT … ON DUPLICATE KEY UPDATE writes the present rows
+ * that pass compare-and-set, one multi-row INSERT the absent ones, and one DELETE removes
+ * the deletes that pass. One transaction.
  */
 export class MySqlSink implements Sink {
   readonly node: string;
@@ -123,17 +124,30 @@ export class MySqlSink implements Sink {
         up.push(outcome);
         if (outcome === 'applied') writes.push(u);
       }
-      if (writes.length > 0) {
-        const columns = [...entity.columns.keys()];
-        const names = [...columns.map(col), ...(vcol ? [vcol] : [])];
+      // Rows present by primary key are updated through ON DUPLICATE KEY UPDATE; absent
+      // ones go through a plain INSERT. One upsert statement for both would let a row that
+      // collides on a secondary unique key silently update that other row (DESIGN §6:
+      // such a no-op is a failure); the plain INSERT fails instead, and the row is
+      // retried alone, then dead-lettered.
+      const columns = [...entity.columns.keys()];
+      const names = [...columns.map(col), ...(vcol ? [vcol] : [])];
+      const tuple = `(${names.map(() => '?').join(', ')})`;
+      const values = (rows: UpsertRow[]) => {
         const params: unknown[] = [];
-        for (const w of writes) {
+        for (const w of rows) {
           for (const c of columns) params.push(toMyParam(w.row[c], entity.columns.get(c)!));
           if (vcol) params.push(w.version);
         }
-        const tuple = `(${names.map(() => '?').join(', ')})`;
+        return params;
+      };
+      const updates = writes.filter((w) => current.has(this.keyText(entity, w.key)));
+      const inserts = writes.filter((w) => !current.has(this.keyText(entity, w.key)));
+      if (updates.length > 0) {
         const update = names.filter((_, i) => i >= columns.length || !entity.key.includes(columns[i]!)).map((n) => `${n} = VALUES(${n})`).join(', ');
-        await conn.query(`INSERT INTO ${table} (${names.join(', ')}) VALUES ${writes.map(() => tuple).join(', ')} ON DUPLICATE KEY UPDATE ${update}`, params);
+        await conn.query(`INSERT INTO ${table} (${names.join(', ')}) VALUES ${updates.map(() => tuple).join(', ')} ON DUPLICATE KEY UPDATE ${update}`, values(updates));
+      }
+      if (inserts.length > 0) {
+        await conn.query(`INSERT INTO ${table} (${names.join(', ')}) VALUES ${inserts.map(() => tuple).join(', ')}`, values(inserts));
       }
 
       const dl: WriteOutcome[] = [];

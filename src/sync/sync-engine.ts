@@ -4,7 +4,8 @@ import type { ChangeEvent, Row } from '../events/change-event.ts';
 import { positionKey } from '../events/source-position.ts';
 import { decode, encode } from '../clock/codec.ts';
 import { format, type VersionVector } from '../clock/version-vector.ts';
-import type { Sink, UpsertRow, DeleteRow, WriteOutcome } from '../sinks/sink.ts';
+import { isRowError, type Sink, type UpsertRow, type DeleteRow, type WriteOutcome } from '../sinks/sink.ts';
+import { errorMessage } from '../errors.ts';
 import { classify, recordOutcome, type Decision, type PlannedWrite } from './classify.ts';
 import { emptyState, type RecordState } from './record-state.ts';
 import type { StateStore } from './state-store.ts';
@@ -24,8 +25,22 @@ export interface SyncedEvent {
   writes: WriteRecord[];
 }
 
+/**
+ * A change of a record one of whose writes a node kept refusing: it goes to the dead
+ * letters with its record's state left as it was before the batch, and so do the
+ * record's other changes of the batch (`first` false), in order. Replayed, they apply as
+ * they would have: the writes that did land are found `already` there.
+ */
+export interface RejectedEvent {
+  event: ChangeEvent;
+  node: string;
+  error: string;
+  first: boolean;
+}
+
 export interface SyncBatchResult {
   synced: SyncedEvent[];
+  rejected: RejectedEvent[];
   /** Record states to persist, per entity, keyed by canonical key text. */
   states: Map<string, Map<string, RecordState>>;
   counts: Record<Decision['kind'], number>;
@@ -36,11 +51,19 @@ interface Slot {
   state: RecordState;
   entity: EntityConfig;
   key: Row;
-  outcome: WriteOutcome | undefined;
+  keyText: string;
+  outcome: WriteOutcome | 'rejected' | undefined;
+  error?: string;
 }
 
-/** Told about every sink batch: its node, duration, and per-row outcomes or the error. */
-export type SinkObserver = (node: string, durationMs: number, result: WriteOutcome[] | Error) => void;
+/** A row is tried alone this many times before it is rejected (DESIGN §6). */
+export const REJECT_AFTER = 3;
+
+/**
+ * Told about every sink statement: its node, duration, and per-row outcomes, or the
+ * error and whether it was the rows' fault (which says nothing of the node's health).
+ */
+export type SinkObserver = (node: string, durationMs: number, result: WriteOutcome[] | { error: Error; rowLevel: boolean }) => void;
 
 export type Logger = { debug(o: object, m: string): void; warn(o: object, m: string): void; isLevelEnabled(l: string): boolean };
 
@@ -83,7 +106,8 @@ export class SyncEngine {
     }));
 
     const counts: Record<Decision['kind'], number> = { duplicate: 0, echo: 0, repair: 0, causal: 0, concurrent: 0, ignored: 0 };
-    const synced: SyncedEvent[] = [];
+    let synced: SyncedEvent[] = [];
+    const failed = new Map<string, { node: string; error: string }>();
     let slots = new Map<string, Slot>();
     let eventSlots: Array<Array<{ id: string; write: PlannedWrite }>> = [];
     let firstPending = 0;
@@ -92,11 +116,19 @@ export class SyncEngine {
     // Applies the writes planned so far and settles the audit writes of their events.
     const flush = async () => {
       await this.apply(slots);
-      for (const slot of slots.values()) recordOutcome(slot.state, slot.write, slot.outcome!);
+      for (const slot of slots.values()) {
+        if (slot.outcome === 'rejected') {
+          const id = `${slot.entity.name}\u0000${slot.keyText}`;
+          if (!failed.has(id)) failed.set(id, { node: slot.write.node, error: slot.error! });
+        } else {
+          recordOutcome(slot.state, slot.write, slot.outcome!);
+        }
+      }
       for (let i = 0; i < eventSlots.length; i++) {
         synced[firstPending + i]!.writes = eventSlots[i]!.map(({ id, write }) => {
           const final = slots.get(id)!;
-          return { node: write.node, op: write.op, version: encode(write.version).toString('hex'), outcome: final.write === write ? final.outcome! : 'superseded' };
+          const outcome = final.write === write ? final.outcome! : 'superseded';
+          return { node: write.node, op: write.op, version: encode(write.version).toString('hex'), outcome: outcome === 'rejected' ? 'cas-skipped' : outcome };
         });
       }
       firstPending = synced.length;
@@ -105,6 +137,12 @@ export class SyncEngine {
     };
 
     for (const ev of events) {
+      // A record a node refused earlier in this batch: its later changes wait behind it.
+      if (failed.has(`${ev.entity}\u0000${ev.keyText}`)) {
+        synced.push({ event: ev, decision: { kind: 'ignored', reason: 'parked' }, writes: [] });
+        eventSlots.push([]);
+        continue;
+      }
       // An event from a node this batch is about to write the same record at can be the
       // echo of a write made before a crash: apply what is planned first, so its echo
       // entry exists when the event is classified. Normal batches never split.
@@ -127,7 +165,7 @@ export class SyncEngine {
       if ('writes' in decision) {
         for (const w of decision.writes) {
           const id = `${w.node}\u0000${ev.entity}\u0000${ev.keyText}`;
-          slots.set(id, { write: w, state, entity, key: ev.key!, outcome: undefined }); // the last write per node and key wins
+          slots.set(id, { write: w, state, entity, key: ev.key!, keyText: ev.keyText, outcome: undefined }); // the last write per node and key wins
           mine.push({ id, write: w });
         }
       }
@@ -135,7 +173,23 @@ export class SyncEngine {
       synced.push({ event: ev, decision, writes: [] });
     }
     await flush();
-    return { synced, states, counts };
+
+    const rejected: RejectedEvent[] = [];
+    if (failed.size > 0) {
+      const kept: SyncedEvent[] = [];
+      for (const s of synced) {
+        const id = `${s.event.entity}\u0000${s.event.keyText}`;
+        const f = failed.get(id);
+        if (!f) kept.push(s);
+        else rejected.push({ event: s.event, node: f.node, error: f.error, first: !rejected.some((r) => r.event.entity === s.event.entity && r.event.keyText === s.event.keyText) });
+      }
+      for (const id of failed.keys()) {
+        const [entity, keyText] = id.split('\u0000') as [string, string];
+        states.get(entity)?.delete(keyText);
+      }
+      synced = kept;
+    }
+    return { synced, rejected, states, counts };
   }
 
   /** One applyBatch per node and entity; nodes in parallel, entities of a node in turn. */
@@ -151,27 +205,68 @@ export class SyncEngine {
     await Promise.all([...byNode].map(async ([node, entities]) => {
       const sink = this.sinks.get(node);
       if (!sink) throw new Error(`no sink for node ${node}`);
-      for (const [entity, list] of entities) {
-        const ups = list.filter((s) => s.write.op === 'upsert');
-        const dels = list.filter((s) => s.write.op === 'delete');
-        const expected = (s: Slot) => (s.write.expected === null ? null : encode(s.write.expected));
-        const upserts: UpsertRow[] = ups.map((s) => ({ key: s.key, row: s.write.row!, version: encode(s.write.version), expected: expected(s), expectAbsent: s.write.expectedAbsent }));
-        const deletes: DeleteRow[] = dels.map((s) => ({ key: s.key, expected: expected(s), anyVersion: s.write.anyVersion }));
-        const started = performance.now();
-        let res;
-        try {
-          res = await sink.applyBatch(entity, upserts, deletes);
-        } catch (err) {
-          this.observe(node, performance.now() - started, err as Error);
-          throw err;
-        }
-        this.observe(node, performance.now() - started, [...res.upserts, ...res.deletes]);
-        ups.forEach((s, i) => { s.outcome = res.upserts[i]; });
-        dels.forEach((s, i) => { s.outcome = res.deletes[i]; });
-      }
+      for (const [entity, list] of entities) await this.applyOnHalves(sink, entity, list);
     }));
   }
+
+  /**
+   * Writes the slots of one node and entity: one call for the whole list, normally. A
+   * statement the node refuses for what its rows hold is retried on halves until the rows
+   * at fault stand alone; a row refused alone REJECT_AFTER times is marked rejected, and
+   * every other row is written (DESIGN §6). Any other failure is thrown: the batch is
+   * retried whole, in order.
+   */
+  private async applyOnHalves(sink: Sink, entity: EntityConfig, list: Slot[]): Promise<void> {
+    const pending: Slot[][] = [list];
+    const tries = new Map<Slot, number>();
+    const refusedAlone = async (slot: Slot, error: string) => {
+      const n = (tries.get(slot) ?? 0) + 1;
+      tries.set(slot, n);
+      if (n >= REJECT_AFTER) {
+        slot.outcome = 'rejected';
+        slot.error = `${sink.node} refused the write ${n} times: ${error}`;
+        this.log.warn({ node: sink.node, entity: entity.name, key: slot.keyText, err: error }, 'Target refused a row; it goes to the dead letters');
+        return;
+      }
+      await sleep(50 * n); // a parent row in flight on another lane may land meanwhile
+      pending.push([slot]);
+    };
+    while (pending.length > 0) {
+      const chunk = pending.shift()!;
+      const ups = chunk.filter((s) => s.write.op === 'upsert');
+      const dels = chunk.filter((s) => s.write.op === 'delete');
+      const expected = (s: Slot) => (s.write.expected === null ? null : encode(s.write.expected));
+      const upserts: UpsertRow[] = ups.map((s) => ({ key: s.key, row: s.write.row!, version: encode(s.write.version), expected: expected(s), expectAbsent: s.write.expectedAbsent }));
+      const deletes: DeleteRow[] = dels.map((s) => ({ key: s.key, expected: expected(s), anyVersion: s.write.anyVersion }));
+      const started = performance.now();
+      let res;
+      try {
+        res = await sink.applyBatch(entity, upserts, deletes);
+      } catch (err) {
+        const rowLevel = isRowError(err);
+        this.observe(sink.node, performance.now() - started, { error: err as Error, rowLevel });
+        if (!rowLevel) throw err;
+        if (chunk.length > 1) pending.unshift(chunk.slice(0, chunk.length >> 1), chunk.slice(chunk.length >> 1));
+        else await refusedAlone(chunk[0]!, errorMessage(err));
+        continue;
+      }
+      const outcomes: WriteOutcome[] = [];
+      const settle = (s: Slot, o: (typeof res.upserts)[number]) => {
+        if (typeof o === 'string') {
+          s.outcome = o;
+          outcomes.push(o);
+        }
+      };
+      ups.forEach((s, i) => settle(s, res.upserts[i]!));
+      dels.forEach((s, i) => settle(s, res.deletes[i]!));
+      this.observe(sink.node, performance.now() - started, outcomes);
+      const refused = [...ups.map((s, i) => [s, res.upserts[i]!] as const), ...dels.map((s, i) => [s, res.deletes[i]!] as const)];
+      for (const [s, o] of refused) if (typeof o !== 'string') await refusedAlone(s, o.rejected);
+    }
+  }
 }
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function readVersion(buf: Buffer | null): VersionVector | null {
   if (buf === null || buf.length === 0) return null;

@@ -153,4 +153,63 @@ describe('dead letters', () => {
     expect(out.failing[1]!.error).toBe('still parked behind an earlier dead letter of the same record');
     expect((await w.kill('SIGTERM')).code).toBe(0);
   });
+
+  it('a row MariaDB keeps refusing is dead-lettered with the reason, its record parked, others flow, and a replay applies it once the constraint is gone', async () => {
+    // this run's own marker: rows of earlier runs must not break the constraint
+    const constraint = `ws_reject_${group.replace(/[^a-z0-9]/gi, '_')}`;
+    const refuse = `reject-${group}`;
+    await my.query(`ALTER TABLE customers ADD CONSTRAINT ${constraint} CHECK (name IS NULL OR name NOT LIKE '${refuse}%')`);
+    try {
+      const w = await startWorker(group, env());
+      running.push(w);
+      await w.ready();
+      const refused = freshKeyBase();
+      const free = refused + 1;
+      await app.query(`INSERT INTO customers (id, name, balance, tags, updated_at) VALUES ($1, $3, 1, '{}', now()), ($2, 'flows', 1, '{}', now())`, [refused, free, refuse]);
+      const [first] = await waitFor('the refused row in the dead letters', async () => {
+        const d = await deadLetters(`[${refused}]`);
+        return d.length > 0 ? d : undefined;
+      }, 120_000);
+      expect(first).toMatchObject({ reason: 'WS_TARGET_REJECTED', status: 'open', entity: 'customers' });
+      expect(first!.error).toMatch(/^maria refused the write 3 times: .*CONSTRAINT/i);
+      await waitFor('the other row in MariaDB', async () => inMaria('customers', free), 120_000);
+      // a later change of the refused record waits behind it
+      await app.query(`UPDATE customers SET name = $2, balance = 2 WHERE id = $1`, [refused, `${refuse} too`]);
+      const letters = await waitFor('the later change parked', async () => {
+        const d = await deadLetters(`[${refused}]`);
+        return d.length >= 2 ? d : undefined;
+      }, 120_000);
+      expect(letters.map((d) => d.reason)).toEqual(['WS_TARGET_REJECTED', 'WS_PARKED']);
+      expect(await inMaria('customers', refused)).toBe(false);
+      expect(await w.metrics()).toMatch(/sync_node_rows_total\{node="maria",outcome="rejected"\} [1-9]/);
+      expect(await w.metrics()).toMatch(/sync_circuit_open\{node="maria"\} 0/);
+      expect(await redis.lrange('bull:sync:failed', 0, -1)).toContain(JSON.stringify({ id: Number(first!.id), group, reason: 'WS_TARGET_REJECTED', entity: 'customers', key: `[${refused}]` }));
+
+      // replaying the later one alone would reorder the record: refused
+      const alone = cli(['dlq', 'replay', '--id', letters[1]!.id, '--json']);
+      expect(alone.status).toBe(1);
+      expect((JSON.parse(alone.stdout) as { failing: Array<{ error: string }> }).failing[0]!.error).toMatch(new RegExp(`^waits behind #${letters[0]!.id} `));
+
+      await my.query(`ALTER TABLE customers DROP CONSTRAINT ${constraint}`);
+      const replay = cli(['dlq', 'replay', '--id', letters[0]!.id, '--json']);
+      expect({ status: replay.status, stderr: replay.stderr }).toEqual({ status: 0, stderr: '' });
+      expect(JSON.parse(replay.stdout)).toEqual({ dryRun: false, replayed: letters.map((d) => Number(d.id)), failing: [] });
+      const [row] = await waitFor('the replayed record in MariaDB', async () => {
+        const [rows] = await my.query('SELECT name, balance FROM customers WHERE id = ?', [refused]);
+        const r = rows as Array<{ name: string; balance: string }>;
+        return r[0]?.name === `${refuse} too` ? r : undefined;
+      }, 120_000);
+      expect(row).toEqual({ name: `${refuse} too`, balance: '2.00' });
+      expect((await deadLetters(`[${refused}]`)).map((d) => d.status)).toEqual(['replayed', 'replayed']);
+      // one audit row per source change, once applied; the echoes come back and nothing loops
+      await new Promise((r) => setTimeout(r, 3000));
+      const { rows: audited } = await control.query(
+        `SELECT op, source_node FROM audit_log WHERE log_id LIKE $1 AND entity = 'customers' AND record_key->>'id' = $2 AND kind = 'change' ORDER BY executed_at`, [`${group}:%`, String(refused)]);
+      expect(audited).toEqual([{ op: 'c', source_node: 'pg' }, { op: 'u', source_node: 'pg' }]);
+      expect(await w.metrics()).toMatch(/sync_echoes_total\{node="maria"\} [1-9]/);
+      expect((await w.kill('SIGTERM')).code).toBe(0);
+    } finally {
+      await my.query(`ALTER TABLE customers DROP CONSTRAINT IF EXISTS ${constraint}`);
+    }
+  });
 });

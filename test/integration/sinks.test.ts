@@ -4,24 +4,26 @@ import { parseTopology, type EntityConfig, type Topology } from '../../src/confi
 import { loadTopology } from '../../src/config/topology.ts';
 import { PostgresSink } from '../../src/sinks/postgres-sink.ts';
 import { MySqlSink } from '../../src/sinks/mysql-sink.ts';
-import type { Sink, UpsertRow } from '../../src/sinks/sink.ts';
+import { isRowError, type Sink, type UpsertRow } from '../../src/sinks/sink.ts';
 import { encode } from '../../src/clock/codec.ts';
 import { fromObject } from '../../src/clock/version-vector.ts';
 import type { Row } from '../../src/events/change-event.ts';
-import { freshKeyBase, stack } from '../support/stack.ts';
+import { createHandlesTables, freshKeyBase, stack } from '../support/stack.ts';
 
 /** Compare-and-set writes against the stack's real PostgreSQL and MariaDB (DESIGN §6). */
 let topology: Topology;
 let customers: EntityConfig;
+let handles: EntityConfig;
 const sinks: Sink[] = [];
 
-beforeAll(() => {
+beforeAll(async () => {
   const s = stack();
   const local = loadTopology(path.resolve('deploy/local/worker-sync.yaml'));
   // Same entities as the demo, with the URLs the running stack reports.
   topology = parseTopology({
     nodes: { pg: { kind: 'postgres', url: s.postgres.url }, maria: { kind: 'mariadb', url: s.mariadb.url } },
     entities: {
+      handles: { key: ['id'], columns: { id: 'bigint', handle: 'text', qty: 'integer' }, nodes: { pg: 'public.ws_handles', maria: 'app.ws_handles' } },
       customers: {
         key: ['id'], versionColumn: '_sync_version',
         columns: Object.fromEntries([...local.entities.get('customers')!.columns.keys()].map((c) => [c, c === 'balance' ? 'decimal(12,2)' : c === 'updated_at' ? 'timestamp(6)' : c === 'tags' ? 'json' : c === 'id' ? 'bigint' : 'text'])),
@@ -30,6 +32,8 @@ beforeAll(() => {
     },
   }, 'test');
   customers = topology.entities.get('customers')!;
+  handles = topology.entities.get('handles')!;
+  await createHandlesTables();
   sinks.push(new PostgresSink('pg', s.postgres.url), new MySqlSink('maria', s.mariadb.url));
 });
 
@@ -94,6 +98,20 @@ for (const name of ['pg', 'maria']) {
       expect(back[1]?.row).toMatchObject({ name: 'Zoë Ñandú 🚀', balance: '1.50' });
       expect(back[2]?.row.updated_at).toBe('2026-01-01T00:00:00.000007');
       expect(back[3]).toBeNull();
+    });
+
+    it('refuses, as a row error, an insert colliding on a secondary unique key, leaving the other row alone', async () => {
+      const id = freshKeyBase();
+      const handle = `h-${id}`;
+      await sink().applyBatch(handles, [{ key: { id }, row: { id, handle, qty: 1 }, version: v1, expected: null, expectAbsent: true }], []);
+      // MariaDB's ON DUPLICATE KEY UPDATE would have updated row `id` in place of inserting `id + 1`
+      const err = await sink().applyBatch(handles, [{ key: { id: id + 1 }, row: { id: id + 1, handle, qty: 2 }, version: v1, expected: null, expectAbsent: true }], []).catch((e: unknown) => e);
+      expect(isRowError(err)).toBe(true);
+      expect(await sink().read(handles, [{ id }, { id: id + 1 }])).toEqual([{ row: { id, handle, qty: 1 }, version: v1 }, null]);
+      // a check constraint is a row error too; a lost connection would not be
+      const check = await sink().applyBatch(handles, [{ key: { id }, row: { id, handle, qty: -1 }, version: v2, expected: v1, expectAbsent: false }], []).catch((e: unknown) => e);
+      expect(isRowError(check)).toBe(true);
+      expect(isRowError(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }))).toBe(false);
     });
 
     it('round-trips edge values unchanged', async () => {

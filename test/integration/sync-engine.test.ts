@@ -8,7 +8,7 @@ import { SyncEngine } from '../../src/sync/sync-engine.ts';
 import { StateStore } from '../../src/sync/state-store.ts';
 import { migrateControlSchema, registerNodes } from '../../src/audit/control-schema.ts';
 import type { ChangeEvent, Row } from '../../src/events/change-event.ts';
-import { freshKeyBase, stack } from '../support/stack.ts';
+import { createHandlesTables, freshKeyBase, maria, stack } from '../support/stack.ts';
 
 /**
  * The sync stage against the stack's real databases, driven with change events directly
@@ -31,8 +31,10 @@ beforeAll(async () => {
         key: ['id'], columns: { id: 'bigint', name: 'text', email: 'text', balance: 'decimal(12,2)', tags: 'json', updated_at: 'timestamp(6)' },
         nodes: { pg: 'public.customers', maria: 'app.customers' },
       },
+      handles: { key: ['id'], columns: { id: 'bigint', handle: 'text', qty: 'integer' }, nodes: { pg: 'public.ws_handles', maria: 'app.ws_handles' } },
     },
   }, 'test');
+  await createHandlesTables();
   control = new pg.Pool({ connectionString: s.postgres.controlUrl, max: 3 });
   await migrateControlSchema(control);
   const nodeIndex = await registerNodes(control, ['pg', 'maria']);
@@ -45,11 +47,11 @@ afterAll(async () => {
   await control?.end();
 });
 
-function event(node: 'pg' | 'maria', op: 'c' | 'u' | 'd', row: Row, version: Buffer | null = null): ChangeEvent {
+function event(node: 'pg' | 'maria', op: 'c' | 'u' | 'd', row: Row, version: Buffer | null = null, entity = 'customers'): ChangeEvent {
   offset++;
   const source: Record<string, string | number | null> = node === 'pg' ? { lsn: 1_000_000 + offset, sequence: null, txId: 1 } : { file: 'mysql-bin.000001', pos: 1000 + offset, row: 0, gtid: null };
   return {
-    id: `test/${offset}`, entity: 'customers', node, op, key: { id: row.id! }, keyText: JSON.stringify([row.id]),
+    id: `test/${offset}`, entity, node, op, key: { id: row.id! }, keyText: JSON.stringify([row.id]),
     before: op === 'c' ? null : row, after: op === 'd' ? null : row, changed: null, baseVersion: version,
     sourceTsMs: Date.now(), emittedTsMs: Date.now(), position: { topic: 't', partition: 0, offset, source }, transactionId: null,
   };
@@ -123,5 +125,31 @@ describe('SyncEngine on the real stack', () => {
     const replay = await engine.process(control, [ev, echo]);
     expect(replay.synced.map((s) => s.decision.kind)).toEqual(['causal', 'echo']);
     expect(replay.counts.concurrent).toBe(0);
+  });
+
+  it('retries a refused statement on halves: the rows at fault are rejected after three tries alone, the rest land', async () => {
+    const base = freshKeyBase();
+    const my = maria();
+    await my.query('INSERT INTO app.ws_handles (id, handle, qty) VALUES (?, ?, 0)', [base + 100, `taken-${base}`]);
+    await my.end();
+    const h = (i: number, extra: Row = {}): Row => ({ id: base + i, handle: `h-${base}-${i}`, qty: i, ...extra });
+    // key 5 changes twice: both changes are rejected with its record, the later one parked behind the first
+    const events = Array.from({ length: 8 }, (_, i) => event('pg', 'c', i === 3 ? h(3, { handle: `taken-${base}` }) : h(i), null, 'handles'));
+    events.splice(6, 0, event('pg', 'u', h(5, { qty: -5 }), null, 'handles'));
+    const res = await engine.process(control, events);
+    expect(res.rejected.map((r) => [r.event.key!.id, r.node, r.first])).toEqual([[base + 3, 'maria', true], [base + 5, 'maria', true], [base + 5, 'maria', false]]);
+    expect(res.rejected[0]!.error).toMatch(/refused the write 3 times: .*Duplicate entry/);
+    expect(res.rejected[1]!.error).toMatch(/refused the write 3 times: .*(CONSTRAINT|check)/i);
+    expect(res.synced.map((s) => s.event.key!.id)).toEqual([0, 1, 2, 4, 6, 7].map((i) => base + i));
+    expect(res.synced.every((s) => s.writes[0]!.outcome === 'applied')).toBe(true);
+    // the refused records keep the state they had before the batch: none
+    const states = res.states.get('handles')!;
+    expect(states.has(JSON.stringify([base + 3]))).toBe(false);
+    expect(states.has(JSON.stringify([base + 5]))).toBe(false);
+    expect(states.has(JSON.stringify([base + 4]))).toBe(true);
+    const read = await sinks.get('maria')!.read(topology.entities.get('handles')!, Array.from({ length: 8 }, (_, i) => ({ id: base + i })));
+    expect(read.map((r) => r?.row.id ?? null)).toEqual([0, 1, 2, null, 4, null, 6, 7].map((i) => (i === null ? null : base + i)));
+    const [taken] = await sinks.get('maria')!.read(topology.entities.get('handles')!, [{ id: base + 100 }]);
+    expect(taken?.row).toEqual({ id: base + 100, handle: `taken-${base}`, qty: 0 });
   });
 });

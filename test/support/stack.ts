@@ -56,3 +56,18 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
 }
+
+/**
+ * `ws_handles` in both app databases: a secondary unique key (handle) and a check
+ * (qty >= 0), for the tests of rows a target refuses. Debezium does not capture it.
+ */
+export async function createHandlesTables(): Promise<void> {
+  const app = pgApp();
+  const my = maria();
+  try {
+    await app.query('CREATE TABLE IF NOT EXISTS public.ws_handles (id bigint PRIMARY KEY, handle varchar(64) UNIQUE, qty int CHECK (qty >= 0), _sync_version bytea)');
+    await my.query('CREATE TABLE IF NOT EXISTS app.ws_handles (id bigint NOT NULL PRIMARY KEY, handle varchar(64) UNIQUE, qty int CHECK (qty >= 0), _sync_version varbinary(255)) ENGINE=InnoDB');
+  } finally {
+    await Promise.all([app.end(), my.end()]);
+  }
+}
