@@ -57,6 +57,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly truncates = new Counter({
+    name: 'sync_truncates_total',
+    help: 'Truncates received, by source node, entity and policy (propagate: fanned out as per-record deletes; ignore: audited only)',
+    labelNames: ['node', 'entity', 'policy'] as const,
+    registers: [this.registry],
+  });
+
   readonly echoes = new Counter({
     name: 'sync_echoes_total',
     help: 'Events recognised as echoes of the worker\'s own writes, by node',

@@ -2,7 +2,8 @@ import type pg from 'pg';
 import pgCopy from 'pg-copy-streams';
 import { CheckpointFencedError, errorMessage } from '../errors.ts';
 import type { Redis } from 'ioredis';
-import { decodeChangeRecord, encodeChange, type DeadLetterRecord } from '../events/change-codec.ts';
+import { decodeChangeRecord, encodeChange, routingKey, type DeadLetterRecord } from '../events/change-codec.ts';
+import type { ChangeProducer } from '../kafka/producer.ts';
 import type { ChangeEvent } from '../events/change-event.ts';
 import type { ChangeConsumer, ConsumedMessage } from '../kafka/consumer.ts';
 import { AUDIT_COPY_SQL, changeRowLine, conflictRowLine } from '../audit/audit-rows.ts';
@@ -43,6 +44,7 @@ export class SyncStage implements LaneHost {
   private readonly o: {
     pool: pg.Pool; engine: SyncEngine; store: StateStore; checkpoints: CheckpointStore; metrics: Metrics; log: Logger;
     workerId: string; groupId: string; crashPoint: CrashPoint | undefined; redis: Redis | undefined;
+    producer: ChangeProducer; changesTopic: string; propagating: (entity: string) => boolean;
   };
 
   constructor(semaphore: Semaphore, batchSize: number, o: SyncStage['o']) {
@@ -130,6 +132,7 @@ export class SyncStage implements LaneHost {
         const nextOffset = batch[batch.length - 1]!.offset + 1;
         if (lane.checkpoint !== null && nextOffset <= lane.checkpoint.nextOffset) break; // all seen
         result = await this.o.engine.process(this.o.pool, parsed.events);
+        await this.propagateTruncates(result);
         this.crash('after-target-write');
         committed = await this.commit(lane, nextOffset, parsed, result);
         break;
@@ -149,6 +152,24 @@ export class SyncStage implements LaneHost {
     if (committed && committed.dead.length > 0) await this.mirror(committed.dead, committed.ids);
     if (parsed.duplicates > 0) this.o.metrics.duplicates.labels('checkpoint').inc(parsed.duplicates);
     this.consumer.storeOffset(lane.topic, lane.partition, batch[batch.length - 1]!.offset + 1);
+  }
+
+  /**
+   * `truncate: propagate`: the truncate's per-record deletes go to the changes topic, each
+   * to its record's partition, before the truncate's own batch commits. A crash in between
+   * sends them again; their source position makes the copies duplicates.
+   */
+  private async propagateTruncates(result: SyncBatchResult): Promise<void> {
+    for (const s of result.synced) {
+      if (s.event.op !== 't') continue;
+      const deletes = await this.o.engine.truncateDeletes(this.o.pool, s.event);
+      const policy = this.o.propagating(s.event.entity) ? 'propagate' : 'ignore';
+      this.o.metrics.truncates.labels(s.event.node, s.event.entity, policy).inc();
+      this.o.log.warn({ entity: s.event.entity, node: s.event.node, policy, records: deletes.length }, 'Truncate received');
+      for (let i = 0; i < deletes.length; i += 1000) {
+        await this.o.producer.send(deletes.slice(i, i + 1000).map((ev) => ({ topic: this.o.changesTopic, key: routingKey(ev), value: encodeChange(ev) })));
+      }
+    }
   }
 
   private async commit(lane: Lane, nextOffset: number, parsed: Parsed, result: SyncBatchResult): Promise<{ dead: DeadLetterRecord[]; ids: string[] }> {

@@ -96,6 +96,7 @@ export class SyncEngine {
   async process(db: pg.Pool, events: ChangeEvent[]): Promise<SyncBatchResult> {
     const keysByEntity = new Map<string, Set<string>>();
     for (const ev of events) {
+      if (ev.op === 't') continue; // a truncate has no record of its own
       let set = keysByEntity.get(ev.entity);
       if (!set) keysByEntity.set(ev.entity, (set = new Set()));
       set.add(ev.keyText);
@@ -137,6 +138,13 @@ export class SyncEngine {
     };
 
     for (const ev of events) {
+      if (ev.op === 't') {
+        // Audited; with `truncate: propagate` the caller fans it out (truncateDeletes).
+        counts.ignored++;
+        synced.push({ event: ev, decision: { kind: 'ignored', reason: 'truncate' }, writes: [] });
+        eventSlots.push([]);
+        continue;
+      }
       // A record a node refused earlier in this batch: its later changes wait behind it.
       if (failed.has(`${ev.entity}\u0000${ev.keyText}`)) {
         synced.push({ event: ev, decision: { kind: 'ignored', reason: 'parked' }, writes: [] });
@@ -190,6 +198,27 @@ export class SyncEngine {
       synced = kept;
     }
     return { synced, rejected, states, counts };
+  }
+
+  /**
+   * A truncate of an entity whose policy is `propagate`, as one key-only delete per live
+   * record, from the truncated node and at the truncate's source position. Each goes
+   * through its own record's lane like any delete, so it keeps its place among that
+   * record's changes: a record the node changed again after the truncate is past that
+   * position, and its delete is recognised as a duplicate. Empty for `ignore`.
+   */
+  async truncateDeletes(db: pg.Pool, ev: ChangeEvent): Promise<ChangeEvent[]> {
+    const entity = this.topology.entities.get(ev.entity);
+    if (ev.op !== 't' || entity?.truncate !== 'propagate') return [];
+    const { rows } = await db.query<{ record_key: string }>(
+      'SELECT record_key FROM sync_metadata WHERE entity = $1 AND NOT tombstone AND version IS NOT NULL ORDER BY record_key',
+      [entity.name],
+    );
+    return rows.map(({ record_key: keyText }) => {
+      const parts = JSON.parse(keyText) as Row[string][];
+      const key: Row = Object.fromEntries(entity.key.map((k, i) => [k, parts[i]!]));
+      return { ...ev, id: `${ev.id}#${keyText}`, op: 'd', key, keyText, before: key, after: null, changed: null, baseVersion: null };
+    });
   }
 
   /** One applyBatch per node and entity; nodes in parallel, entities of a node in turn. */

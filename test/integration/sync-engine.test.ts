@@ -152,4 +152,12 @@ describe('SyncEngine on the real stack', () => {
     const [taken] = await sinks.get('maria')!.read(topology.entities.get('handles')!, [{ id: base + 100 }]);
     expect(taken?.row).toEqual({ id: base + 100, handle: `taken-${base}`, qty: 0 });
   });
+
+  it('a truncate is ignored without a record state, and fans out nothing under the default policy (ignore)', async () => {
+    const t: ChangeEvent = { ...event('pg', 'c', customer(freshKeyBase(), 'x')), op: 't', key: null, keyText: '*', before: null, after: null };
+    const res = await engine.process(control, [t]);
+    expect(res.synced.map((s) => s.decision)).toEqual([{ kind: 'ignored', reason: 'truncate' }]);
+    expect(res.states.size).toBe(0);
+    expect(await engine.truncateDeletes(control, t)).toEqual([]);
+  });
 });
