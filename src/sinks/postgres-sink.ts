@@ -1,4 +1,6 @@
 import pg from 'pg';
+import pgCopy from 'pg-copy-streams';
+import { copyLine } from '../audit/copy-text.ts';
 import type { EntityConfig, EntityNodeMapping } from '../config/topology.ts';
 import type { ColumnType } from '../events/column-types.ts';
 import type { Row } from '../events/change-event.ts';
@@ -56,10 +58,21 @@ function pgTimestamp(text: string): string {
 
 interface Statements {
   upsert: string;
+  /** The same upsert reading its rows from the session's staging table (COPY mode). */
+  upsertStaged: string;
+  stage: { name: string; ddl: string };
   del: string;
   read: string;
   columns: string[];
 }
+
+/**
+ * How the upsert gets its rows: `unnest` of one text array per column in the statement's
+ * parameters, or `copy` into a temporary staging table first, read by the same statement.
+ * `npm run bench -- pg-sink` measures both side by side; `unnest` is the default (see
+ * bench/RESULTS.md).
+ */
+export type PgUpsertMode = 'unnest' | 'copy';
 
 /**
  * PostgreSQL sink. One upsert statement per batch over `unnest` of text arrays: a
@@ -73,8 +86,13 @@ export class PostgresSink implements Sink {
   private readonly pool: pg.Pool;
   private readonly statements = new Map<string, Statements>();
 
-  constructor(node: string, url: string, poolSize = 4) {
+  private readonly mode: PgUpsertMode;
+  /** Connections whose session already has the staging table of an entity. */
+  private readonly staged = new WeakMap<pg.PoolClient, Set<string>>();
+
+  constructor(node: string, url: string, poolSize = 4, mode: PgUpsertMode = 'unnest') {
     this.node = node;
+    this.mode = mode;
     this.pool = new pg.Pool({ connectionString: url, max: poolSize, connectionTimeoutMillis: 5000 });
     this.pool.on('error', () => undefined);
   }
@@ -97,9 +115,15 @@ export class PostgresSink implements Sink {
     const setList = [...columns.filter((c) => !entity.key.includes(c)).map((c) => `${col(c)} = ${typed('i', c)}`), ...(vcol ? [`${vcol} = decode(i._v, 'base64')`] : [])].join(', ');
     const keyList = entity.key.map(col).join(', ');
 
-    let upsert: string;
-    if (vcol) {
-      upsert = `WITH i AS (SELECT * FROM unnest(${unnestArgs}) AS t(${inputs.join(', ')}, _v, _e, _a, _o)),
+    const fromUnnest = `SELECT * FROM unnest(${unnestArgs}) AS t(${inputs.join(', ')}, _v, _e, _a, _o)`;
+    const stageName = `ws_stage_${entity.name}`;
+    const fromStage = `SELECT ${inputs.join(', ')}, _v, _e, _a, _o FROM ${quotePg(stageName)}`;
+    const stage = {
+      name: stageName,
+      ddl: `CREATE TEMP TABLE IF NOT EXISTS ${quotePg(stageName)} (${[...inputs, '_v', '_e'].map((c) => `${c} text`).join(', ')}, _a bool, _o int) ON COMMIT DELETE ROWS`,
+    };
+    const upsertOver = (rows: string) => vcol
+      ? `WITH i AS (${rows}),
 cur AS (SELECT i._o, x.${vcol} AS cv, x.${col(entity.key[0]!)} IS NOT NULL AS present FROM i LEFT JOIN ${target} x ON ${keyMatch('x', 'i')}),
 upd AS (UPDATE ${target} x SET ${setList} FROM i WHERE ${keyMatch('x', 'i')} AND NOT i._a AND x.${vcol} IS NOT DISTINCT FROM decode(i._e, 'base64') RETURNING i._o),
 ins AS (INSERT INTO ${target} AS x (${insertCols}) SELECT ${insertVals} FROM i WHERE i._a ON CONFLICT (${keyList}) DO NOTHING RETURNING ${entity.key.map((k) => `x.${col(k)}`).join(', ')})
@@ -107,12 +131,12 @@ SELECT i._o,
   CASE WHEN u._o IS NOT NULL OR EXISTS (SELECT 1 FROM ins x WHERE ${keyMatch('x', 'i')}) THEN 'applied'
        WHEN c.present AND c.cv IS NOT DISTINCT FROM decode(i._v, 'base64') THEN 'already'
        ELSE 'cas-skipped' END AS outcome
-FROM i JOIN cur c ON c._o = i._o LEFT JOIN upd u ON u._o = i._o ORDER BY i._o`;
-    } else {
-      upsert = `WITH i AS (SELECT * FROM unnest(${unnestArgs}) AS t(${inputs.join(', ')}, _v, _e, _a, _o))
+FROM i JOIN cur c ON c._o = i._o LEFT JOIN upd u ON u._o = i._o ORDER BY i._o`
+      : `WITH i AS (${rows})
 INSERT INTO ${target} AS x (${insertCols}) SELECT ${insertVals} FROM i
 ON CONFLICT (${keyList}) DO UPDATE SET ${columns.filter((c) => !entity.key.includes(c)).map((c) => `${col(c)} = EXCLUDED.${col(c)}`).join(', ')}`;
-    }
+    const upsert = upsertOver(fromUnnest);
+    const upsertStaged = upsertOver(fromStage);
 
     const keyIdx = entity.key.map((k) => columns.indexOf(k));
     const dInputs = keyIdx.map((i) => `c${i}`);
@@ -127,7 +151,7 @@ FROM d JOIN cur c ON c._o = d._o LEFT JOIN del r ON r._o = d._o ORDER BY d._o`;
 SELECT k._o, ${columns.map((c) => `x.${col(c)}::text AS ${quotePg(c)}`).join(', ')}${vcol ? `, x.${vcol} AS _v` : ', NULL::bytea AS _v'}, x.${col(entity.key[0]!)} IS NOT NULL AS present
 FROM k LEFT JOIN ${target} x ON ${keyMatch('x', 'k')} ORDER BY k._o`;
 
-    const st = { upsert, del, read, columns };
+    const st = { upsert, upsertStaged, stage, del, read, columns };
     this.statements.set(entity.name, st);
     return st;
   }
@@ -141,12 +165,9 @@ FROM k LEFT JOIN ${target} x ON ${keyMatch('x', 'k')} ORDER BY k._o`;
       await client.query('BEGIN');
       let up: WriteOutcome[] = [];
       if (upserts.length > 0) {
-        const params: unknown[] = st.columns.map((c) => upserts.map((u) => toPgText(u.row[c], entity.columns.get(c)!)));
-        params.push(upserts.map((u) => u.version.toString('base64')));
-        params.push(upserts.map((u) => (u.expected ? u.expected.toString('base64') : null)));
-        params.push(upserts.map((u) => u.expectAbsent));
-        params.push(upserts.map((_, i) => i));
-        const res = await client.query<{ outcome: WriteOutcome }>(st.upsert, params);
+        const res = this.mode === 'copy'
+          ? await this.upsertStaged(client, entity, st, upserts)
+          : await client.query<{ outcome: WriteOutcome }>(st.upsert, this.upsertParams(entity, st, upserts));
         up = entity.versionColumn ? res.rows.map((r) => r.outcome) : upserts.map(() => 'applied');
       }
       let dl: WriteOutcome[] = [];
@@ -162,10 +183,44 @@ FROM k LEFT JOIN ${target} x ON ${keyMatch('x', 'k')} ORDER BY k._o`;
       return { upserts: up, deletes: dl };
     } catch (err) {
       await client.query('ROLLBACK').catch(() => undefined);
+      this.staged.delete(client); // a staging table created in this transaction is gone
       throw err;
     } finally {
       client.release();
     }
+  }
+
+  private upsertParams(entity: EntityConfig, st: Statements, upserts: UpsertRow[]): unknown[] {
+    const params: unknown[] = st.columns.map((c) => upserts.map((u) => toPgText(u.row[c], entity.columns.get(c)!)));
+    params.push(upserts.map((u) => u.version.toString('base64')));
+    params.push(upserts.map((u) => (u.expected ? u.expected.toString('base64') : null)));
+    params.push(upserts.map((u) => u.expectAbsent));
+    params.push(upserts.map((_, i) => i));
+    return params;
+  }
+
+  /** COPY mode: the rows go into the session's staging table (emptied at commit), then the same upsert reads them. */
+  private async upsertStaged(client: pg.PoolClient, entity: EntityConfig, st: Statements, upserts: UpsertRow[]): Promise<pg.QueryResult<{ outcome: WriteOutcome }>> {
+    let tables = this.staged.get(client);
+    if (!tables) this.staged.set(client, (tables = new Set()));
+    if (!tables.has(st.stage.name)) {
+      await client.query(st.stage.ddl);
+      tables.add(st.stage.name);
+    }
+    let text = '';
+    upserts.forEach((u, i) => {
+      text += copyLine([
+        ...st.columns.map((c) => toPgText(u.row[c], entity.columns.get(c)!)),
+        u.version.toString('base64'), u.expected ? u.expected.toString('base64') : null, u.expectAbsent ? 't' : 'f', i,
+      ]);
+    });
+    await new Promise<void>((resolve, reject) => {
+      const stream = client.query(pgCopy.from(`COPY ${quotePg(st.stage.name)} FROM STDIN`));
+      stream.on('error', reject);
+      stream.on('finish', () => resolve());
+      stream.end(text);
+    });
+    return client.query<{ outcome: WriteOutcome }>(st.upsertStaged);
   }
 
   async read(entity: EntityConfig, keys: Row[]): Promise<Array<{ row: Row; version: Buffer | null } | null>> {

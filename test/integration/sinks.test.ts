@@ -14,7 +14,7 @@ import { createHandlesTables, freshKeyBase, stack } from '../support/stack.ts';
 let topology: Topology;
 let customers: EntityConfig;
 let handles: EntityConfig;
-const sinks: Sink[] = [];
+const sinks = new Map<string, Sink>();
 
 beforeAll(async () => {
   const s = stack();
@@ -34,11 +34,13 @@ beforeAll(async () => {
   customers = topology.entities.get('customers')!;
   handles = topology.entities.get('handles')!;
   await createHandlesTables();
-  sinks.push(new PostgresSink('pg', s.postgres.url), new MySqlSink('maria', s.mariadb.url));
+  sinks.set('PostgresSink (unnest)', new PostgresSink('pg', s.postgres.url));
+  sinks.set('PostgresSink (COPY staging)', new PostgresSink('pg', s.postgres.url, 2, 'copy'));
+  sinks.set('MySqlSink', new MySqlSink('maria', s.mariadb.url));
 });
 
 afterAll(async () => {
-  for (const s of sinks) await s.close();
+  for (const s of sinks.values()) await s.close();
 });
 
 const v1 = encode(fromObject({ 1: 1 }));
@@ -51,9 +53,9 @@ const row = (id: number, extra: Partial<Row> = {}): Row => ({
 
 const up = (r: Row, version: Buffer, expected: Buffer | null, expectAbsent = false): UpsertRow => ({ key: { id: r.id! }, row: r, version, expected, expectAbsent });
 
-for (const name of ['pg', 'maria']) {
-  describe(`${name === 'pg' ? 'PostgresSink' : 'MySqlSink'} on the real stack`, () => {
-    const sink = () => sinks.find((s) => s.node === name)!;
+for (const name of ['PostgresSink (unnest)', 'PostgresSink (COPY staging)', 'MySqlSink']) {
+  describe(`${name} on the real stack`, () => {
+    const sink = () => sinks.get(name)!;
 
     it('inserts, replays, updates and deletes with compare-and-set on the version', async () => {
       const id = freshKeyBase();

@@ -1,0 +1,32 @@
+/**
+ * `npm run bench [-- NAME ...]`: runs the named micro-benchmarks (all without a name).
+ * Each prints its figures and writes bench/results/NAME.json. Benchmarks measure and
+ * print; none of them is a test, and none belongs to `npm test`.
+ */
+const BENCHES: Record<string, { about: string; load: () => Promise<{ run: () => Promise<void> }> }> = {
+  sinks: { about: 'each sink\'s batch apply at 100/500/1000 rows; PostgreSQL unnest vs COPY staging (needs the stack)', load: () => import('./sinks.ts') },
+};
+
+async function main(): Promise<number> {
+  const args = process.argv.slice(2);
+  if (args.includes('--help') || args.includes('-h')) {
+    process.stdout.write(`usage: npm run bench [-- NAME ...]\n\n${Object.entries(BENCHES).map(([n, b]) => `  ${n.padEnd(10)} ${b.about}`).join('\n')}\n`);
+    return 0;
+  }
+  const names = args.length > 0 ? args : Object.keys(BENCHES);
+  const unknown = names.filter((n) => !(n in BENCHES));
+  if (unknown.length > 0) {
+    process.stderr.write(`unknown benchmark(s): ${unknown.join(', ')}; known: ${Object.keys(BENCHES).join(', ')}\n`);
+    return 2;
+  }
+  for (const name of names) {
+    process.stdout.write(`== ${name}\n`);
+    await (await BENCHES[name]!.load()).run();
+  }
+  return 0;
+}
+
+main().then((code) => process.exit(code), (err: unknown) => {
+  process.stderr.write(`bench failed: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});
