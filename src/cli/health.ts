@@ -1,5 +1,6 @@
 import pg from 'pg';
 import mysql from 'mysql2/promise';
+import { MongoClient } from 'mongodb';
 import Kafka from 'node-rdkafka';
 import { errorMessage } from '../errors.ts';
 import { redactUrl } from '../log.ts';
@@ -43,6 +44,16 @@ async function checkMysql(url: string): Promise<string> {
   }
 }
 
+async function checkMongo(url: string): Promise<string> {
+  const client = new MongoClient(url, { serverSelectionTimeoutMS: 3000, connectTimeoutMS: 3000 });
+  try {
+    const info = await client.db('admin').command({ buildInfo: 1 });
+    return `${redactUrl(url)}: MongoDB ${String(info.version)}`;
+  } finally {
+    await client.close();
+  }
+}
+
 function checkKafka(brokers: string, topics: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     const producer = new Kafka.Producer({ 'metadata.broker.list': brokers, 'socket.timeout.ms': 3000 });
@@ -75,6 +86,7 @@ export async function runHealth(args: string[], cfg: Loaded): Promise<number> {
     for (const node of cfg.topology.nodes.values()) {
       if (node.kind === 'postgres') checks.push(timed(`node:${node.name}`, () => checkPostgres(node.url)));
       else if (node.kind === 'mariadb' || node.kind === 'mysql') checks.push(timed(`node:${node.name}`, () => checkMysql(node.url)));
+      else checks.push(timed(`node:${node.name}`, () => checkMongo(node.url)));
     }
   }
   if (what === 'kafka' || what === 'full') {

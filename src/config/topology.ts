@@ -176,8 +176,14 @@ export function parseTopology(doc: unknown, source: string, env: Record<string, 
       const colMap = new Map<string, string>();
       const back = new Map<string, string>();
       const rename = m.columns === undefined ? {} : obj(m.columns, `${mat}.columns`);
+      if (node.kind === 'mongodb') {
+        // A document's identity is its _id: the entity's key lives there.
+        if (key.length !== 1) throw new ConfigError(`${at}.key`, `node ${nodeName} is MongoDB: the key must be one column, stored as _id`);
+        if (rename[key[0]!] !== undefined && rename[key[0]!] !== '_id') throw new ConfigError(`${mat}.columns.${key[0]}`, 'a MongoDB node keeps the key in _id');
+      }
       for (const col of columns.keys()) {
-        const there = rename[col] === undefined ? col : checkIdentifier(text(rename[col], `${mat}.columns.${col}`), `${mat}.columns.${col}`);
+        const mongoId = node.kind === 'mongodb' && col === key[0];
+        const there = mongoId ? '_id' : rename[col] === undefined ? col : checkIdentifier(text(rename[col], `${mat}.columns.${col}`), `${mat}.columns.${col}`);
         colMap.set(col, there);
         back.set(there, col);
       }

@@ -4,10 +4,11 @@ import type { ChangeEvent, Op, Row, Tombstone } from './change-event.ts';
 import { PrecisionLost, toCanonical, ValueError, type Canonical, type FieldSchema } from './values.ts';
 import { sourcePosition } from './source-position.ts';
 import { parseJsonLossless } from './lossless-json.ts';
+import { fromExtendedJson, versionFromExtendedJson } from './mongo-values.ts';
 
 /**
- * Decoder for the Debezium relational envelope (PostgreSQL, MariaDB/MySQL) in both JSON
- * converter forms:
+ * Decoder for the Debezium envelope of PostgreSQL, MariaDB/MySQL and MongoDB (whose
+ * images are Extended JSON text, see mongo-values.ts) in both JSON converter forms:
  *   schemas on : {"schema": {...}, "payload": {"before", "after", "source", "op", "ts_ms", ...}}
  *   schemas off: {"before", "after", "source", "op", "ts_ms", ...}
  * A null value is a tombstone. Everything else that is not a valid envelope for a
@@ -52,6 +53,14 @@ export class DebeziumDecoder {
       let doc = parseJsonLossless(key.toString('utf8'));
       if (isObj(doc) && 'payload' in doc && 'schema' in doc) doc = doc.payload;
       if (!isObj(doc)) return null;
+      if (this.topology.nodes.get(route.mapping.node)?.kind === 'mongodb') {
+        // {"id": "<the _id as Extended JSON text>"}
+        if (typeof doc.id !== 'string' || route.entity.key.length !== 1) return null;
+        let id: unknown = doc.id;
+        try { id = parseJsonLossless(doc.id); } catch { /* a bare string id */ }
+        const v = fromExtendedJson(id, route.entity.columns.get(route.entity.key[0]!)!, 'key');
+        return v === null ? null : { entity: route.entity.name, keyText: JSON.stringify([v]) };
+      }
       const fields = doc;
       const parts: Canonical[] = route.entity.key.map((k) => {
         const raw = fields[route.mapping.columns.get(k)!];
@@ -115,6 +124,7 @@ export class DebeziumDecoder {
     const image = (name: 'before' | 'after'): { row: Row; version: Buffer | null; complete: boolean } | null => {
       const raw = p[name];
       if (raw === null || raw === undefined) return null;
+      if (node.kind === 'mongodb') return mongoImage(raw, name, entity, mapping);
       if (!isObj(raw)) throw new DecodeError('WS_DECODE_MALFORMED', `${name} is not an object`);
       const fields = rowSchema(name);
       const row: Row = {};
@@ -145,9 +155,13 @@ export class DebeziumDecoder {
     const after = image('after');
     const kind = op as Op;
     if ((kind === 'c' || kind === 'r' || kind === 'u') && after === null) {
-      throw new DecodeError('WS_DECODE_MALFORMED', `op "${kind}" without an after image`);
+      const hint = node.kind === 'mongodb' && kind === 'u' ? ' (set capture.mode=change_streams_update_full_with_pre_image and capture.mode.full.update.type=post_image, DESIGN §6)' : '';
+      throw new DecodeError('WS_DECODE_MALFORMED', `op "${kind}" without an after image${hint}`);
     }
-    if (kind === 'd' && before === null) throw new DecodeError('WS_DECODE_MALFORMED', 'delete without a before image');
+    if (kind === 'd' && before === null) {
+      const hint = node.kind === 'mongodb' ? ' (enable changeStreamPreAndPostImages on the collection and a *_with_pre_image capture.mode, DESIGN §6)' : '';
+      throw new DecodeError('WS_DECODE_MALFORMED', `delete without a before image${hint}`);
+    }
 
     let key: Row | null = null;
     let keyText = '*';
@@ -192,6 +206,43 @@ export class DebeziumDecoder {
       transactionId: tx,
     };
   }
+}
+
+/**
+ * A MongoDB before or after image: Extended JSON text (DESIGN §5). `_id` is the entity's
+ * key column (topology maps it); the version column is BinData.
+ */
+function mongoImage(raw: unknown, name: string, entity: EntityConfig, mapping: EntityNodeMapping): { row: Row; version: Buffer | null; complete: boolean } {
+  let doc: unknown = raw;
+  if (typeof raw === 'string') {
+    try {
+      doc = parseJsonLossless(raw);
+    } catch (err) {
+      throw new DecodeError('WS_DECODE_MALFORMED', `${name} is not Extended JSON: ${(err as Error).message}`, err);
+    }
+  }
+  if (!isObj(doc)) throw new DecodeError('WS_DECODE_MALFORMED', `${name} is not a document`);
+  const vfield = entity.versionColumn ? mapping.columns.get(entity.versionColumn) ?? entity.versionColumn : undefined;
+  const row: Row = {};
+  let version: Buffer | null = null;
+  for (const [field, value] of Object.entries(doc)) {
+    try {
+      if (field === vfield) {
+        version = versionFromExtendedJson(value, `${entity.name}.${field}`);
+        continue;
+      }
+      const col = mapping.columnsBack.get(field);
+      if (col === undefined) throw new DecodeError('WS_DECODE_UNKNOWN_COLUMN', `field "${field}" of ${mapping.table} is not mapped in entity ${entity.name}`);
+      row[col] = fromExtendedJson(value, entity.columns.get(col)!, `${entity.name}.${col}`);
+    } catch (err) {
+      if (err instanceof ValueError) throw new DecodeError('WS_DECODE_BAD_VALUE', err.message, err);
+      throw err;
+    }
+  }
+  // A document may leave out a field that is null elsewhere: absent is null, and a pre-
+  // or post-image is always the whole document.
+  for (const col of entity.columns.keys()) if (!(col in row)) row[col] = null;
+  return { row, version, complete: true };
 }
 
 /** Structural equality of canonical values (JSON values compared by content). */

@@ -10,6 +10,7 @@ import type { Logger } from '../log.ts';
 import { migrateControlSchema, registerNodes } from '../audit/control-schema.ts';
 import { PostgresSink } from '../sinks/postgres-sink.ts';
 import { MySqlSink } from '../sinks/mysql-sink.ts';
+import { MongoSink } from '../sinks/mongo-sink.ts';
 import type { Sink } from '../sinks/sink.ts';
 import { SyncEngine } from '../sync/sync-engine.ts';
 import { StateStore } from '../sync/state-store.ts';
@@ -97,7 +98,7 @@ export class Worker {
     for (const node of topology.nodes.values()) {
       if (node.kind === 'postgres') this.sinks.set(node.name, new PostgresSink(node.name, node.url, env.queueConcurrency + 1));
       else if (node.kind === 'mariadb' || node.kind === 'mysql') this.sinks.set(node.name, new MySqlSink(node.name, node.url, env.queueConcurrency + 1));
-      else throw new Error(`node ${node.name}: ${node.kind} targets are not supported by this version`);
+      else this.sinks.set(node.name, new MongoSink(node.name, node.url, env.queueConcurrency + 1));
     }
     const circuits = new Circuits([...this.sinks.keys()], this.metrics, this.log);
     for (const [name, sink] of this.sinks) {

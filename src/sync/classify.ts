@@ -47,6 +47,8 @@ export interface ClassifyContext {
   nodePriority: Map<string, number>;
   /** Source position of the event as a sortable string. */
   positionKey: string;
+  /** A row as a node will emit it once written there (MongoDB cuts timestamps to ms); identity when absent. */
+  emitted?: (node: string, row: Row, entity: EntityConfig) => Row;
 }
 
 /** The state a node is believed to hold once its pending echoes are in. */
@@ -57,7 +59,7 @@ function expectedAt(state: RecordState, node: string): { version: VersionVector 
   return { version: n.rowVersion, absent: !n.present };
 }
 
-function planWrite(state: RecordState, node: string, row: Row | null, version: VersionVector, anyVersion = false): PlannedWrite {
+function planWrite(ctx: ClassifyContext, state: RecordState, node: string, row: Row | null, version: VersionVector, anyVersion = false): PlannedWrite {
   const exp = expectedAt(state, node);
   return {
     node,
@@ -67,7 +69,8 @@ function planWrite(state: RecordState, node: string, row: Row | null, version: V
     expected: exp.absent ? null : exp.version,
     expectedAbsent: exp.absent,
     anyVersion,
-    digest: row === null ? null : rowDigest(row),
+    // what the node will emit, so that its echo matches (DESIGN §6, Echoes)
+    digest: row === null ? null : rowDigest(ctx.emitted ? ctx.emitted(node, row, ctx.entity) : row),
   };
 }
 
@@ -126,7 +129,7 @@ export function classify(state: RecordState, ev: ChangeEvent, carried: VersionVe
     n.present = true;
     n.rowVersion = carried;
     if (state.version === null) return { kind: 'ignored', reason: 'unknown version on a record without state' };
-    const w = planWrite(state, node, state.tombstone ? null : state.value, state.version, state.tombstone);
+    const w = planWrite(ctx, state, node, state.tombstone ? null : state.value, state.version, state.tombstone);
     return { kind: 'repair', writes: [w] };
   }
 
@@ -153,7 +156,7 @@ export function classify(state: RecordState, ev: ChangeEvent, carried: VersionVe
     state.value = incomingValue;
     const writes: PlannedWrite[] = [];
     for (const other of entity.nodes.keys()) {
-      if (other !== node) writes.push(planWrite(state, other, incomingValue, E));
+      if (other !== node) writes.push(planWrite(ctx, state, other, incomingValue, E));
     }
     return { kind: 'causal', version: E, writes };
   }
@@ -171,7 +174,7 @@ export function classify(state: RecordState, ev: ChangeEvent, carried: VersionVe
   state.origin = winner === 'incoming' ? node : state.origin;
   state.tombstone = winDeleted;
   state.value = winDeleted ? null : winValue;
-  const writes = [...entity.nodes.keys()].map((x) => planWrite(state, x, winDeleted ? null : winValue, merged, winDeleted));
+  const writes = [...entity.nodes.keys()].map((x) => planWrite(ctx, state, x, winDeleted ? null : winValue, merged, winDeleted));
   const conflict: Conflict = { entity: entity.name, key: ev.key!, local, incoming, strategy: entity.policy, winner, merged };
   return { kind: 'concurrent', version: merged, writes, conflict };
 }

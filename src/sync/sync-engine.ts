@@ -6,6 +6,7 @@ import { decode, encode } from '../clock/codec.ts';
 import { format, type VersionVector } from '../clock/version-vector.ts';
 import { isRowError, type Sink, type UpsertRow, type DeleteRow, type WriteOutcome } from '../sinks/sink.ts';
 import { errorMessage } from '../errors.ts';
+import { mongoForm } from '../events/mongo-values.ts';
 import { classify, recordOutcome, type Decision, type PlannedWrite } from './classify.ts';
 import { emptyState, type RecordState } from './record-state.ts';
 import type { StateStore } from './state-store.ts';
@@ -83,8 +84,13 @@ export class SyncEngine {
   private readonly log: Logger;
   private readonly observe: SinkObserver;
 
+  /** Rows as MongoDB nodes will emit them; the other kinds emit what they were given. */
+  private readonly emitted: ((node: string, row: Row, entity: EntityConfig) => Row) | undefined;
+
   constructor(topology: Topology, sinks: Map<string, Sink>, nodeIndex: Map<string, number>, store: StateStore, log: Logger, observe: SinkObserver = () => undefined) {
     this.observe = observe;
+    const mongo = new Set([...topology.nodes.values()].filter((n) => n.kind === 'mongodb').map((n) => n.name));
+    this.emitted = mongo.size === 0 ? undefined : (node, row, entity) => (mongo.has(node) ? mongoForm(row, entity) : row);
     this.topology = topology;
     this.sinks = sinks;
     this.nodeIndex = nodeIndex;
@@ -162,7 +168,7 @@ export class SyncEngine {
       const carried = readVersion(ev.baseVersion);
       const node = this.topology.nodes.get(ev.node)!;
       const decision = classify(state, ev, carried, {
-        entity, nodeIndex: this.nodeIndex, nodePriority: this.nodePriority, positionKey: positionKey(node.kind, ev.position.source),
+        entity, nodeIndex: this.nodeIndex, nodePriority: this.nodePriority, positionKey: positionKey(node.kind, ev.position.source), emitted: this.emitted,
       });
       counts[decision.kind]++;
       if (debug) this.log.debug({ event: ev.id, key: ev.keyText, node: ev.node, decision: decision.kind, carried: format(carried), version: format(state.version) }, 'Vector clock');
