@@ -1,7 +1,8 @@
 import type { EntityConfig } from '../config/topology.ts';
 import type { ChangeEvent, Row } from '../events/change-event.ts';
 import { compare, counterOf, equals, merge, withCounter, type VersionVector } from '../clock/version-vector.ts';
-import { hlcMax, hlcOf, nodeState, rowDigest, type EchoEntry, type RecordState } from './record-state.ts';
+import { nodeState, rowDigest, type EchoEntry, type RecordState } from './record-state.ts';
+import { hlcOf, hlcReceive, hlcTick } from '../clock/hlc.ts';
 
 /**
  * Classification of one source change against its record's state (DESIGN §6). Pure:
@@ -150,7 +151,7 @@ export function classify(state: RecordState, ev: ChangeEvent, carried: VersionVe
   const order = compare(E, current);
   if (order === 'dominates' || state.version === null) {
     state.version = E;
-    state.hlc = hlcMax(incomingHlc, state.hlc + 1n);
+    state.hlc = hlcTick(state.hlc, ev.sourceTsMs);
     state.origin = node;
     state.tombstone = isDelete;
     state.value = incomingValue;
@@ -170,7 +171,7 @@ export function classify(state: RecordState, ev: ChangeEvent, carried: VersionVe
   const winValue = winner === 'incoming' ? incomingValue : state.value;
   const winDeleted = winner === 'incoming' ? isDelete : state.tombstone;
   state.version = merged;
-  state.hlc = hlcMax(state.hlc, incomingHlc) + 1n;
+  state.hlc = hlcReceive(state.hlc, incomingHlc);
   state.origin = winner === 'incoming' ? node : state.origin;
   state.tombstone = winDeleted;
   state.value = winDeleted ? null : winValue;

@@ -66,12 +66,3 @@ export function nodeState(state: RecordState, node: string): NodeState {
 export function rowDigest(row: Row): string {
   return createHash('sha256').update(stableJson(row)).digest('hex').slice(0, 32);
 }
-
-/** The hybrid logical clock value for a wall-clock millisecond and a counter. */
-export function hlcOf(ms: number, counter = 0): bigint {
-  return (BigInt(Math.max(0, Math.trunc(ms))) << 16n) | BigInt(counter & 0xffff);
-}
-
-export function hlcMax(a: bigint, b: bigint): bigint {
-  return a > b ? a : b;
-}
