@@ -67,9 +67,13 @@ describe('truncate: propagate', () => {
       `SELECT source_node FROM audit_log WHERE log_id LIKE $1 AND entity = 'type_probe' AND op = 't' AND kind = 'change' AND source_ts >= $2`, [`${group}:%`, truncatedAt]);
     expect(truncates).toEqual([{ source_node: 'pg' }]);
     // one delete per record, each audited in its own record's log as caused by the truncate
-    const { rows: deletes } = await control.query(
-      `SELECT record_key->>'id' AS id FROM audit_log WHERE log_id LIKE $1 AND entity = 'type_probe' AND op = 'd' AND event_id LIKE '%#%' AND record_key->>'id' = ANY($2)`,
-      [`${group}:%`, [...fromPg, fromMaria].map(String)]);
+    // (the target write precedes its batch's audit commit by a moment)
+    const deletes = await waitFor('the four deletes in the audit log', async () => {
+      const { rows } = await control.query(
+        `SELECT record_key->>'id' AS id FROM audit_log WHERE log_id LIKE $1 AND entity = 'type_probe' AND op = 'd' AND event_id LIKE '%#%' AND record_key->>'id' = ANY($2)`,
+        [`${group}:%`, [...fromPg, fromMaria].map(String)]);
+      return rows.length >= 4 ? rows : undefined;
+    }, 30_000);
     expect(deletes.map((r) => Number(r.id)).sort()).toEqual([...fromPg, fromMaria]);
     // (a new group replays the topic's history first, earlier truncates included)
     expect(counterSum(await worker.metrics(), 'sync_truncates_total', 'entity="type_probe",policy="propagate"')).toBe(truncatesBefore + 1);
