@@ -80,8 +80,46 @@ export class Metrics {
 
   readonly conflicts = new Counter({
     name: 'sync_conflicts_total',
-    help: 'Concurrent changes detected, by entity, strategy and winning side',
+    help: 'Conflicts detected, by entity, strategy and outcome (auto: settled by the policy; open: left for an operator, manual)',
     labelNames: ['entity', 'strategy', 'outcome'] as const,
+    registers: [this.registry],
+  });
+
+  readonly conflictResolutions = new Counter({
+    name: 'sync_conflict_resolutions_total',
+    help: 'Open conflicts an operator resolved and the worker converged, by entity and resolution strategy',
+    labelNames: ['entity', 'strategy'] as const,
+    registers: [this.registry],
+  });
+
+  readonly conflictsOpen = new Gauge({
+    name: 'sync_conflicts_open',
+    help: 'Conflicts of this deployment waiting for an operator (resolved_at IS NULL)',
+    registers: [this.registry],
+  });
+
+  readonly conflictRate = new Gauge({
+    name: 'conflict_rate',
+    help: 'Conflicts per synced change over the last 5 minutes (the runbook alerts above 0.05)',
+    registers: [this.registry],
+  });
+
+  readonly autoResolvedRatio = new Gauge({
+    name: 'sync_conflicts_auto_resolved_ratio',
+    help: 'Share of the last 24 hours\' conflicts settled automatically (the runbook\'s SLO: above 0.99)',
+    registers: [this.registry],
+  });
+
+  readonly paused = new Gauge({
+    name: 'sync_paused',
+    help: '1 while POST /sync/pause holds the sync stage',
+    registers: [this.registry],
+  });
+
+  readonly clockCodec = new Gauge({
+    name: 'sync_clock_codec',
+    help: 'Which version vector codec serves each operation (1 for the one in use)',
+    labelNames: ['op', 'codec'] as const,
     registers: [this.registry],
   });
 

@@ -32,7 +32,7 @@ export interface ConflictLeaf {
   localNode: string | null;
   localValue: Row | null;
   incomingValue: Row | null;
-  winner: 'local' | 'incoming';
+  winner: 'local' | 'incoming' | 'merged';
   strategy: string;
   merged: Buffer;
   hlc: bigint;
@@ -44,5 +44,14 @@ export function conflictRowLine(logId: string, seq: number, ev: ChangeEvent, c: 
     logId, seq, 'conflict', ev.id, ev.entity, json(ev.key), ev.op, ev.node, position(ev),
     new Date(ev.sourceTsMs).toISOString(), json(c.localValue), json(c.incomingValue), null, c.merged, c.hlc,
     JSON.stringify({ strategy: c.strategy, winner: c.winner, localNode: c.localNode, writes }), 'policy',
+  ]);
+}
+
+/** One `resolve` leaf: an operator's resolution of an open conflict, converged by the worker, with who resolved it. */
+export function resolveRowLine(logId: string, seq: number, ev: ChangeEvent, r: { conflictId: number; strategy: string; by: string; value: Row | null }, writes: AuditWrite[], version: Buffer, hlc: bigint): string {
+  return copyLine([
+    logId, seq, 'resolve', ev.id, ev.entity, json(ev.key), r.value === null ? 'd' : 'u', ev.node, null,
+    new Date(ev.sourceTsMs).toISOString(), null, json(r.value), null, version, hlc,
+    JSON.stringify({ conflictId: r.conflictId, strategy: r.strategy, writes }), r.by,
   ]);
 }

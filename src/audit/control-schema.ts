@@ -75,6 +75,44 @@ const STATEMENTS = [
      updated_at timestamptz NOT NULL DEFAULT now(),
      updated_by text
    )`,
+  // Conflicts (DESIGN §6): both sides with their versions, values and clocks, the policy
+  // and its winner. Auto-resolved ones are resolved and converged when detected; a manual
+  // one stays open (resolved_at NULL) until an operator resolves it through the API or the
+  // runbook's UPDATE; the worker then writes the winner everywhere and sets converged_at.
+  `CREATE TABLE IF NOT EXISTS sync_conflicts (
+     id                    bigserial   PRIMARY KEY,
+     consumer_group        text        NOT NULL,
+     entity                text        NOT NULL,
+     record_key            text        NOT NULL,
+     local_node            text,
+     local_version         bytea,
+     local_value           jsonb,
+     local_hlc             bigint,
+     local_deleted         boolean     NOT NULL DEFAULT false,
+     incoming_node         text        NOT NULL,
+     incoming_version      bytea,
+     incoming_value        jsonb,
+     incoming_hlc          bigint,
+     incoming_deleted      boolean     NOT NULL DEFAULT false,
+     merged_version        bytea,
+     strategy              text        NOT NULL,
+     suggested_winner      text,
+     winner_node           text,
+     winner_value          jsonb,
+     winner_deleted        boolean,
+     detected_at           timestamptz NOT NULL DEFAULT now(),
+     resolved_at           timestamptz,
+     resolution_strategy   text,
+     resolved_by           text,
+     converge_requested_at timestamptz,
+     converged_at          timestamptz,
+     event_id              text
+   )`,
+  `CREATE INDEX IF NOT EXISTS sync_conflicts_open_idx ON sync_conflicts (consumer_group, id) WHERE resolved_at IS NULL`,
+  `CREATE INDEX IF NOT EXISTS sync_conflicts_converge_idx ON sync_conflicts (consumer_group, id) WHERE resolved_at IS NOT NULL AND converged_at IS NULL`,
+  `CREATE INDEX IF NOT EXISTS sync_conflicts_detected_idx ON sync_conflicts (detected_at)`,
+  // The open manual conflict of a record, while there is one.
+  `ALTER TABLE sync_metadata ADD COLUMN IF NOT EXISTS open_conflict bigint`,
 ];
 
 const LOCK_KEY = 0x57_53_59_4e; // "WSYN"

@@ -18,6 +18,11 @@ export interface EnvConfig {
   resetCheckpoint: boolean;
   httpHost: string;
   httpPort: number;
+  /** The API (port 3001); it runs only when a token is configured. */
+  apiPort: number;
+  apiToken: string | undefined;
+  /** How often the worker looks for resolved conflicts to converge and for pause/resume (ms). */
+  controlPollMs: number;
   batchSize: number;
   batchWaitMs: number;
   maxBufferedEvents: number;
@@ -104,6 +109,9 @@ export function parseEnv(env: Env = process.env): EnvConfig {
     resetCheckpoint: bool(env, 'RESET_CHECKPOINT'),
     httpHost: str(env, 'HTTP_HOST') ?? '0.0.0.0',
     httpPort: port('HTTP_PORT', 3003),
+    apiPort: port('API_PORT', 3001),
+    apiToken: secret(env, 'API_TOKEN'),
+    controlPollMs: int(env, 'CONTROL_POLL_MS', 1000, 50, 60_000),
     batchSize: int(env, 'BATCH_SIZE', 1000, 1, 100_000),
     batchWaitMs: int(env, 'BATCH_WAIT_MS', 20, 1, 10_000),
     maxBufferedEvents: int(env, 'MAX_BUFFERED_EVENTS', 20_000, 100, 10_000_000),

@@ -152,11 +152,6 @@ export function parseTopology(doc: unknown, source: string, env: Record<string, 
       : checkIdentifier(e.versionColumn === undefined ? '_sync_version' : text(e.versionColumn, `${at}.versionColumn`), `${at}.versionColumn`);
     const policy = (e.policy ?? 'lww') as EntityConfig['policy'];
     if (!POLICIES.includes(policy)) throw new ConfigError(`${at}.policy`, `must be one of ${POLICIES.join(', ')}, got "${String(policy)}"`);
-    if (policy === 'merge' || policy === 'manual') {
-      // Refused rather than quietly resolved as lww: an operator who asked for manual
-      // resolution must not find conflicts settled for them.
-      throw new ConfigError(`${at}.policy`, `"${policy}" is not implemented in this version; use lww or priority`);
-    }
     const truncate = (e.truncate ?? 'ignore') as EntityConfig['truncate'];
     if (truncate !== 'propagate' && truncate !== 'ignore') throw new ConfigError(`${at}.truncate`, 'must be propagate or ignore');
     const entity: EntityConfig = {

@@ -1,4 +1,5 @@
 import type { Canonical } from './values.ts';
+import type { ResolveCommand } from '../sync/classify.ts';
 
 export type Op = 'c' | 'u' | 'd' | 'r' | 't';
 
@@ -38,6 +39,11 @@ export interface ChangeEvent {
   emittedTsMs: number;
   position: SourcePosition;
   transactionId: string | null;
+  /**
+   * Set on the command that converges a resolved conflict (DESIGN §6, manual): it travels
+   * the changes topic like a change, so its record's lane applies it in order.
+   */
+  resolve?: ResolveCommand;
 }
 
 /** The null value Debezium writes after a delete so compaction can drop the key. Never data. */

@@ -13,6 +13,8 @@ export interface HttpRequest {
   query: URLSearchParams;
   headers: Record<string, string>;
   body: Buffer;
+  /** Values of the route's `:name` segments. */
+  params?: Record<string, string>;
 }
 
 export interface HttpResponse {
@@ -46,22 +48,44 @@ export function json(status: number, value: unknown): HttpResponse {
   return { status, body: JSON.stringify(value), contentType: 'application/json' };
 }
 
-function matchRoute(routes: Route[], method: string, path: string): { route: Route | undefined; pathKnown: boolean } {
+/** A route path's `:name` segments match one segment each; the rest must match exactly. */
+function matchPath(pattern: string, path: string): Record<string, string> | undefined {
+  if (!pattern.includes(':')) return pattern === path ? {} : undefined;
+  const want = pattern.split('/');
+  const got = path.split('/');
+  if (want.length !== got.length) return undefined;
+  const params: Record<string, string> = {};
+  for (let i = 0; i < want.length; i++) {
+    if (want[i]!.startsWith(':') && got[i] !== '') params[want[i]!.slice(1)] = decodeURIComponent(got[i]!);
+    else if (want[i] !== got[i]) return undefined;
+  }
+  return params;
+}
+
+function matchRoute(routes: Route[], method: string, path: string): { route: Route | undefined; params: Record<string, string>; pathKnown: boolean } {
   let pathKnown = false;
   for (const r of routes) {
-    if (r.path === path) {
+    const params = matchPath(r.path, path);
+    if (params) {
       pathKnown = true;
-      if (r.method === method) return { route: r, pathKnown };
+      if (r.method === method) return { route: r, params, pathKnown };
     }
   }
-  return { route: undefined, pathKnown };
+  return { route: undefined, params: {}, pathKnown };
 }
 
 async function dispatch(routes: Route[], req: HttpRequest, log: Logger): Promise<HttpResponse> {
-  const { route, pathKnown } = matchRoute(routes, req.method, req.path);
+  let route: Route | undefined;
+  let params: Record<string, string> = {};
+  let pathKnown = false;
+  try {
+    ({ route, params, pathKnown } = matchRoute(routes, req.method, req.path));
+  } catch {
+    return json(400, { error: 'malformed path' }); // a bad %-escape
+  }
   if (!route) return json(pathKnown ? 405 : 404, { error: pathKnown ? 'method not allowed' : 'not found' });
   try {
-    return await route.handler(req);
+    return await route.handler({ ...req, params });
   } catch (err) {
     log.error({ err: (err as Error).message, path: req.path }, 'HTTP handler failed');
     return json(500, { error: 'internal error' });

@@ -6,7 +6,8 @@ import { decodeChangeRecord, encodeChange, routingKey, type DeadLetterRecord } f
 import type { ChangeProducer } from '../kafka/producer.ts';
 import type { ChangeEvent } from '../events/change-event.ts';
 import type { ChangeConsumer, ConsumedMessage } from '../kafka/consumer.ts';
-import { AUDIT_COPY_SQL, changeRowLine, conflictRowLine } from '../audit/audit-rows.ts';
+import { AUDIT_COPY_SQL, changeRowLine, conflictRowLine, resolveRowLine } from '../audit/audit-rows.ts';
+import { saveConflicts } from '../sync/conflict-store.ts';
 import { encode } from '../clock/codec.ts';
 import type { RejectedEvent, SyncBatchResult, SyncEngine } from '../sync/sync-engine.ts';
 import type { StateStore } from '../sync/state-store.ts';
@@ -16,6 +17,7 @@ import type { CrashPoint } from '../config/env.ts';
 import type { CheckpointStore, Checkpoint } from './checkpoint-store.ts';
 import type { Lane, LaneHost } from './lane.ts';
 import type { Semaphore } from './semaphore.ts';
+import type { PauseGate } from './pause.ts';
 import { backoff, type ConsumeLoop } from './consume-loop.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -44,7 +46,7 @@ export class SyncStage implements LaneHost {
   private readonly o: {
     pool: pg.Pool; engine: SyncEngine; store: StateStore; checkpoints: CheckpointStore; metrics: Metrics; log: Logger;
     workerId: string; groupId: string; crashPoint: CrashPoint | undefined; redis: Redis | undefined;
-    producer: ChangeProducer; changesTopic: string; propagating: (entity: string) => boolean;
+    producer: ChangeProducer; changesTopic: string; propagating: (entity: string) => boolean; pause: PauseGate;
   };
 
   constructor(semaphore: Semaphore, batchSize: number, o: SyncStage['o']) {
@@ -123,6 +125,11 @@ export class SyncStage implements LaneHost {
   }
 
   async processBatch(lane: Lane, batch: ConsumedMessage[]): Promise<void> {
+    if (this.o.pause.isPaused) {
+      await this.o.pause.wait();
+      // Stopped while paused: commit nothing and store no offset; the batch is read again on restart.
+      if (this.o.pause.isPaused) return;
+    }
     let parsed = await this.retryForever('dead-letter lookup', () => this.parse(lane, batch));
     let result: SyncBatchResult | undefined;
     let committed: { dead: DeadLetterRecord[]; ids: string[] } | undefined;
@@ -184,9 +191,14 @@ export class SyncStage implements LaneHost {
       let text = '';
       for (const s of result.synced) {
         const d = s.decision;
+        if (s.event.resolve && d.kind === 'ignored') continue; // a resolution already converged: not a change
         if (d.kind === 'causal' || d.kind === 'ignored') {
           const state = result.states.get(s.event.entity)?.get(s.event.keyText);
           text += changeRowLine(lane.logId, ++seq, s.event, s.writes, d.kind === 'causal' ? encode(d.version) : null, state?.hlc ?? null);
+        } else if (d.kind === 'resolved') {
+          const state = result.states.get(s.event.entity)!.get(s.event.keyText)!;
+          const c = d.command;
+          text += resolveRowLine(lane.logId, ++seq, s.event, { conflictId: c.conflictId, strategy: c.strategy, by: c.by, value: c.value }, s.writes, encode(d.version), state.hlc);
         } else if (d.kind === 'concurrent') {
           const state = result.states.get(s.event.entity)!.get(s.event.keyText)!;
           text += changeRowLine(lane.logId, ++seq, s.event, s.writes, encode(d.version), state.hlc);
@@ -198,6 +210,7 @@ export class SyncStage implements LaneHost {
       }
       if (text.length > 0) await copyIn(client, text);
       if (dead.length > 0) ids = await insertDeadLetters(client, this.o.groupId, dead);
+      await saveConflicts(client, this.o.groupId, result);
       for (const [entity, states] of result.states) await this.o.store.save(client, entity, states);
       const next = { nextOffset, logId: lane.logId, lastSeq: seq };
       await this.o.checkpoints.advance(client, lane.topic, lane.partition, lane.checkpoint, next, this.o.workerId);
@@ -253,7 +266,12 @@ export class SyncStage implements LaneHost {
       if (kind === 'echo') { m.echoes.labels(ev.node).inc(); continue; }
       if (kind === 'duplicate') { m.duplicates.labels('position').inc(); continue; }
       if (kind === 'repair') { m.repairs.labels(ev.node).inc(); continue; }
-      if (kind === 'concurrent') m.conflicts.labels(ev.entity, s.decision.conflict.strategy, s.decision.conflict.winner).inc();
+      if (kind === 'concurrent') {
+        const c = s.decision.conflict;
+        if (!c.updatesOpen) m.conflicts.labels(ev.entity, c.strategy, c.open ? 'open' : 'auto').inc();
+      }
+      if (kind === 'resolved') { m.conflictResolutions.labels(ev.entity, s.decision.command.strategy).inc(); continue; }
+      if (ev.resolve) continue;
       const k = `${ev.node}\u0000${ev.entity}`;
       const c = counts.get(k);
       if (c) c.n++;

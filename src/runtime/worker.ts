@@ -9,6 +9,11 @@ import { Metrics } from '../metrics.ts';
 import type { Logger } from '../log.ts';
 import { migrateControlSchema, registerNodes } from '../audit/control-schema.ts';
 import { PostgresSink } from '../sinks/postgres-sink.ts';
+import { PauseGate } from './pause.ts';
+import { ConflictService } from '../sync/conflict-service.ts';
+import { apiRoutes } from '../http/api.ts';
+import { selectCodec, type Selection } from '../clock/clock-codec.ts';
+import { useCodec } from '../clock/active.ts';
 import { MySqlSink } from '../sinks/mysql-sink.ts';
 import { MongoSink } from '../sinks/mongo-sink.ts';
 import type { Sink } from '../sinks/sink.ts';
@@ -73,6 +78,10 @@ export class Worker {
   private preloaded = new Map<string, Checkpoint>();
   private lagTimer: NodeJS.Timeout | undefined;
   private stopping = false;
+  private readonly pause = new PauseGate();
+  private conflicts: ConflictService | undefined;
+  private api: RunningServer | undefined;
+  private codec: Selection | undefined;
 
   constructor(settings: WorkerSettings, log: Logger) {
     this.settings = settings;
@@ -91,6 +100,14 @@ export class Worker {
       { method: 'GET', path: '/metrics', handler: async () => ({ status: 200, body: await this.metrics.registry.metrics(), contentType: this.metrics.registry.contentType }) },
     ], this.log);
     this.log.info({ port: this.http.port, engine: this.http.engine }, 'Operating surface listening (/health, /ready, /metrics)');
+
+    this.codec = selectCodec();
+    useCodec(this.codec.codec);
+    for (const [op, codec] of Object.entries(this.codec.uses)) {
+      this.metrics.clockCodec.labels(op, 'typescript').set(codec === 'typescript' ? 1 : 0);
+      this.metrics.clockCodec.labels(op, 'native').set(codec === 'native' ? 1 : 0);
+    }
+    this.log.info({ uses: this.codec.uses, note: this.codec.note }, 'Clock codec selected (per operation, as npm run bench -- clock measured)');
 
     await this.retry('control database migration', () => migrateControlSchema(this.pool));
     const nodeIndex = await this.retry('node registration', () => registerNodes(this.pool, [...topology.nodes.keys()]));
@@ -142,10 +159,25 @@ export class Worker {
       semaphore: this.semaphore, batchSize: env.batchSize, decoder: new DebeziumDecoder(topology), producer: this.producer,
       changesTopic: env.changesTopic, topology, metrics: this.metrics, log: this.log,
     });
+    this.conflicts = new ConflictService({
+      pool: this.pool, groupId: env.groupId, topology, changesTopic: env.changesTopic, metrics: this.metrics, log: this.log, pause: this.pause,
+      pollMs: env.controlPollMs, send: (messages) => this.producer!.send(messages),
+    });
+    await this.conflicts.tick(); // a paused deployment starts paused
+    this.conflicts.start();
+    if (env.apiToken) {
+      this.api = await startHttpServer(env.httpHost, env.apiPort, apiRoutes({
+        pool: this.pool, groupId: env.groupId, topology, token: env.apiToken, pause: this.pause,
+        kick: () => void this.conflicts?.tick(), status: () => this.status(),
+      }), this.log);
+      this.log.info({ port: this.api.port }, 'API listening (/sync/*, bearer token required)');
+    } else {
+      this.log.warn('API_TOKEN (or API_TOKEN_FILE) is not set: the API on port 3001 is off');
+    }
     const sync = new SyncStage(this.semaphore, env.batchSize, {
       pool: this.pool, engine, store, checkpoints: this.checkpoints, metrics: this.metrics, log: this.log,
       workerId: env.workerId, groupId: env.groupId, crashPoint: env.testCrashPoint, redis: this.redis,
-      producer: this.producer, changesTopic: env.changesTopic, propagating: (e) => topology.entities.get(e)?.truncate === 'propagate',
+      producer: this.producer, changesTopic: env.changesTopic, propagating: (e) => topology.entities.get(e)?.truncate === 'propagate', pause: this.pause,
     });
     this.stages.push(this.stage('ingest', ingest), this.stage('sync', sync));
     ingest.consumer = this.stages[0]!.consumer;
@@ -179,6 +211,24 @@ export class Worker {
       this.metrics.lanesActive.set(this.semaphore.active);
     });
     return { host, consumer, loop, name };
+  }
+
+  /** GET /sync/status: lanes, lag, checkpoints, pause, codec. */
+  private async status(): Promise<Record<string, unknown>> {
+    const env = this.settings.env;
+    const { rows: checkpoints } = await this.pool.query<{ topic: string; partition: number; next_offset: string; last_seq: string; updated_at: Date; updated_by: string | null }>(
+      'SELECT topic, partition, next_offset, last_seq, updated_at, updated_by FROM sync_checkpoints WHERE consumer_group = $1 ORDER BY topic, partition', [env.groupId]);
+    const sync = this.stages[1];
+    const lanes = sync ? [...sync.loop.lanes.values()].map((l) => {
+      const high = sync.consumer.highWatermark(l.topic, l.partition);
+      return { topic: l.topic, partition: l.partition, queued: l.queued, nextOffset: l.checkpoint?.nextOffset ?? null, lag: high === undefined || high < 0 ? null : Math.max(0, high - (l.checkpoint?.nextOffset ?? 0)) };
+    }) : [];
+    return {
+      group: env.groupId, worker: env.workerId, paused: this.pause.isPaused, emergencyStop: env.emergencyStop,
+      codec: this.codec?.uses ?? null, queueDepth: this.stages.reduce((n, s) => n + s.loop.buffered, 0),
+      lanes, lag: lanes.reduce((n, l) => n + (l.lag ?? 0), 0),
+      checkpoints: checkpoints.map((c) => ({ topic: c.topic, partition: c.partition, nextOffset: Number(c.next_offset), lastSeq: Number(c.last_seq), updatedAt: c.updated_at, updatedBy: c.updated_by })),
+    };
   }
 
   private ready() {
@@ -252,6 +302,8 @@ export class Worker {
     if (this.stopping) return;
     this.stopping = true;
     if (this.lagTimer) clearInterval(this.lagTimer);
+    this.conflicts?.stop();
+    this.pause.stop(); // batches held by a pause are released uncommitted
     // Ingest first, so everything it routed is in the changes topic; then sync.
     const drained = (async () => {
       for (const s of this.stages) await s.loop.drain();
@@ -265,6 +317,7 @@ export class Worker {
     await this.readiness.close();
     await Promise.all([...this.sinks.values()].map((s) => s.close().catch(() => undefined)));
     await this.http?.close();
+    await this.api?.close();
     await this.pool.end().catch(() => undefined);
     this.log.info({ drained: !timedOut }, 'Stopped');
   }

@@ -1,7 +1,8 @@
 import type { EntityConfig } from '../config/topology.ts';
 import type { ChangeEvent, Row } from '../events/change-event.ts';
 import { compare, counterOf, equals, merge, withCounter, type VersionVector } from '../clock/version-vector.ts';
-import { nodeState, rowDigest, type EchoEntry, type RecordState } from './record-state.ts';
+import { nodeState, PENDING_CONFLICT, rowDigest, type EchoEntry, type RecordState } from './record-state.ts';
+import { sameValue } from '../events/debezium.ts';
 import { hlcOf, hlcReceive, hlcTick } from '../clock/hlc.ts';
 
 /**
@@ -29,8 +30,26 @@ export interface Conflict {
   local: { node: string | null; version: VersionVector | null; value: Row | null; hlc: bigint; deleted: boolean };
   incoming: { node: string; version: VersionVector; value: Row | null; hlc: bigint; deleted: boolean };
   strategy: EntityConfig['policy'];
-  winner: 'local' | 'incoming';
+  /** `merged`: the merge policy combined both sides' changed fields. Under `manual`, the suggested winner (lww's). */
+  winner: 'local' | 'incoming' | 'merged';
+  /** The value written to every node (null: the record is deleted); under `manual`, none is written. */
+  value: Row | null;
   merged: VersionVector;
+  /** `manual`: the conflict stays open until an operator resolves it. */
+  open: boolean;
+  /** `manual`: the record already had an open conflict; this change updates its side of it. */
+  updatesOpen: boolean;
+}
+
+/** An operator's resolution of an open conflict, carried to the record's lane through the changes topic. */
+export interface ResolveCommand {
+  conflictId: number;
+  /** The winning value; null when the winner is a delete. */
+  value: Row | null;
+  winnerNode: string | null;
+  by: string;
+  strategy: string;
+  atMs: number;
 }
 
 export type Decision =
@@ -39,6 +58,7 @@ export type Decision =
   | { kind: 'repair'; writes: PlannedWrite[] }
   | { kind: 'causal'; version: VersionVector; writes: PlannedWrite[] }
   | { kind: 'concurrent'; version: VersionVector; writes: PlannedWrite[]; conflict: Conflict }
+  | { kind: 'resolved'; version: VersionVector; writes: PlannedWrite[]; command: ResolveCommand }
   | { kind: 'ignored'; reason: string };
 
 export interface ClassifyContext {
@@ -162,22 +182,67 @@ export function classify(state: RecordState, ev: ChangeEvent, carried: VersionVe
     return { kind: 'causal', version: E, writes };
   }
 
-  // Concurrent: resolve by the entity's policy and write the winner, with the merged
-  // version, to every node (the source too), as a full compare-and-set upsert.
+  // Concurrent: a conflict.
   const merged = merge(E, current);
   const local = { node: state.origin, version: state.version, value: state.value, hlc: state.hlc, deleted: state.tombstone };
   const incoming = { node, version: E, value: incomingValue, hlc: incomingHlc, deleted: isDelete };
-  const winner = resolve(entity, local, incoming, ctx);
-  const winValue = winner === 'incoming' ? incomingValue : state.value;
-  const winDeleted = winner === 'incoming' ? isDelete : state.tombstone;
+  const sides = { entity: entity.name, key: ev.key!, local, incoming, strategy: entity.policy, merged };
   state.version = merged;
   state.hlc = hlcReceive(state.hlc, incomingHlc);
+
+  if (entity.policy === 'manual') {
+    // The conflict stays open: every node keeps the value it holds, and the record keeps
+    // its value, until an operator resolves it (resolveOpen). Later concurrent changes
+    // while it is open update its sides rather than open another.
+    const updatesOpen = state.openConflict !== null;
+    if (!updatesOpen) state.openConflict = PENDING_CONFLICT;
+    const suggested = resolve(entity, local, incoming, ctx);
+    const conflict: Conflict = { ...sides, winner: suggested, value: suggested === 'incoming' ? incomingValue : local.value, open: true, updatesOpen };
+    return { kind: 'concurrent', version: merged, writes: [], conflict };
+  }
+
+  // Resolve by the entity's policy and write the winner, with the merged version, to every
+  // node (the source too), as a full compare-and-set upsert.
+  let winner: Conflict['winner'] = resolve(entity, local, incoming, ctx);
+  let winValue = winner === 'incoming' ? incomingValue : state.value;
+  let winDeleted = winner === 'incoming' ? isDelete : state.tombstone;
+  if (entity.policy === 'merge' && !local.deleted && !isDelete && local.value && ev.before && ev.changed) {
+    // Fields only the incoming side changed (against its before image, the common base)
+    // are taken from it; fields both changed go to lww's winner.
+    const value: Row = { ...local.value };
+    for (const c of ev.changed) {
+      const localChanged = !sameValue(local.value[c], ev.before[c]);
+      if (!localChanged || winner === 'incoming') value[c] = incomingValue![c]!;
+    }
+    winner = 'merged';
+    winValue = value;
+    winDeleted = false;
+  }
   state.origin = winner === 'incoming' ? node : state.origin;
   state.tombstone = winDeleted;
   state.value = winDeleted ? null : winValue;
   const writes = [...entity.nodes.keys()].map((x) => planWrite(ctx, state, x, winDeleted ? null : winValue, merged, winDeleted));
-  const conflict: Conflict = { entity: entity.name, key: ev.key!, local, incoming, strategy: entity.policy, winner, merged };
+  const conflict: Conflict = { ...sides, winner, value: state.value, open: false, updatesOpen: false };
   return { kind: 'concurrent', version: merged, writes, conflict };
+}
+
+/**
+ * An operator's resolution of the record's open conflict (DESIGN §6, manual): the winner
+ * is written to every node with the record's merged version, as a full compare-and-set
+ * upsert (or delete), so every node's next genuine change dominates it. A command for a
+ * conflict that is not the record's open one (already converged, a replay) is ignored.
+ */
+export function resolveOpen(state: RecordState, cmd: ResolveCommand, ctx: ClassifyContext): Decision {
+  if (state.openConflict !== cmd.conflictId || state.version === null) return { kind: 'ignored', reason: 'conflict not open on this record' };
+  const version = state.version;
+  const deleted = cmd.value === null;
+  state.openConflict = null;
+  state.value = cmd.value;
+  state.tombstone = deleted;
+  state.origin = cmd.winnerNode ?? state.origin;
+  state.hlc = hlcTick(state.hlc, cmd.atMs);
+  const writes = [...ctx.entity.nodes.keys()].map((x) => planWrite(ctx, state, x, cmd.value, version, deleted));
+  return { kind: 'resolved', version, writes, command: cmd };
 }
 
 /** lww (default) and priority; delete against update follows deleteWins. */

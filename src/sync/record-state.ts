@@ -43,10 +43,18 @@ export interface RecordState {
   /** The record's current value (the last winning after image); null when deleted. */
   value: Row | null;
   nodes: Record<string, NodeState>;
+  /**
+   * The open `manual` conflict of this record, by its sync_conflicts id, until it is
+   * resolved and converged; PENDING_CONFLICT between detection and the commit that
+   * numbers it.
+   */
+  openConflict: number | null;
 }
 
+export const PENDING_CONFLICT = -1;
+
 export function emptyState(): RecordState {
-  return { version: null, hlc: 0n, origin: null, tombstone: false, value: null, nodes: {} };
+  return { version: null, hlc: 0n, origin: null, tombstone: false, value: null, nodes: {}, openConflict: null };
 }
 
 export function nodeState(state: RecordState, node: string): NodeState {

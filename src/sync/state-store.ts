@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { decode, encode } from '../clock/codec.ts';
+import { decodeVersion as decode, encodeVersion as encode } from '../clock/active.ts';
 import type { VersionVector } from '../clock/version-vector.ts';
 import type { Row } from '../events/change-event.ts';
 import type { EchoEntry, NodeState, RecordState } from './record-state.ts';
@@ -59,8 +59,8 @@ function nodesFromJson(json: Record<string, NodeJson>): Record<string, NodeState
 
 export class StateStore {
   async load(db: pg.Pool | pg.PoolClient, entity: string, keys: string[]): Promise<Map<string, RecordState>> {
-    const { rows } = await db.query<{ record_key: string; version: Buffer | null; hlc: string; origin_node: string | null; tombstone: boolean; value: Row | null; nodes: Record<string, NodeJson> }>(
-      'SELECT record_key, version, hlc, origin_node, tombstone, value, nodes FROM sync_metadata WHERE entity = $1 AND record_key = ANY($2)',
+    const { rows } = await db.query<{ record_key: string; version: Buffer | null; hlc: string; origin_node: string | null; tombstone: boolean; value: Row | null; nodes: Record<string, NodeJson>; open_conflict: string | null }>(
+      'SELECT record_key, version, hlc, origin_node, tombstone, value, nodes, open_conflict FROM sync_metadata WHERE entity = $1 AND record_key = ANY($2)',
       [entity, keys],
     );
     const out = new Map<string, RecordState>();
@@ -72,6 +72,7 @@ export class StateStore {
         tombstone: r.tombstone,
         value: r.value,
         nodes: nodesFromJson(r.nodes),
+        openConflict: r.open_conflict === null ? null : Number(r.open_conflict),
       });
     }
     return out;
@@ -87,7 +88,10 @@ export class StateStore {
     const tombstones: boolean[] = [];
     const values: Array<string | null> = [];
     const nodes: string[] = [];
+    const conflicts: Array<string | null> = [];
     for (const [key, s] of states) {
+      if (s.openConflict !== null && s.openConflict < 0) throw new Error(`record ${entity} ${key}: its open conflict was never numbered`);
+      conflicts.push(s.openConflict === null ? null : String(s.openConflict));
       keys.push(key);
       versions.push(s.version === null ? null : encode(s.version));
       hlcs.push(s.hlc.toString());
@@ -97,12 +101,12 @@ export class StateStore {
       nodes.push(JSON.stringify(nodesToJson(s.nodes)));
     }
     await db.query(
-      `INSERT INTO sync_metadata (entity, record_key, version, hlc, origin_node, tombstone, value, nodes, updated_at)
-       SELECT $1, k, v, h, o, t, val::jsonb, n::jsonb, now()
-       FROM unnest($2::text[], $3::bytea[], $4::bigint[], $5::text[], $6::bool[], $7::text[], $8::text[]) AS u(k, v, h, o, t, val, n)
+      `INSERT INTO sync_metadata (entity, record_key, version, hlc, origin_node, tombstone, value, nodes, open_conflict, updated_at)
+       SELECT $1, k, v, h, o, t, val::jsonb, n::jsonb, c, now()
+       FROM unnest($2::text[], $3::bytea[], $4::bigint[], $5::text[], $6::bool[], $7::text[], $8::text[], $9::bigint[]) AS u(k, v, h, o, t, val, n, c)
        ON CONFLICT (entity, record_key) DO UPDATE SET version = EXCLUDED.version, hlc = EXCLUDED.hlc, origin_node = EXCLUDED.origin_node,
-         tombstone = EXCLUDED.tombstone, value = EXCLUDED.value, nodes = EXCLUDED.nodes, updated_at = now()`,
-      [entity, keys, versions, hlcs, origins, tombstones, values, nodes],
+         tombstone = EXCLUDED.tombstone, value = EXCLUDED.value, nodes = EXCLUDED.nodes, open_conflict = EXCLUDED.open_conflict, updated_at = now()`,
+      [entity, keys, versions, hlcs, origins, tombstones, values, nodes, conflicts],
     );
   }
 }

@@ -7,7 +7,7 @@ import { format, type VersionVector } from '../clock/version-vector.ts';
 import { isRowError, type Sink, type UpsertRow, type DeleteRow, type WriteOutcome } from '../sinks/sink.ts';
 import { errorMessage } from '../errors.ts';
 import { mongoForm } from '../events/mongo-values.ts';
-import { classify, recordOutcome, type Decision, type PlannedWrite } from './classify.ts';
+import { classify, recordOutcome, resolveOpen, type Decision, type PlannedWrite } from './classify.ts';
 import { emptyState, type RecordState } from './record-state.ts';
 import type { StateStore } from './state-store.ts';
 
@@ -112,7 +112,7 @@ export class SyncEngine {
       states.set(entity, await this.store.load(db, entity, [...keys]));
     }));
 
-    const counts: Record<Decision['kind'], number> = { duplicate: 0, echo: 0, repair: 0, causal: 0, concurrent: 0, ignored: 0 };
+    const counts: Record<Decision['kind'], number> = { duplicate: 0, echo: 0, repair: 0, causal: 0, concurrent: 0, resolved: 0, ignored: 0 };
     let synced: SyncedEvent[] = [];
     const failed = new Map<string, { node: string; error: string }>();
     let slots = new Map<string, Slot>();
@@ -133,8 +133,8 @@ export class SyncEngine {
       }
       for (let i = 0; i < eventSlots.length; i++) {
         synced[firstPending + i]!.writes = eventSlots[i]!.map(({ id, write }) => {
-          const final = slots.get(id)!;
-          const outcome = final.write === write ? final.outcome! : 'superseded';
+          const final = slots.get(id);
+          const outcome = final?.write === write ? final.outcome! : 'superseded';
           return { node: write.node, op: write.op, version: encode(write.version).toString('hex'), outcome: outcome === 'rejected' ? 'cas-skipped' : outcome };
         });
       }
@@ -167,13 +167,18 @@ export class SyncEngine {
       if (!state) byKey.set(ev.keyText, (state = emptyState()));
       const carried = readVersion(ev.baseVersion);
       const node = this.topology.nodes.get(ev.node)!;
-      const decision = classify(state, ev, carried, {
-        entity, nodeIndex: this.nodeIndex, nodePriority: this.nodePriority, positionKey: positionKey(node.kind, ev.position.source), emitted: this.emitted,
-      });
+      const ctx = { entity, nodeIndex: this.nodeIndex, nodePriority: this.nodePriority, positionKey: positionKey(node.kind, ev.position.source), emitted: this.emitted };
+      const decision = ev.resolve ? resolveOpen(state, ev.resolve, ctx) : classify(state, ev, carried, ctx);
       counts[decision.kind]++;
       if (debug) this.log.debug({ event: ev.id, key: ev.keyText, node: ev.node, decision: decision.kind, carried: format(carried), version: format(state.version) }, 'Vector clock');
       if (decision.kind === 'concurrent') {
-        this.log.warn({ entity: ev.entity, key: ev.keyText, local: decision.conflict.local.node, incoming: ev.node, winner: decision.conflict.winner, strategy: decision.conflict.strategy }, 'Conflict detected');
+        const c = decision.conflict;
+        this.log.warn({ entity: ev.entity, key: ev.keyText, local: c.local.node, incoming: ev.node, winner: c.winner, strategy: c.strategy, open: c.open }, 'Conflict detected');
+        if (c.open && !c.updatesOpen) {
+          // manual: the writes this batch planned for the record (an earlier change that
+          // now turns out to conflict) are dropped, so each node keeps its value
+          for (const n of entity.nodes.keys()) slots.delete(`${n}\u0000${ev.entity}\u0000${ev.keyText}`);
+        }
       }
       const mine: Array<{ id: string; write: PlannedWrite }> = [];
       if ('writes' in decision) {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseTopology } from '../../src/config/topology.ts';
-import { classify, recordOutcome, type ClassifyContext, type Decision, type PlannedWrite } from '../../src/sync/classify.ts';
+import { classify, recordOutcome, resolveOpen, type ClassifyContext, type Decision, type PlannedWrite } from '../../src/sync/classify.ts';
 import { emptyState, type RecordState } from '../../src/sync/record-state.ts';
 import { fromObject, type VersionVector } from '../../src/clock/version-vector.ts';
 import type { ChangeEvent, Row } from '../../src/events/change-event.ts';
@@ -208,5 +208,67 @@ describe('entities without a version column', () => {
     expect(upd.kind).toBe('causal');
     const [back] = land(s, upd);
     expect(classify(s, o('pg', 'u', back!.row!.name as string), null, c2()).kind).toBe('echo');
+  });
+});
+
+describe('policies merge and manual (DESIGN §6)', () => {
+  const t3 = parseTopology({
+    nodes: { pg: { kind: 'postgres', url: 'x', priority: 1 }, maria: { kind: 'mariadb', url: 'y', priority: 2 } },
+    entities: {
+      people: { key: ['id'], policy: 'merge', columns: { id: 'bigint', name: 'text', email: 'text', city: 'text' }, nodes: { pg: 'public.people', maria: 'app.people' } },
+      notes: { key: ['id'], policy: 'manual', columns: { id: 'bigint', name: 'text' }, nodes: { pg: 'public.notes', maria: 'app.notes' } },
+    },
+  }, 't');
+  const cx = (entity: string): ClassifyContext => ({ entity: t3.entities.get(entity)!, nodeIndex, nodePriority, positionKey: String(++pos).padStart(10, '0') });
+  const change = (entity: string, node: string, op: 'c' | 'u' | 'd', before: Row | null, after: Row | null, ts: number): ChangeEvent => ({
+    id: `${node}/${pos}`, entity, node, op, key: { id: 1 }, keyText: '[1]', before, after,
+    changed: before && after ? Object.keys(after).filter((k) => before[k] !== after[k]) : null,
+    baseVersion: null, sourceTsMs: ts, emittedTsMs: ts, position: { topic: 't', partition: 0, offset: pos, source: {} }, transactionId: null,
+  });
+  /** A record both nodes hold at version {pg:1}, as after an insert at pg and its echo at maria. */
+  function synced(entity: string, row: Row): RecordState {
+    const s = emptyState();
+    const [w] = land(s, classify(s, change(entity, 'pg', 'c', null, row, 1000), null, cx(entity)));
+    expect(classify(s, change(entity, 'maria', 'c', null, row, 1000), w!.version, cx(entity)).kind).toBe('echo');
+    return s;
+  }
+
+  it('merge: disjoint changed fields combine; a field both changed goes to lww', () => {
+    const base = { id: 1, name: 'Ann', email: 'a@x', city: 'Oslo' };
+    const s = synced('people', base);
+    const atPg = classify(s, change('people', 'pg', 'u', base, { ...base, name: 'Anna', city: 'Bergen' }, 2000), v({ 1: 1 }), cx('people'));
+    expect(atPg.kind).toBe('causal');
+    land(s, atPg, 'cas-skipped');
+    // maria changed email (only it) and city (both); maria's change is later, so lww gives it city
+    const d = classify(s, change('people', 'maria', 'u', base, { ...base, email: 'ann@y', city: 'Tromsø' }, 3000), v({ 1: 1 }), cx('people'));
+    const c = (d as Extract<Decision, { kind: 'concurrent' }>).conflict;
+    expect(c.winner).toBe('merged');
+    expect(c.value).toEqual({ id: 1, name: 'Anna', email: 'ann@y', city: 'Tromsø' });
+    expect((d as Extract<Decision, { kind: 'concurrent' }>).writes.map((w) => [w.node, w.row])).toEqual([['pg', c.value], ['maria', c.value]]);
+    expect(s.value).toEqual(c.value);
+  });
+
+  it('manual: the conflict stays open, nothing is written, later changes update it, and a resolution converges every node', () => {
+    const s = synced('notes', { id: 1, name: 'a' });
+    land(s, classify(s, change('notes', 'pg', 'u', { id: 1, name: 'a' }, { id: 1, name: 'from pg' }, 2000), v({ 1: 1 }), cx('notes')), 'cas-skipped');
+    const d = classify(s, change('notes', 'maria', 'u', { id: 1, name: 'a' }, { id: 1, name: 'from maria' }, 3000), v({ 1: 1 }), cx('notes'));
+    expect(d.kind).toBe('concurrent');
+    const c = (d as Extract<Decision, { kind: 'concurrent' }>).conflict;
+    expect({ open: c.open, updatesOpen: c.updatesOpen, winner: c.winner, writes: (d as { writes: unknown[] }).writes }).toEqual({ open: true, updatesOpen: false, winner: 'incoming', writes: [] });
+    expect(s.openConflict).toBe(-1); // numbered by the commit
+    s.openConflict = 7;
+    // a further edit at maria while open updates the conflict, still writes nothing
+    const again = classify(s, change('notes', 'maria', 'u', { id: 1, name: 'from maria' }, { id: 1, name: 'maria 2' }, 4000), v({ 1: 1 }), cx('notes'));
+    expect(again).toMatchObject({ kind: 'concurrent', writes: [], conflict: { open: true, updatesOpen: true } });
+    // a resolution for another conflict is ignored; this one writes the winner with the merged version everywhere
+    expect(resolveOpen(s, { conflictId: 8, value: { id: 1, name: 'x' }, winnerNode: 'pg', by: 'ops', strategy: 'api_winner', atMs: 5000 }, cx('notes')).kind).toBe('ignored');
+    const r = resolveOpen(s, { conflictId: 7, value: { id: 1, name: 'from pg' }, winnerNode: 'pg', by: 'ops', strategy: 'api_winner', atMs: 5000 }, cx('notes'));
+    expect(r.kind).toBe('resolved');
+    const writes = land(s, r);
+    expect(writes.map((w) => [w.node, w.op, w.row?.name, w.version])).toEqual([['pg', 'upsert', 'from pg', s.version], ['maria', 'upsert', 'from pg', s.version]]);
+    expect(s.openConflict).toBeNull();
+    for (const w of writes) expect(classify(s, change('notes', w.node, 'u', null, w.row, 6000), w.version, cx('notes')).kind).toBe('echo');
+    // after convergence, an edit is causal again
+    expect(classify(s, change('notes', 'maria', 'u', { id: 1, name: 'from pg' }, { id: 1, name: 'later' }, 7000), s.version, cx('notes')).kind).toBe('causal');
   });
 });

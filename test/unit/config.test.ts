@@ -67,8 +67,9 @@ describe('topology', () => {
     expect(configError(() => parseTopology(d2, 't'))).toBe('entities.customers.columns.name: unknown column type "varchar2"');
     const d3 = { ...base(), entities: { customers: { ...base().entities.customers, policy: 'coinflip' } } };
     expect(configError(() => parseTopology(d3, 't'))).toMatch(/^entities\.customers\.policy: must be one of lww/);
-    const d3b = { ...base(), entities: { customers: { ...base().entities.customers, policy: 'manual' } } };
-    expect(configError(() => parseTopology(d3b, 't'))).toBe('entities.customers.policy: "manual" is not implemented in this version; use lww or priority');
+    for (const policy of ['lww', 'priority', 'merge', 'manual']) {
+      expect(parseTopology({ ...base(), entities: { customers: { ...base().entities.customers, policy } } }, 't').entities.get('customers')!.policy).toBe(policy);
+    }
     const d4 = { ...base(), entities: { customers: { ...base().entities.customers, key: ['uid'] } } };
     expect(configError(() => parseTopology(d4, 't'))).toBe('entities.customers.key: key column "uid" is not among the entity\'s columns');
     const d5 = { ...base(), nodes: { pg: { kind: 'oracle', url: 'x' } } };

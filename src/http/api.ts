@@ -1,0 +1,209 @@
+import { timingSafeEqual } from 'node:crypto';
+import type pg from 'pg';
+import type { Topology } from '../config/topology.ts';
+import type { Row } from '../events/change-event.ts';
+import { toCanonical, ValueError } from '../events/values.ts';
+import { writePaused, type PauseGate } from '../runtime/pause.ts';
+import { json, type HttpRequest, type HttpResponse, type Route } from './server.ts';
+
+/**
+ * The API on port 3001 (DESIGN §9). Every call needs `Authorization: Bearer <API_TOKEN>`;
+ * a missing or wrong token gets 401. Input is checked before it reaches SQL: a bad body
+ * or query gets 400 naming the field, an unknown conflict 404, a conflict already
+ * resolved 409. Resolutions are stored on the conflict; the worker converges them
+ * (ConflictService) and audits who resolved them.
+ */
+export interface ApiDeps {
+  pool: pg.Pool;
+  groupId: string;
+  topology: Topology;
+  token: string;
+  pause: PauseGate;
+  /** Runs a control pass now (pause flag, convergence). */
+  kick: () => void;
+  status: () => Promise<Record<string, unknown>>;
+}
+
+const bad = (field: string, message: string) => json(400, { error: `${field}: ${message}`, field });
+const STATUSES = ['open', 'resolved', 'all'] as const;
+const ID = /^[1-9]\d{0,17}$/;
+
+function authorized(req: HttpRequest, token: string): boolean {
+  const m = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '');
+  if (!m) return false;
+  const given = Buffer.from(m[1]!.trim());
+  const want = Buffer.from(token);
+  return given.length === want.length && timingSafeEqual(given, want);
+}
+
+/** The JSON object body (empty: {}) and who acts (`by`, else the X-Actor header, else "api"), or the 400 saying why not. */
+function input(req: HttpRequest): { b: Record<string, unknown>; by: string; error?: undefined } | { error: HttpResponse } {
+  let b: Record<string, unknown> = {};
+  if (req.body.length > 0) {
+    let v: unknown;
+    try {
+      v = JSON.parse(req.body.toString('utf8'));
+    } catch {
+      return { error: bad('body', 'is not valid JSON') };
+    }
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) return { error: bad('body', 'must be a JSON object') };
+    b = v as Record<string, unknown>;
+  }
+  const by = b.by ?? req.headers['x-actor'] ?? 'api';
+  if (typeof by !== 'string' || by.length === 0 || by.length > 200) return { error: bad('by', 'must be a non-empty string of at most 200 characters') };
+  return { b, by };
+}
+
+interface DbConflict {
+  id: string; entity: string; record_key: string; strategy: string; suggested_winner: string | null; winner_node: string | null; winner_value: Row | null;
+  local_node: string | null; local_value: Row | null; local_deleted: boolean; local_hlc: string | null; local_version: Buffer | null;
+  incoming_node: string; incoming_value: Row | null; incoming_deleted: boolean; incoming_hlc: string | null; incoming_version: Buffer | null;
+  merged_version: Buffer | null; detected_at: Date; resolved_at: Date | null; resolution_strategy: string | null; resolved_by: string | null; converged_at: Date | null;
+}
+
+const COLUMNS = `id, entity, record_key, strategy, suggested_winner, winner_node, winner_value, local_node, local_value, local_deleted, local_hlc, local_version,
+  incoming_node, incoming_value, incoming_deleted, incoming_hlc, incoming_version, merged_version, detected_at, resolved_at, resolution_strategy, resolved_by, converged_at`;
+
+function present(c: DbConflict) {
+  const side = (node: string | null, value: Row | null, deleted: boolean, hlc: string | null, version: Buffer | null) =>
+    ({ node, value, deleted, hlc, version: version?.toString('hex') ?? null });
+  return {
+    id: Number(c.id), entity: c.entity, key: JSON.parse(c.record_key) as unknown,
+    status: c.resolved_at === null ? 'open' : c.converged_at === null ? 'resolved' : 'converged',
+    strategy: c.strategy, suggested_winner: c.suggested_winner, winner_node: c.winner_node, winner_value: c.winner_value,
+    local: side(c.local_node, c.local_value, c.local_deleted, c.local_hlc, c.local_version),
+    incoming: side(c.incoming_node, c.incoming_value, c.incoming_deleted, c.incoming_hlc, c.incoming_version),
+    merged_version: c.merged_version?.toString('hex') ?? null,
+    detected_at: c.detected_at, resolved_at: c.resolved_at, resolution_strategy: c.resolution_strategy, resolved_by: c.resolved_by, converged_at: c.converged_at,
+  };
+}
+
+export function apiRoutes(d: ApiDeps): Route[] {
+  const guard = (h: (req: HttpRequest) => Promise<HttpResponse>) => async (req: HttpRequest): Promise<HttpResponse> =>
+    (authorized(req, d.token) ? h(req) : json(401, { error: 'missing or wrong bearer token (Authorization: Bearer <API_TOKEN>)' }));
+
+  const list = async (req: HttpRequest) => {
+    const status = req.query.get('status') ?? 'open';
+    if (!(STATUSES as readonly string[]).includes(status)) return bad('status', `must be one of ${STATUSES.join(', ')}`);
+    const entity = req.query.get('entity');
+    if (entity !== null && !d.topology.entities.has(entity)) return bad('entity', `unknown entity "${entity}"`);
+    const node = req.query.get('node');
+    if (node !== null && !d.topology.nodes.has(node)) return bad('node', `unknown node "${node}"`);
+    const limitRaw = req.query.get('limit') ?? '100';
+    if (!/^\d{1,4}$/.test(limitRaw) || Number(limitRaw) < 1 || Number(limitRaw) > 500) return bad('limit', 'must be an integer from 1 to 500');
+    const cursorRaw = req.query.get('cursor');
+    let after = '0';
+    if (cursorRaw !== null) {
+      const decoded = Buffer.from(cursorRaw, 'base64url').toString('utf8');
+      if (!/^id:[1-9]\d{0,17}$/.test(decoded)) return bad('cursor', 'is not a cursor this API returned');
+      after = decoded.slice(3);
+    }
+    const limit = Number(limitRaw);
+    const { rows } = await d.pool.query<DbConflict>(
+      `SELECT ${COLUMNS} FROM sync_conflicts
+       WHERE consumer_group = $1 AND id > $2
+         AND ($3 = 'all' OR ($3 = 'open') = (resolved_at IS NULL))
+         AND ($4::text IS NULL OR entity = $4) AND ($5::text IS NULL OR local_node = $5 OR incoming_node = $5)
+       ORDER BY id LIMIT $6`,
+      [d.groupId, after, status, entity, node, limit + 1],
+    );
+    const page = rows.slice(0, limit);
+    const next = rows.length > limit ? Buffer.from(`id:${page[page.length - 1]!.id}`).toString('base64url') : null;
+    return json(200, { conflicts: page.map(present), next_cursor: next });
+  };
+
+  const one = async (req: HttpRequest) => {
+    const id = req.params?.id ?? '';
+    if (!ID.test(id)) return bad('id', 'must be a positive integer');
+    const { rows } = await d.pool.query<DbConflict>(`SELECT ${COLUMNS} FROM sync_conflicts WHERE consumer_group = $1 AND id = $2`, [d.groupId, id]);
+    return rows[0] ? json(200, present(rows[0])) : json(404, { error: `no conflict ${id}` });
+  };
+
+  const resolveOne = async (req: HttpRequest) => {
+    const id = req.params?.id ?? '';
+    if (!ID.test(id)) return bad('id', 'must be a positive integer');
+    const inp = input(req);
+    if (inp.error) return inp.error;
+    const { by } = inp;
+    const { winner, value } = inp.b as { winner?: unknown; value?: unknown };
+    if ((winner === undefined) === (value === undefined)) return bad('winner', 'give either winner (a node) or value (the record), not both and not neither');
+    const { rows } = await d.pool.query<DbConflict>(`SELECT ${COLUMNS} FROM sync_conflicts WHERE consumer_group = $1 AND id = $2`, [d.groupId, id]);
+    const c = rows[0];
+    if (!c) return json(404, { error: `no conflict ${id}` });
+    if (c.resolved_at !== null) return json(409, { error: `conflict ${id} is already resolved (${c.resolution_strategy} by ${c.resolved_by})` });
+    let winnerNode: string | null = null;
+    let winnerValue: Row | null = null;
+    let deleted = false;
+    if (winner !== undefined) {
+      const nodes = [c.local_node, c.incoming_node].filter((n): n is string => n !== null);
+      if (typeof winner !== 'string' || !nodes.includes(winner)) return bad('winner', `must be one of the conflict's nodes: ${nodes.join(', ')}`);
+      winnerNode = winner;
+    } else if (value === null) {
+      deleted = true;
+    } else {
+      const entity = d.topology.entities.get(c.entity);
+      if (!entity) return json(409, { error: `entity ${c.entity} is no longer configured` });
+      if (typeof value !== 'object' || Array.isArray(value)) return bad('value', 'must be an object of the record\'s columns, or null to delete it');
+      const key = JSON.parse(c.record_key) as unknown[];
+      winnerValue = {};
+      for (const col of Object.keys(value as object)) if (!entity.columns.has(col)) return bad(`value.${col}`, `is not a column of ${entity.name}`);
+      for (const [col, type] of entity.columns) {
+        const raw = (value as Record<string, unknown>)[col];
+        try {
+          winnerValue[col] = toCanonical(raw ?? null, type, undefined, `value.${col}`);
+        } catch (err) {
+          if (err instanceof ValueError) return bad(`value.${col}`, err.message.replace(/^value\.\w+: /, ''));
+          throw err;
+        }
+      }
+      for (const [i, k] of entity.key.entries()) {
+        if (JSON.stringify(winnerValue[k]) !== JSON.stringify(key[i])) return bad(`value.${k}`, `must be the record's key (${JSON.stringify(key[i])})`);
+      }
+    }
+    const res = await d.pool.query(
+      `UPDATE sync_conflicts SET resolved_at = now(), resolution_strategy = $3, resolved_by = $4, winner_node = $5, winner_value = $6, winner_deleted = $7
+       WHERE consumer_group = $1 AND id = $2 AND resolved_at IS NULL`,
+      [d.groupId, id, winnerNode ? 'api_winner' : 'api_value', by, winnerNode, winnerValue === null ? null : JSON.stringify(winnerValue), deleted],
+    );
+    if (res.rowCount === 0) return json(409, { error: `conflict ${id} was resolved meanwhile` });
+    d.kick();
+    return json(202, { id: Number(id), status: 'resolved', converging: true, winner_node: winnerNode, resolved_by: by });
+  };
+
+  const resolveAll = async (req: HttpRequest) => {
+    const inp = input(req);
+    if (inp.error) return inp.error;
+    const { by } = inp;
+    const { entity, limit = 1000 } = inp.b as { entity?: unknown; limit?: unknown };
+    if (entity !== undefined && (typeof entity !== 'string' || !d.topology.entities.has(entity))) return bad('entity', 'must be a configured entity');
+    if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1 || limit > 100_000) return bad('limit', 'must be an integer from 1 to 100000');
+    const { rows } = await d.pool.query<{ id: string }>(
+      `UPDATE sync_conflicts SET resolved_at = now(), resolution_strategy = 'auto', resolved_by = $3, winner_node = suggested_winner
+       WHERE id IN (SELECT id FROM sync_conflicts WHERE consumer_group = $1 AND resolved_at IS NULL AND ($2::text IS NULL OR entity = $2) ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)
+       RETURNING id`,
+      [d.groupId, entity ?? null, by, limit],
+    );
+    if (rows.length > 0) d.kick();
+    return json(200, { resolved: rows.length, ids: rows.map((r) => Number(r.id)), strategy: 'auto (each conflict\'s suggested winner, by lww)' });
+  };
+
+  const setPause = (paused: boolean) => async (req: HttpRequest) => {
+    const inp = input(req);
+    if (inp.error) return inp.error;
+    const { by } = inp;
+    await writePaused(d.pool, d.groupId, paused, by);
+    d.pause.set(paused);
+    d.kick();
+    return json(200, { paused, by });
+  };
+
+  return [
+    { method: 'GET', path: '/sync/conflicts', handler: guard(list) },
+    { method: 'GET', path: '/sync/conflicts/:id', handler: guard(one) },
+    { method: 'POST', path: '/sync/conflicts/:id/resolve', handler: guard(resolveOne) },
+    { method: 'POST', path: '/sync/resolve-conflicts', handler: guard(resolveAll) },
+    { method: 'GET', path: '/sync/status', handler: guard(async () => json(200, await d.status())) },
+    { method: 'POST', path: '/sync/pause', handler: guard(setPause(true)) },
+    { method: 'POST', path: '/sync/resume', handler: guard(setPause(false)) },
+  ];
+}

@@ -1,0 +1,149 @@
+import type pg from 'pg';
+import type { Topology } from '../config/topology.ts';
+import type { ChangeEvent, Row } from '../events/change-event.ts';
+import { encodeChange, routingKey } from '../events/change-codec.ts';
+import type { OutMessage } from '../kafka/producer.ts';
+import type { Metrics } from '../metrics.ts';
+import type { Logger } from '../log.ts';
+import { errorMessage } from '../errors.ts';
+import { readPaused, type PauseGate } from '../runtime/pause.ts';
+
+export interface ConflictRow {
+  id: string;
+  entity: string;
+  record_key: string;
+  local_node: string | null;
+  local_value: Row | null;
+  local_deleted: boolean;
+  incoming_node: string;
+  incoming_value: Row | null;
+  incoming_deleted: boolean;
+  suggested_winner: string | null;
+  winner_node: string | null;
+  winner_value: Row | null;
+  winner_deleted: boolean | null;
+  resolution_strategy: string | null;
+  resolved_by: string | null;
+}
+
+/** The strategies a policy settles by itself; anything else in resolution_strategy was an operator's. */
+export const AUTO_STRATEGIES = ['lww', 'priority', 'merge'];
+
+/**
+ * The control loop of one worker (DESIGN §6 manual, §8 pause):
+ * - follows the deployment's pause flag in sync_control;
+ * - finds conflicts an operator resolved (API or the runbook's UPDATE) that are not yet
+ *   converged, claims them (FOR UPDATE SKIP LOCKED, so one replica does each), and sends
+ *   each as a resolve command through the changes topic to its record's lane, which
+ *   writes the winner everywhere, audits it and sets converged_at; a claim not converged
+ *   within 30 s is retried;
+ * - refreshes sync_conflicts_open, conflict_rate and the auto-resolved ratio.
+ */
+export class ConflictService {
+  private timer: NodeJS.Timeout | undefined;
+  private running = false;
+  private ticks = 0;
+  private readonly o: {
+    pool: pg.Pool; groupId: string; topology: Topology; changesTopic: string; metrics: Metrics; log: Logger; pause: PauseGate; pollMs: number;
+    send: (messages: OutMessage[]) => Promise<void>;
+  };
+
+  constructor(o: ConflictService['o']) {
+    this.o = o;
+  }
+
+  start(): void {
+    this.timer = setInterval(() => void this.tick(), this.o.pollMs);
+    this.timer.unref();
+    void this.tick();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  /** One pass now (the API calls it after a resolution, so convergence does not wait for the timer). */
+  async tick(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    try {
+      const p = await readPaused(this.o.pool, this.o.groupId);
+      if (this.o.pause.set(p.paused)) this.o.log.warn({ paused: p.paused, by: p.by }, p.paused ? 'Sync paused: batches are held' : 'Sync resumed');
+      this.o.metrics.paused.set(p.paused ? 1 : 0);
+      await this.converge();
+      if (this.ticks++ % 10 === 0) await this.gauges();
+    } catch (err) {
+      this.o.log.warn({ err: errorMessage(err) }, 'Conflict control pass failed; retrying');
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private async converge(): Promise<void> {
+    const { rows } = await this.o.pool.query<ConflictRow>(
+      `UPDATE sync_conflicts SET converge_requested_at = now()
+       WHERE id IN (SELECT id FROM sync_conflicts
+                    WHERE consumer_group = $1 AND resolved_at IS NOT NULL AND converged_at IS NULL
+                      AND (converge_requested_at IS NULL OR converge_requested_at < now() - interval '30 seconds')
+                    ORDER BY id LIMIT 500 FOR UPDATE SKIP LOCKED)
+       RETURNING id, entity, record_key, local_node, local_value, local_deleted, incoming_node, incoming_value, incoming_deleted,
+                 suggested_winner, winner_node, winner_value, winner_deleted, resolution_strategy, resolved_by`,
+      [this.o.groupId],
+    );
+    if (rows.length === 0) return;
+    const messages: OutMessage[] = [];
+    for (const r of rows) {
+      const ev = this.command(r);
+      if (ev) messages.push({ topic: this.o.changesTopic, key: routingKey(ev), value: encodeChange(ev) });
+    }
+    await this.o.send(messages);
+    this.o.log.info({ conflicts: rows.map((r) => Number(r.id)) }, 'Resolved conflicts sent to their lanes to converge');
+  }
+
+  /** The resolve command of a resolved conflict: the chosen value, else the chosen node's side, else the suggested winner's. */
+  private command(r: ConflictRow): ChangeEvent | undefined {
+    const entity = this.o.topology.entities.get(r.entity);
+    if (!entity) {
+      this.o.log.warn({ conflict: r.id, entity: r.entity }, 'Resolved conflict of an entity this topology no longer has; left unconverged');
+      return undefined;
+    }
+    let value: Row | null;
+    let winnerNode: string | null;
+    if (r.winner_value !== null || r.winner_deleted === true) {
+      value = r.winner_deleted ? null : r.winner_value;
+      winnerNode = r.winner_node;
+    } else {
+      winnerNode = r.winner_node ?? r.suggested_winner ?? r.incoming_node;
+      const local = winnerNode === r.local_node;
+      value = (local ? r.local_deleted : r.incoming_deleted) ? null : local ? r.local_value : r.incoming_value;
+    }
+    const parts = JSON.parse(r.record_key) as Row[string][];
+    const key: Row = Object.fromEntries(entity.key.map((k, i) => [k, parts[i]!]));
+    const node = winnerNode && entity.nodes.has(winnerNode) ? winnerNode : [...entity.nodes.keys()][0]!;
+    const now = Date.now();
+    return {
+      id: `resolve/${r.id}`, entity: entity.name, node, op: value === null ? 'd' : 'u', key, keyText: r.record_key,
+      before: null, after: value, changed: null, baseVersion: null, sourceTsMs: now, emittedTsMs: now,
+      position: { topic: this.o.changesTopic, partition: -1, offset: -1, source: {} }, transactionId: null,
+      resolve: {
+        conflictId: Number(r.id), value, winnerNode, by: r.resolved_by ?? 'runbook-sql', strategy: r.resolution_strategy ?? 'manual_override', atMs: now,
+      },
+    };
+  }
+
+  private async gauges(): Promise<void> {
+    const { rows } = await this.o.pool.query<{ open: string; total: string; auto: string; recent: string; changes: string }>(
+      `SELECT
+         (SELECT count(*) FROM sync_conflicts WHERE consumer_group = $1 AND resolved_at IS NULL) AS open,
+         (SELECT count(*) FROM sync_conflicts WHERE consumer_group = $1 AND detected_at > now() - interval '24 hours') AS total,
+         (SELECT count(*) FROM sync_conflicts WHERE consumer_group = $1 AND detected_at > now() - interval '24 hours' AND resolution_strategy = ANY($2)) AS auto,
+         (SELECT count(*) FROM sync_conflicts WHERE consumer_group = $1 AND detected_at > now() - interval '5 minutes') AS recent,
+         (SELECT count(*) FROM audit_log WHERE executed_at > now() - interval '5 minutes' AND kind = 'change' AND log_id LIKE $3) AS changes`,
+      [this.o.groupId, AUTO_STRATEGIES, `${this.o.groupId.replace(/[\\%_]/g, '\\$&')}:%`],
+    );
+    const r = rows[0]!;
+    this.o.metrics.conflictsOpen.set(Number(r.open));
+    this.o.metrics.autoResolvedRatio.set(Number(r.total) === 0 ? 1 : Number(r.auto) / Number(r.total));
+    this.o.metrics.conflictRate.set(Number(r.changes) === 0 ? 0 : Number(r.recent) / Number(r.changes));
+  }
+}
