@@ -2,7 +2,8 @@ import { timingSafeEqual } from 'node:crypto';
 import type pg from 'pg';
 import type { Topology } from '../config/topology.ts';
 import type { Row } from '../events/change-event.ts';
-import { toCanonical, ValueError } from '../events/values.ts';
+import { decimalFromText, toCanonical, ValueError, type Canonical } from '../events/values.ts';
+import type { ColumnType } from '../events/column-types.ts';
 import { writePaused, type PauseGate } from '../runtime/pause.ts';
 import { json, type HttpRequest, type HttpResponse, type Route } from './server.ts';
 
@@ -78,6 +79,21 @@ function present(c: DbConflict) {
   };
 }
 
+/**
+ * A value given through the API, in the canonical forms the README's type table lists
+ * (decimals as text or numbers, bytes as base64), to its canonical form. Stricter than the
+ * Debezium reading: a decimal is never taken for base64 bytes.
+ */
+function apiValue(raw: unknown, type: ColumnType, what: string): Canonical {
+  if (raw === null) return null;
+  if (type.kind === 'decimal') {
+    if (typeof raw !== 'string' && typeof raw !== 'number') throw new ValueError(`${what}: expected a decimal as text or a number`);
+    return decimalFromText(String(raw), type.scale);
+  }
+  if (type.kind === 'bytes' && (typeof raw !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(raw))) throw new ValueError(`${what}: expected base64 text`);
+  return toCanonical(raw, type, undefined, what);
+}
+
 export function apiRoutes(d: ApiDeps): Route[] {
   const guard = (h: (req: HttpRequest) => Promise<HttpResponse>) => async (req: HttpRequest): Promise<HttpResponse> =>
     (authorized(req, d.token) ? h(req) : json(401, { error: 'missing or wrong bearer token (Authorization: Bearer <API_TOKEN>)' }));
@@ -150,7 +166,7 @@ export function apiRoutes(d: ApiDeps): Route[] {
       for (const [col, type] of entity.columns) {
         const raw = (value as Record<string, unknown>)[col];
         try {
-          winnerValue[col] = toCanonical(raw ?? null, type, undefined, `value.${col}`);
+          winnerValue[col] = apiValue(raw ?? null, type, `value.${col}`);
         } catch (err) {
           if (err instanceof ValueError) return bad(`value.${col}`, err.message.replace(/^value\.\w+: /, ''));
           throw err;

@@ -11,6 +11,8 @@ export interface LaneHost {
   processBatch(lane: Lane, batch: ConsumedMessage[]): Promise<void>;
   /** Messages left the buffer (committed or dropped). */
   released(count: number): void;
+  /** Resolves when the lane may take its next batch (a pause holds it here, before the batch is cut). */
+  gate?(): Promise<void>;
   laneFailed(lane: Lane, err: unknown): void;
 }
 
@@ -90,6 +92,8 @@ export class Lane {
     try {
       await this.ready;
       while (this.queued > 0 && !this.revoked) {
+        if (this.host.gate) await this.host.gate();
+        if (this.revoked) break;
         await this.host.semaphore.acquire();
         try {
           if (this.revoked) break;

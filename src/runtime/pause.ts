@@ -10,12 +10,28 @@ export class PauseGate {
   private paused = false;
   private stopped = false;
   private waiters: Array<() => void> = [];
+  /** Bumped by every local change, so a poll that started before one cannot undo it. */
+  private generation = 0;
+
+  get version(): number {
+    return this.generation;
+  }
+
+  /** The durable flag as a poll read it; ignored when a local change came after the poll began. */
+  setFromPoll(paused: boolean, versionAtStart: number): boolean {
+    return versionAtStart === this.generation ? this.apply(paused) : false;
+  }
 
   get isPaused(): boolean {
     return this.paused;
   }
 
   set(paused: boolean): boolean {
+    this.generation++;
+    return this.apply(paused);
+  }
+
+  private apply(paused: boolean): boolean {
     if (this.paused === paused) return false;
     this.paused = paused;
     if (!paused) this.flush();

@@ -124,12 +124,14 @@ export class SyncStage implements LaneHost {
     return new Set(rows.map((r) => `${r.entity}\u0000${r.record_key}`));
   }
 
+  /** A pause holds every lane before it cuts its next batch, so what arrives meanwhile is applied together on resume. */
+  gate(): Promise<void> {
+    return this.o.pause.wait();
+  }
+
   async processBatch(lane: Lane, batch: ConsumedMessage[]): Promise<void> {
-    if (this.o.pause.isPaused) {
-      await this.o.pause.wait();
-      // Stopped while paused: commit nothing and store no offset; the batch is read again on restart.
-      if (this.o.pause.isPaused) return;
-    }
+    // Stopped while paused: commit nothing and store no offset; the batch is read again on restart.
+    if (this.o.pause.isPaused) return;
     let parsed = await this.retryForever('dead-letter lookup', () => this.parse(lane, batch));
     let result: SyncBatchResult | undefined;
     let committed: { dead: DeadLetterRecord[]; ids: string[] } | undefined;

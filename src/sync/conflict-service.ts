@@ -67,9 +67,10 @@ export class ConflictService {
     if (this.running) return;
     this.running = true;
     try {
+      const version = this.o.pause.version;
       const p = await readPaused(this.o.pool, this.o.groupId);
-      if (this.o.pause.set(p.paused)) this.o.log.warn({ paused: p.paused, by: p.by }, p.paused ? 'Sync paused: batches are held' : 'Sync resumed');
-      this.o.metrics.paused.set(p.paused ? 1 : 0);
+      if (this.o.pause.setFromPoll(p.paused, version)) this.o.log.warn({ paused: p.paused, by: p.by }, p.paused ? 'Sync paused: batches are held' : 'Sync resumed');
+      this.o.metrics.paused.set(this.o.pause.isPaused ? 1 : 0);
       await this.converge();
       if (this.ticks++ % 10 === 0) await this.gauges();
     } catch (err) {

@@ -8,7 +8,7 @@ import { isRowError, type Sink, type UpsertRow, type DeleteRow, type WriteOutcom
 import { errorMessage } from '../errors.ts';
 import { mongoForm } from '../events/mongo-values.ts';
 import { classify, recordOutcome, resolveOpen, type Decision, type PlannedWrite } from './classify.ts';
-import { emptyState, type RecordState } from './record-state.ts';
+import { emptyState, rowDigest, type RecordState } from './record-state.ts';
 import type { StateStore } from './state-store.ts';
 
 /** What one source change caused at one node, as the audit leaf lists it (DESIGN §7). */
@@ -158,9 +158,12 @@ export class SyncEngine {
         continue;
       }
       // An event from a node this batch is about to write the same record at can be the
-      // echo of a write made before a crash: apply what is planned first, so its echo
-      // entry exists when the event is classified. Normal batches never split.
-      if (slots.has(`${ev.node}\u0000${ev.entity}\u0000${ev.keyText}`)) await flush();
+      // echo of a write made before a crash (it carries what the write will write): apply
+      // what is planned first, so its echo entry exists when the event is classified.
+      // Any other event there (an application's own change) is classified with the write
+      // still pending. Normal batches never split.
+      const pending = slots.get(`${ev.node}\u0000${ev.entity}\u0000${ev.keyText}`);
+      if (pending && mayEcho(ev, pending.write)) await flush();
       const entity = this.topology.entities.get(ev.entity)!;
       const byKey = states.get(ev.entity)!;
       let state = byKey.get(ev.keyText);
@@ -307,6 +310,12 @@ export class SyncEngine {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Whether `ev` could be the echo of `w`: a delete of a delete, or the row `w` writes. */
+function mayEcho(ev: ChangeEvent, w: PlannedWrite): boolean {
+  if (w.op === 'delete') return ev.op === 'd';
+  return ev.op !== 'd' && ev.after !== null && rowDigest(ev.after) === w.digest;
+}
 
 function readVersion(buf: Buffer | null): VersionVector | null {
   if (buf === null || buf.length === 0) return null;
