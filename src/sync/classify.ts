@@ -108,7 +108,17 @@ export function recordOutcome(state: RecordState, w: PlannedWrite, outcome: 'app
   if (outcome === 'cas-skipped') return;
   const n = nodeState(state, w.node);
   if (n.fifo.some((e) => sameVersion(e.pushed, w.version) && e.delete === (w.op === 'delete'))) return;
-  if (outcome === 'already' && w.op === 'delete') return; // nothing was there to emit a delete
+  if (outcome === 'already' && w.op === 'delete') {
+    // Nothing was there to emit a delete, so no echo will come. Where the node's own
+    // delete has been seen already (a conflict between deletes), it now holds what was
+    // written, and its next insert builds on this tombstone. Otherwise its own delete is
+    // still on its way and is classified against the record when it comes.
+    if (!n.present) {
+      n.seen = w.version;
+      n.rowVersion = null;
+    }
+    return;
+  }
   const entry: EchoEntry = { expected: w.expected, expectedAbsent: w.expectedAbsent, pushed: w.version, digest: w.digest, delete: w.op === 'delete' };
   n.fifo.push(entry);
 }
