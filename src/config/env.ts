@@ -35,6 +35,8 @@ export interface EnvConfig {
   workerId: string;
   /** Test-only crash points; honoured only when WORKER_SYNC_TEST_HOOKS=1. */
   testCrashPoint: CrashPoint | undefined;
+  /** Test-only: the crash point arms once this many changes were synced (stray events before a test's own do not trip it). */
+  testCrashAfter: number;
 }
 
 export const CRASH_POINTS = ['after-target-write', 'after-audit-copy', 'after-commit'] as const;
@@ -122,5 +124,6 @@ export function parseEnv(env: Env = process.env): EnvConfig {
     logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info') ?? 'info',
     workerId: str(env, 'WORKER_ID') ?? str(env, 'HOSTNAME') ?? `worker-${process.pid}`,
     testCrashPoint: crash,
+    testCrashAfter: testHooks ? int(env, 'WORKER_SYNC_TEST_CRASH_AFTER', 0, 0, 1_000_000_000) : 0,
   };
 }

@@ -45,7 +45,7 @@ export class SyncStage implements LaneHost {
 
   private readonly o: {
     pool: pg.Pool; engine: SyncEngine; store: StateStore; checkpoints: CheckpointStore; metrics: Metrics; log: Logger;
-    workerId: string; groupId: string; crashPoint: CrashPoint | undefined; redis: Redis | undefined;
+    workerId: string; groupId: string; crashPoint: CrashPoint | undefined; crashAfter: number; redis: Redis | undefined;
     producer: ChangeProducer; changesTopic: string; propagating: (entity: string) => boolean; pause: PauseGate;
   };
 
@@ -141,6 +141,7 @@ export class SyncStage implements LaneHost {
         const nextOffset = batch[batch.length - 1]!.offset + 1;
         if (lane.checkpoint !== null && nextOffset <= lane.checkpoint.nextOffset) break; // all seen
         result = await this.o.engine.process(this.o.pool, parsed.events);
+        if (this.o.crashPoint) this.synced += parsed.events.length;
         await this.propagateTruncates(result);
         this.crash('after-target-write');
         committed = await this.commit(lane, nextOffset, parsed, result);
@@ -291,8 +292,10 @@ export class SyncStage implements LaneHost {
     m.batchSize.observe(result.synced.length + dead.length);
   }
 
+  private synced = 0;
+
   private crash(point: CrashPoint): void {
-    if (this.o.crashPoint === point) {
+    if (this.o.crashPoint === point && this.synced >= this.o.crashAfter) {
       this.o.log.fatal({ point }, 'Test crash point reached: SIGKILL');
       process.kill(process.pid, 'SIGKILL');
     }

@@ -176,7 +176,7 @@ export class Worker {
     }
     const sync = new SyncStage(this.semaphore, env.batchSize, {
       pool: this.pool, engine, store, checkpoints: this.checkpoints, metrics: this.metrics, log: this.log,
-      workerId: env.workerId, groupId: env.groupId, crashPoint: env.testCrashPoint, redis: this.redis,
+      workerId: env.workerId, groupId: env.groupId, crashPoint: env.testCrashPoint, crashAfter: env.testCrashAfter, redis: this.redis,
       producer: this.producer, changesTopic: env.changesTopic, propagating: (e) => topology.entities.get(e)?.truncate === 'propagate', pause: this.pause,
     });
     this.stages.push(this.stage('ingest', ingest), this.stage('sync', sync));

@@ -80,7 +80,8 @@ describe('crash recovery: exactly one audit row per change', () => {
       const group = `e2e-crash-${point}-${Date.now().toString(36)}`;
       await warmUp(group);
       const base = freshKeyBase();
-      const doomed = await start(group, { WORKER_SYNC_TEST_HOOKS: '1', WORKER_SYNC_TEST_CRASH_POINT: point });
+      // armed after 200 changes: mid-stream of this test's own, whatever strays in first
+      const doomed = await start(group, { WORKER_SYNC_TEST_HOOKS: '1', WORKER_SYNC_TEST_CRASH_POINT: point, WORKER_SYNC_TEST_CRASH_AFTER: '200' });
       await doomed.ready();
       const inserting = insertRows(base);
       const exit = await doomed.exited;
