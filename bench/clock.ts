@@ -7,14 +7,14 @@ import { ROOT, median, table, writeResults } from './common.ts';
 
 /**
  * The version vector codec, TypeScript against the native addon (issue 4): encode, decode,
- * batch compare and batch merge, at batch sizes 1, 100 and 1,000. Vectors have 3 to 8
+ * batch compare and batch merge, at batch sizes 1, 10, 100 and 1,000. Vectors have 3 to 8
  * nodes with counters of one to three LEB128 bytes, like a deployment's. Rounds alternate
  * the two codecs; the figure is the median, in vectors (or pairs) per second. Writes
  * bench/results/clock.json and the clock section of bench/RESULTS.md.
  */
 const ROUND_MS = Number(process.env.BENCH_ROUND_MS ?? 250);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
-const SIZES = [1, 100, 1000];
+const SIZES = [1, 10, 100, 1000];
 
 function vectors(n: number, seed: number): VersionVector[] {
   let s = seed;

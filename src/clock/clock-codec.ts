@@ -59,11 +59,14 @@ export function loadNative(file = ADDON_PATH): ClockCodec | Error {
  * per batch. Re-run the benchmark and update this table when either codec changes.
  */
 export const FASTER: Record<ClockOp, CodecName> = {
-  encode: 'typescript',
+  encode: 'typescript', // native 0.06-0.1x: building and reading JavaScript arrays across N-API costs more than the codec
   decode: 'typescript',
-  compareBatch: 'native',
-  mergeBatch: 'native',
+  compareBatch: 'native', // from 10 pairs on: 1.9x at 10, 2.6-2.8x at 100 and 1,000; 0.5x for a single pair
+  mergeBatch: 'native', // from 10 pairs on: 2.0x at 10, 3.1-3.4x at 100 and 1,000; 0.4x for a single pair
 };
+
+/** Batches smaller than this go to the TypeScript codec even where native is faster (one crossing costs more than one pair). */
+export const NATIVE_MIN_BATCH = 10;
 
 export interface Selection {
   codec: ClockCodec;
@@ -88,5 +91,10 @@ export function selectCodec(env: Record<string, string | undefined> = process.en
     ? { encode: 'native', decode: 'native', compareBatch: 'native', mergeBatch: 'native' } as const
     : FASTER;
   const pick = <K extends ClockOp>(op: K): ClockCodec[K] => (uses[op] === 'native' ? native[op] : typescriptCodec[op]);
-  return { codec: { encode: pick('encode'), decode: pick('decode'), compareBatch: pick('compareBatch'), mergeBatch: pick('mergeBatch') }, uses: { ...uses }, note: null };
+  const min = force === '1' ? 0 : NATIVE_MIN_BATCH;
+  const batch = <K extends 'compareBatch' | 'mergeBatch'>(op: K): ClockCodec[K] => {
+    if (uses[op] !== 'native') return typescriptCodec[op];
+    return ((a: Packed, b: Packed) => (a.offsets.length - 1 >= min ? native[op](a, b) : typescriptCodec[op](a, b))) as ClockCodec[K];
+  };
+  return { codec: { encode: pick('encode'), decode: pick('decode'), compareBatch: batch('compareBatch'), mergeBatch: batch('mergeBatch') }, uses: { ...uses }, note: null };
 }
