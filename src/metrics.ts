@@ -110,6 +110,18 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly auditCheckpoints = new Counter({
+    name: 'sync_audit_checkpoints_total',
+    help: 'Signed audit checkpoints made by sealing an idle or finished log',
+    registers: [this.registry],
+  });
+
+  readonly auditPublished = new Counter({
+    name: 'sync_audit_checkpoints_published_total',
+    help: 'Audit checkpoints published to the checkpoints topic',
+    registers: [this.registry],
+  });
+
   readonly paused = new Gauge({
     name: 'sync_paused',
     help: '1 while POST /sync/pause holds the sync stage',

@@ -113,6 +113,39 @@ const STATEMENTS = [
   `CREATE INDEX IF NOT EXISTS sync_conflicts_detected_idx ON sync_conflicts (detected_at)`,
   // The open manual conflict of a record, while there is one.
   `ALTER TABLE sync_metadata ADD COLUMN IF NOT EXISTS open_conflict bigint`,
+  // The signed audit log (DESIGN §7). Per log: the owner's epoch (a zombie owner is
+  // fenced at commit), the Merkle frontier of its leaves, and its last checkpoint.
+  `CREATE TABLE IF NOT EXISTS audit_logs (
+     log_id          text        PRIMARY KEY,
+     epoch           bigint      NOT NULL DEFAULT 0,
+     owner           text,
+     tree_size       bigint      NOT NULL DEFAULT 0,
+     frontier        bytea[]     NOT NULL DEFAULT '{}',
+     checkpoint_size bigint      NOT NULL DEFAULT 0,
+     checkpoint_hash bytea,
+     checkpoint_at   timestamptz
+   )`,
+  `CREATE TABLE IF NOT EXISTS audit_checkpoints (
+     log_id          text        NOT NULL,
+     tree_size       bigint      NOT NULL,
+     root            bytea       NOT NULL,
+     prev_hash       bytea,
+     signed_at       timestamptz NOT NULL,
+     key_id          text        NOT NULL,
+     signature       bytea       NOT NULL,
+     checkpoint_hash bytea       NOT NULL,
+     published_at    timestamptz,
+     PRIMARY KEY (log_id, tree_size)
+   )`,
+  `CREATE INDEX IF NOT EXISTS audit_checkpoints_unpublished_idx ON audit_checkpoints (log_id) WHERE published_at IS NULL`,
+  `CREATE TABLE IF NOT EXISTS audit_keys (
+     key_id     text        PRIMARY KEY,
+     algorithm  text        NOT NULL DEFAULT 'ed25519',
+     public_key text        NOT NULL,
+     created_at timestamptz NOT NULL DEFAULT now(),
+     retired_at timestamptz
+   )`,
+  `CREATE INDEX IF NOT EXISTS audit_log_event_idx ON audit_log (event_id)`,
 ];
 
 const LOCK_KEY = 0x57_53_59_4e; // "WSYN"

@@ -6,6 +6,7 @@ import { Worker } from '../runtime/worker.ts';
 import { runHealth } from './health.ts';
 import { runDemo } from './demo.ts';
 import { runDlq } from './dlq.ts';
+import { runAudit } from './audit.ts';
 
 const LOCAL_STACK = {
   brokers: '127.0.0.1:19092',
@@ -20,6 +21,7 @@ Commands:
   run                 consume Debezium topics, audit and sync (npm start)
   health db|kafka|full  check connectivity (npm run health:db|health:kafka|health:full) [--json]
   dlq list|replay     dead letters: list them, or re-drive them in order once fixed (--help)
+  audit verify|prove|public-key|rotate-key   the signed audit log (npm run verify:signatures) (--help)
   demo                bring the local stack up, start the worker, make changes, show the audit log
   help                this text
 
@@ -89,6 +91,8 @@ async function main(argv: string[]): Promise<number> {
       return runDemo(rest);
     case 'dlq':
       return runDlq(rest, loadConfig());
+    case 'audit':
+      return runAudit(rest, loadConfig());
     case undefined:
     case 'help':
     case '--help':

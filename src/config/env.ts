@@ -23,6 +23,12 @@ export interface EnvConfig {
   apiToken: string | undefined;
   /** How often the worker looks for resolved conflicts to converge and for pause/resume (ms). */
   controlPollMs: number;
+  /** The Ed25519 key that signs audit checkpoints (PKCS#8 PEM); unset: a development key under .local. */
+  auditKeyFile: string | undefined;
+  auditCheckpointLeaves: number;
+  auditCheckpointMs: number;
+  /** Where checkpoints are published (retention.ms=-1), so a truncated table is caught. */
+  auditCheckpointTopic: string;
   batchSize: number;
   batchWaitMs: number;
   maxBufferedEvents: number;
@@ -35,7 +41,7 @@ export interface EnvConfig {
   workerId: string;
   /** Test-only crash points; honoured only when WORKER_SYNC_TEST_HOOKS=1. */
   testCrashPoint: CrashPoint | undefined;
-  /** Test-only: the crash point arms once this many changes were synced (stray events before a test's own do not trip it). */
+  /** Test-only: the crash point arms once this many new changes were applied (stray or replayed events do not trip it). */
   testCrashAfter: number;
 }
 
@@ -114,6 +120,10 @@ export function parseEnv(env: Env = process.env): EnvConfig {
     apiPort: port('API_PORT', 3001),
     apiToken: secret(env, 'API_TOKEN'),
     controlPollMs: int(env, 'CONTROL_POLL_MS', 1000, 50, 60_000),
+    auditKeyFile: str(env, 'AUDIT_SIGNING_KEY_FILE'),
+    auditCheckpointLeaves: int(env, 'AUDIT_CHECKPOINT_LEAVES', 1000, 1, 10_000_000),
+    auditCheckpointMs: int(env, 'AUDIT_CHECKPOINT_MS', 5000, 10, 3_600_000),
+    auditCheckpointTopic: str(env, 'AUDIT_CHECKPOINT_TOPIC') ?? 'worker-sync.audit-checkpoints',
     batchSize: int(env, 'BATCH_SIZE', 1000, 1, 100_000),
     batchWaitMs: int(env, 'BATCH_WAIT_MS', 20, 1, 10_000),
     maxBufferedEvents: int(env, 'MAX_BUFFERED_EVENTS', 20_000, 100, 10_000_000),

@@ -101,11 +101,11 @@ export class ChangeProducer {
   }
 }
 
-/** Creates the changes topic when it does not exist; an existing one is left as it is. */
-export function ensureTopic(brokers: string, topic: string, partitions: number, replication: number): Promise<void> {
+/** Creates a topic when it does not exist; an existing one is left as it is. */
+export function ensureTopic(brokers: string, topic: string, partitions: number, replication: number, config: Record<string, string> = { 'cleanup.policy': 'delete' }): Promise<void> {
   const admin = Kafka.AdminClient.create({ 'metadata.broker.list': brokers, 'client.id': 'worker-sync-admin' });
   return new Promise<void>((resolve, reject) => {
-    admin.createTopic({ topic, num_partitions: partitions, replication_factor: replication, config: { 'cleanup.policy': 'delete' } }, 15_000, (err) => {
+    admin.createTopic({ topic, num_partitions: partitions, replication_factor: replication, config }, 15_000, (err) => {
       admin.disconnect();
       if (!err || err.code === Kafka.CODES.ERRORS.ERR_TOPIC_ALREADY_EXISTS) resolve();
       else reject(new WorkerSyncError('WS_KAFKA', `cannot create topic ${topic}: ${err.message}`, { cause: err, retryable: true }));

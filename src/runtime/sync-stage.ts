@@ -6,7 +6,7 @@ import { decodeChangeRecord, encodeChange, routingKey, type DeadLetterRecord } f
 import type { ChangeProducer } from '../kafka/producer.ts';
 import type { ChangeEvent } from '../events/change-event.ts';
 import type { ChangeConsumer, ConsumedMessage } from '../kafka/consumer.ts';
-import { AUDIT_COPY_SQL, changeRowLine, conflictRowLine, resolveRowLine } from '../audit/audit-rows.ts';
+import { AUDIT_COPY_SQL, changeRowLine, conflictRowLine, resolveRowLine, type LeafBatch } from '../audit/audit-rows.ts';
 import { saveConflicts } from '../sync/conflict-store.ts';
 import { encode } from '../clock/codec.ts';
 import type { RejectedEvent, SyncBatchResult, SyncEngine } from '../sync/sync-engine.ts';
@@ -18,6 +18,7 @@ import type { CheckpointStore, Checkpoint } from './checkpoint-store.ts';
 import type { Lane, LaneHost } from './lane.ts';
 import type { Semaphore } from './semaphore.ts';
 import type { PauseGate } from './pause.ts';
+import { EpochFencedError, type AuditWriter } from '../audit/audit-writer.ts';
 import { backoff, type ConsumeLoop } from './consume-loop.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -46,7 +47,7 @@ export class SyncStage implements LaneHost {
   private readonly o: {
     pool: pg.Pool; engine: SyncEngine; store: StateStore; checkpoints: CheckpointStore; metrics: Metrics; log: Logger;
     workerId: string; groupId: string; crashPoint: CrashPoint | undefined; crashAfter: number; redis: Redis | undefined;
-    producer: ChangeProducer; changesTopic: string; propagating: (entity: string) => boolean; pause: PauseGate;
+    producer: ChangeProducer; changesTopic: string; propagating: (entity: string) => boolean; pause: PauseGate; audit: AuditWriter;
   };
 
   constructor(semaphore: Semaphore, batchSize: number, o: SyncStage['o']) {
@@ -55,9 +56,14 @@ export class SyncStage implements LaneHost {
     this.o = o;
   }
 
+  /** The epoch this worker holds per audit log it writes (claimed when its lane starts). */
+  readonly epochs = new Map<string, number>();
+
   async loadCheckpoint(topic: string, partition: number): Promise<Checkpoint | null> {
     for (let attempt = 0; ; attempt++) {
       try {
+        const logId = `${this.o.groupId}:${topic}/${partition}`;
+        this.epochs.set(logId, await this.o.audit.claim(this.o.pool, logId, this.o.workerId));
         return await this.o.checkpoints.load(topic, partition);
       } catch (err) {
         this.o.log.warn({ topic, partition, attempt, err: errorMessage(err) }, 'Checkpoint load failed; retrying');
@@ -141,12 +147,23 @@ export class SyncStage implements LaneHost {
         const nextOffset = batch[batch.length - 1]!.offset + 1;
         if (lane.checkpoint !== null && nextOffset <= lane.checkpoint.nextOffset) break; // all seen
         result = await this.o.engine.process(this.o.pool, parsed.events);
-        if (this.o.crashPoint) this.synced += parsed.events.length;
+        if (this.o.crashPoint) this.synced += result.counts.causal; // new changes only: a replayed history does not arm it
         await this.propagateTruncates(result);
         this.crash('after-target-write');
         committed = await this.commit(lane, nextOffset, parsed, result);
         break;
       } catch (err) {
+        if (err instanceof EpochFencedError) {
+          // Another owner claimed the log: wait for the rebalance to take the lane away, or
+          // claim it back if nobody else is writing (the checkpoint CAS still fences).
+          this.o.log.warn({ lane: lane.logId, err: err.message }, 'Audit log epoch moved under us; reclaiming');
+          await sleep(backoff(attempt));
+          if (lane.revoked) return;
+          this.epochs.set(lane.logId, await this.retryForever('audit log claim', () => this.o.audit.claim(this.o.pool, lane.logId, this.o.workerId)));
+          lane.checkpoint = await this.o.checkpoints.load(lane.topic, lane.partition).catch(() => lane.checkpoint);
+          parsed = await this.retryForever('dead-letter lookup', () => this.parse(lane, batch));
+          continue;
+        }
         if (err instanceof CheckpointFencedError) {
           this.o.log.warn({ lane: lane.logId, err: err.message }, 'Checkpoint moved under us; reloading it');
           lane.checkpoint = await this.o.checkpoints.load(lane.topic, lane.partition).catch(() => lane.checkpoint);
@@ -192,26 +209,30 @@ export class SyncStage implements LaneHost {
       await client.query('BEGIN');
       let seq = lane.checkpoint?.lastSeq ?? 0;
       let text = '';
+      const leaves: LeafBatch = { executedAt: new Date().toISOString(), leaves: [] };
       for (const s of result.synced) {
         const d = s.decision;
         if (s.event.resolve && d.kind === 'ignored') continue; // a resolution already converged: not a change
         if (d.kind === 'causal' || d.kind === 'ignored') {
           const state = result.states.get(s.event.entity)?.get(s.event.keyText);
-          text += changeRowLine(lane.logId, ++seq, s.event, s.writes, d.kind === 'causal' ? encode(d.version) : null, state?.hlc ?? null);
+          text += changeRowLine(leaves, lane.logId, ++seq, s.event, s.writes, d.kind === 'causal' ? encode(d.version) : null, state?.hlc ?? null);
         } else if (d.kind === 'resolved') {
           const state = result.states.get(s.event.entity)!.get(s.event.keyText)!;
           const c = d.command;
-          text += resolveRowLine(lane.logId, ++seq, s.event, { conflictId: c.conflictId, strategy: c.strategy, by: c.by, value: c.value }, s.writes, encode(d.version), state.hlc);
+          text += resolveRowLine(leaves, lane.logId, ++seq, s.event, { conflictId: c.conflictId, strategy: c.strategy, by: c.by, value: c.value }, s.writes, encode(d.version), state.hlc);
         } else if (d.kind === 'concurrent') {
           const state = result.states.get(s.event.entity)!.get(s.event.keyText)!;
-          text += changeRowLine(lane.logId, ++seq, s.event, s.writes, encode(d.version), state.hlc);
-          text += conflictRowLine(lane.logId, ++seq, s.event, {
+          text += changeRowLine(leaves, lane.logId, ++seq, s.event, s.writes, encode(d.version), state.hlc);
+          text += conflictRowLine(leaves, lane.logId, ++seq, s.event, {
             localNode: d.conflict.local.node, localValue: d.conflict.local.value, incomingValue: d.conflict.incoming.value,
             winner: d.conflict.winner, strategy: d.conflict.strategy, merged: encode(d.conflict.merged), hlc: state.hlc,
           }, s.writes);
         }
       }
-      if (text.length > 0) await copyIn(client, text);
+      if (text.length > 0) {
+        await copyIn(client, text);
+        await this.o.audit.append(client, lane.logId, this.epochs.get(lane.logId) ?? -1, lane.checkpoint?.lastSeq ?? 0, leaves.leaves);
+      }
       if (dead.length > 0) ids = await insertDeadLetters(client, this.o.groupId, dead);
       await saveConflicts(client, this.o.groupId, result);
       for (const [entity, states] of result.states) await this.o.store.save(client, entity, states);

@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { Redis } from 'ioredis';
-import type { EnvConfig } from '../config/env.ts';
+import path from 'node:path';
+import { PROJECT_ROOT, type EnvConfig } from '../config/env.ts';
 import type { Topology } from '../config/topology.ts';
 import { DebeziumDecoder } from '../events/debezium.ts';
 import { ChangeConsumer, tpKey, type TopicPartition } from '../kafka/consumer.ts';
@@ -10,6 +11,9 @@ import type { Logger } from '../log.ts';
 import { migrateControlSchema, registerNodes } from '../audit/control-schema.ts';
 import { PostgresSink } from '../sinks/postgres-sink.ts';
 import { PauseGate } from './pause.ts';
+import { AuditWriter } from '../audit/audit-writer.ts';
+import { AuditService } from '../audit/audit-service.ts';
+import { registerKey, signingKeyFor } from '../audit/signing.ts';
 import { ConflictService } from '../sync/conflict-service.ts';
 import { apiRoutes } from '../http/api.ts';
 import { selectCodec, type Selection } from '../clock/clock-codec.ts';
@@ -81,6 +85,7 @@ export class Worker {
   private readonly pause = new PauseGate();
   private conflicts: ConflictService | undefined;
   private api: RunningServer | undefined;
+  private audit: AuditService | undefined;
   private codec: Selection | undefined;
 
   constructor(settings: WorkerSettings, log: Logger) {
@@ -110,6 +115,10 @@ export class Worker {
     this.log.info({ uses: this.codec.uses, note: this.codec.note }, 'Clock codec selected (per operation, as npm run bench -- clock measured)');
 
     await this.retry('control database migration', () => migrateControlSchema(this.pool));
+    const signingKey = signingKeyFor(env.auditKeyFile, path.join(PROJECT_ROOT, '.local/audit/signing-key.pem'), (msg) => this.log.warn(msg));
+    await this.retry('audit key registration', () => registerKey(this.pool, signingKey));
+    const auditWriter = new AuditWriter(signingKey, { leaves: env.auditCheckpointLeaves, ms: env.auditCheckpointMs });
+    this.log.info({ keyId: signingKey.keyId, everyLeaves: env.auditCheckpointLeaves, everyMs: env.auditCheckpointMs, topic: env.auditCheckpointTopic }, 'Audit checkpoints signed with Ed25519');
     const nodeIndex = await this.retry('node registration', () => registerNodes(this.pool, [...topology.nodes.keys()]));
     this.readiness.add('control-db', async () => { await this.pool.query('SELECT 1'); });
     for (const node of topology.nodes.values()) {
@@ -133,6 +142,7 @@ export class Worker {
     }
 
     await this.retry(`changes topic ${env.changesTopic}`, () => ensureTopic(brokers, env.changesTopic, env.changesPartitions, env.changesReplication));
+    await this.retry(`audit checkpoint topic ${env.auditCheckpointTopic}`, () => ensureTopic(brokers, env.auditCheckpointTopic, 1, env.changesReplication, { 'cleanup.policy': 'delete', 'retention.ms': '-1' }));
     this.preloaded = await this.retry('checkpoint preload', () => this.checkpoints.loadAll([env.changesTopic]));
     this.producer = new ChangeProducer(brokers, env.workerId, this.log);
     await this.retry('Kafka producer', () => this.producer!.connect());
@@ -178,7 +188,13 @@ export class Worker {
       pool: this.pool, engine, store, checkpoints: this.checkpoints, metrics: this.metrics, log: this.log,
       workerId: env.workerId, groupId: env.groupId, crashPoint: env.testCrashPoint, crashAfter: env.testCrashAfter, redis: this.redis,
       producer: this.producer, changesTopic: env.changesTopic, propagating: (e) => topology.entities.get(e)?.truncate === 'propagate', pause: this.pause,
+      audit: auditWriter,
     });
+    this.audit = new AuditService({
+      pool: this.pool, writer: auditWriter, epochs: sync.epochs, groupId: env.groupId, topic: env.auditCheckpointTopic, everyMs: env.auditCheckpointMs,
+      log: this.log, metrics: this.metrics, send: (messages) => this.producer!.send(messages),
+    });
+    this.audit.start();
     this.stages.push(this.stage('ingest', ingest), this.stage('sync', sync));
     ingest.consumer = this.stages[0]!.consumer;
     ingest.loop = this.stages[0]!.loop;
@@ -311,6 +327,7 @@ export class Worker {
     const timedOut = await Promise.race([drained.then(() => false), sleep(graceMs).then(() => true)]);
     if (timedOut) this.log.warn({ graceMs }, 'Grace period ended before every lane drained; the rest resumes from the checkpoint');
     for (const s of this.stages) s.consumer.commitStored();
+    await this.audit?.stop().catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'Final audit seal failed; the next owner signs the tail'));
     await Promise.all(this.stages.map((s) => s.consumer.disconnect()));
     await this.producer?.disconnect();
     this.redis?.disconnect();

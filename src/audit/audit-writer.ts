@@ -1,0 +1,158 @@
+import type pg from 'pg';
+import { CheckpointFencedError } from '../errors.ts';
+import { append, rootOf, type Frontier } from './merkle.ts';
+import { signCheckpoint, type SigningKey } from './signing.ts';
+import { AUDIT_ROW_COLUMNS, fieldsOfRow, leafOf, type AuditRow } from './leaf.ts';
+
+/** A log's owner changed since this writer claimed it: its commit must not land. */
+export class EpochFencedError extends CheckpointFencedError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'EpochFencedError';
+  }
+}
+
+interface LogRow {
+  epoch: string;
+  tree_size: string;
+  frontier: Buffer[];
+  checkpoint_size: string;
+  checkpoint_hash: Buffer | null;
+  checkpoint_at: Date | null;
+}
+
+/**
+ * The writing side of the signed audit log (DESIGN §7), inside each batch's commit:
+ * - a lane claims its log when it gains the partition, bumping the log's epoch;
+ * - every commit locks the log's row, checks the epoch (a zombie owner is refused), appends
+ *   the batch's leaf hashes to the stored Merkle frontier, and, every `leaves` leaves or
+ *   `ms` milliseconds, signs a checkpoint (tree size, root, previous checkpoint's hash)
+ *   with Ed25519 and stores it;
+ * - `seal` signs what a log holds beyond its last checkpoint (idle logs, shutdown).
+ * Hashing is per batch: O(batch + log n) per commit.
+ */
+export class AuditWriter {
+  readonly key: SigningKey;
+  private readonly every: { leaves: number; ms: number };
+
+  constructor(key: SigningKey, every: { leaves: number; ms: number }) {
+    this.key = key;
+    this.every = every;
+  }
+
+  /**
+   * Takes ownership of a log: a new epoch. A log with rows but no frontier (written before
+   * the log was signed) gets its leaf hashes computed and stored first.
+   */
+  async claim(pool: pg.Pool, logId: string, owner: string): Promise<number> {
+    const client = await pool.connect();
+    try {
+      await client.query('BEGIN');
+      const { rows } = await client.query<LogRow>(
+        `INSERT INTO audit_logs (log_id, epoch, owner) VALUES ($1, 1, $2)
+         ON CONFLICT (log_id) DO UPDATE SET epoch = audit_logs.epoch + 1, owner = EXCLUDED.owner
+         RETURNING epoch, tree_size, frontier, checkpoint_size, checkpoint_hash, checkpoint_at`,
+        [logId, owner],
+      );
+      const log = rows[0]!;
+      let frontier: Frontier = { size: Number(log.tree_size), roots: log.frontier };
+      for (;;) {
+        const { rows: legacy } = await client.query<AuditRow>(
+          `SELECT ${AUDIT_ROW_COLUMNS} FROM audit_log WHERE log_id = $1 AND seq > $2 ORDER BY seq LIMIT 5000`, [logId, frontier.size]);
+        if (legacy.length === 0) break;
+        const leaves = legacy.map((r) => leafOf(fieldsOfRow(r)));
+        await client.query(`UPDATE audit_log a SET leaf_hash = u.h FROM unnest($2::bigint[], $3::bytea[]) AS u(s, h) WHERE a.log_id = $1 AND a.seq = u.s AND a.leaf_hash IS NULL`,
+          [logId, legacy.map((r) => String(r.seq)), leaves]);
+        frontier = append(frontier, leaves);
+      }
+      if (frontier.size !== Number(log.tree_size)) {
+        await client.query('UPDATE audit_logs SET tree_size = $2, frontier = $3 WHERE log_id = $1', [logId, frontier.size, frontier.roots]);
+      }
+      await client.query('COMMIT');
+      return Number(log.epoch);
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    } finally {
+      client.release();
+    }
+  }
+
+  /**
+   * In the batch's transaction: append the leaves of seqs lastSeq+1.. and sign a
+   * checkpoint at every multiple of the leaf interval they cross, and at the end when the
+   * time interval has passed.
+   */
+  async append(client: pg.PoolClient, logId: string, epoch: number, lastSeq: number, leaves: Buffer[]): Promise<void> {
+    if (leaves.length === 0) return;
+    const log = await this.lock(client, logId, epoch);
+    if (Number(log.tree_size) !== lastSeq) {
+      throw new EpochFencedError(`audit log ${logId} holds ${log.tree_size} leaves, the lane expected ${lastSeq}: another writer was here`);
+    }
+    let f: Frontier = { size: lastSeq, roots: log.frontier };
+    let signed: Signed = { size: Number(log.checkpoint_size), hash: log.checkpoint_hash, at: log.checkpoint_at?.getTime() ?? 0 };
+    for (let i = 0; i < leaves.length;) {
+      const room = Math.max(1, this.every.leaves - (f.size - signed.size));
+      const take = Math.min(leaves.length - i, room);
+      f = append(f, leaves.slice(i, i + take));
+      i += take;
+      if (f.size - signed.size >= this.every.leaves) signed = await this.sign(client, logId, f, signed);
+    }
+    if (f.size > signed.size && Date.now() - signed.at >= this.every.ms) signed = await this.sign(client, logId, f, signed);
+    await this.save(client, logId, f, signed);
+  }
+
+  /** Signs a checkpoint for everything the log holds beyond its last one (when due, or always with force). Returns whether it did. */
+  async seal(pool: pg.Pool, logId: string, epoch: number, onlyIfDue = true): Promise<boolean> {
+    const client = await pool.connect();
+    try {
+      await client.query('BEGIN');
+      const log = await this.lock(client, logId, epoch);
+      const f: Frontier = { size: Number(log.tree_size), roots: log.frontier };
+      const last: Signed = { size: Number(log.checkpoint_size), hash: log.checkpoint_hash, at: log.checkpoint_at?.getTime() ?? 0 };
+      const due = f.size > last.size && (!onlyIfDue || Date.now() - last.at >= this.every.ms);
+      if (due) await this.save(client, logId, f, await this.sign(client, logId, f, last));
+      await client.query('COMMIT');
+      return due;
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      if (err instanceof EpochFencedError) return false;
+      throw err;
+    } finally {
+      client.release();
+    }
+  }
+
+  private async lock(client: pg.PoolClient, logId: string, epoch: number): Promise<LogRow> {
+    const { rows } = await client.query<LogRow>(
+      'SELECT epoch, tree_size, frontier, checkpoint_size, checkpoint_hash, checkpoint_at FROM audit_logs WHERE log_id = $1 FOR UPDATE', [logId]);
+    const log = rows[0];
+    if (!log || Number(log.epoch) !== epoch) throw new EpochFencedError(`audit log ${logId}: epoch ${log?.epoch ?? 'none'} is not this writer's ${epoch}`);
+    return log;
+  }
+
+  private async sign(client: pg.PoolClient, logId: string, f: Frontier, prev: Signed): Promise<Signed> {
+    const now = Date.now();
+    const signedAt = new Date(now).toISOString();
+    const c = signCheckpoint(this.key, { logId, treeSize: f.size, root: rootOf(f), prevHash: prev.hash, signedAt });
+    await client.query(
+      `INSERT INTO audit_checkpoints (log_id, tree_size, root, prev_hash, signed_at, key_id, signature, checkpoint_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+      [logId, f.size, c.body.root, c.body.prevHash, signedAt, c.body.keyId, c.signature, c.hash],
+    );
+    return { size: f.size, hash: c.hash, at: now };
+  }
+
+  private async save(client: pg.PoolClient, logId: string, f: Frontier, signed: Signed): Promise<void> {
+    await client.query(
+      'UPDATE audit_logs SET tree_size = $2, frontier = $3, checkpoint_size = $4, checkpoint_hash = $5, checkpoint_at = $6 WHERE log_id = $1',
+      [logId, f.size, f.roots, signed.size, signed.hash, signed.at === 0 ? null : new Date(signed.at)],
+    );
+  }
+}
+
+interface Signed {
+  size: number;
+  hash: Buffer | null;
+  /** ms since the epoch; 0: never signed */
+  at: number;
+}

@@ -1,0 +1,104 @@
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import type pg from 'pg';
+
+/**
+ * Ed25519 signing of audit checkpoints (DESIGN §7). The private key is a PKCS#8 PEM file
+ * named by AUDIT_SIGNING_KEY_FILE. Its public key is recorded in `audit_keys`, but a
+ * verifier trusts only the keys pinned in its own keys file (`audit public-key` prints the
+ * entry to pin), never the table alone.
+ */
+export interface SigningKey {
+  keyId: string;
+  privateKey: KeyObject;
+  publicPem: string;
+}
+
+export interface PinnedKey {
+  key_id: string;
+  public_key: string;
+}
+
+/** The key id: the first 16 hex digits of SHA-256 over the public key's SPKI DER. */
+export function keyIdOf(publicKey: KeyObject): string {
+  return createHash('sha256').update(publicKey.export({ type: 'spki', format: 'der' })).digest('hex').slice(0, 16);
+}
+
+export function loadSigningKey(file: string): SigningKey {
+  const privateKey = createPrivateKey(readFileSync(file));
+  if (privateKey.asymmetricKeyType !== 'ed25519') throw new Error(`${file}: not an Ed25519 private key (${privateKey.asymmetricKeyType})`);
+  const publicKey = createPublicKey(privateKey);
+  return { keyId: keyIdOf(publicKey), privateKey, publicPem: publicKey.export({ type: 'spki', format: 'pem' }).toString() };
+}
+
+/** Writes a new Ed25519 private key (PEM, mode 0600) to `file`. */
+export function generateSigningKey(file: string): SigningKey {
+  const { privateKey } = generateKeyPairSync('ed25519');
+  mkdirSync(path.dirname(file), { recursive: true });
+  writeFileSync(file, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
+  chmodSync(file, 0o600);
+  return loadSigningKey(file);
+}
+
+/** The configured key, or (for development only, and said so) one generated under .local. */
+export function signingKeyFor(file: string | undefined, devFile: string, warn: (msg: string) => void): SigningKey {
+  if (file) return loadSigningKey(file);
+  if (!existsSync(devFile)) {
+    warn(`AUDIT_SIGNING_KEY_FILE is not set: generating a development signing key at ${devFile}; production must mount its own`);
+    return generateSigningKey(devFile);
+  }
+  warn(`AUDIT_SIGNING_KEY_FILE is not set: signing with the development key at ${devFile}`);
+  return loadSigningKey(devFile);
+}
+
+export async function registerKey(db: pg.Pool, key: SigningKey): Promise<void> {
+  await db.query(`INSERT INTO audit_keys (key_id, public_key) VALUES ($1, $2) ON CONFLICT (key_id) DO NOTHING`, [key.keyId, key.publicPem]);
+}
+
+export interface CheckpointBody {
+  logId: string;
+  treeSize: number;
+  root: Buffer;
+  prevHash: Buffer | null;
+  signedAt: string;
+  keyId: string;
+}
+
+/** The signed message of a checkpoint, format 1: one field a line, hashes in hex. */
+export function checkpointMessage(c: CheckpointBody): Buffer {
+  return Buffer.from(['worker-sync audit checkpoint v1', c.logId, String(c.treeSize), c.root.toString('hex'), c.prevHash?.toString('hex') ?? '-', c.signedAt, c.keyId].join('\n'), 'utf8');
+}
+
+/** The hash that chains checkpoints: SHA-256 of the message and its signature. */
+export function checkpointHash(message: Buffer, signature: Buffer): Buffer {
+  return createHash('sha256').update(message).update(signature).digest();
+}
+
+export function signCheckpoint(key: SigningKey, c: Omit<CheckpointBody, 'keyId'>): { body: CheckpointBody; signature: Buffer; hash: Buffer } {
+  const body = { ...c, keyId: key.keyId };
+  const message = checkpointMessage(body);
+  const signature = sign(null, message, key.privateKey);
+  return { body, signature, hash: checkpointHash(message, signature) };
+}
+
+export function verifyCheckpoint(publicPem: string, body: CheckpointBody, signature: Buffer): boolean {
+  try {
+    return verify(null, checkpointMessage(body), createPublicKey(publicPem), signature);
+  } catch {
+    return false;
+  }
+}
+
+/** A pinned-keys file: {"keys": [{"key_id", "public_key"}]}. */
+export function readPinnedKeys(file: string): Map<string, string> {
+  const doc = JSON.parse(readFileSync(file, 'utf8')) as { keys?: PinnedKey[] };
+  if (!Array.isArray(doc.keys)) throw new Error(`${file}: expected {"keys": [{"key_id", "public_key"}]}`);
+  const out = new Map<string, string>();
+  for (const k of doc.keys) {
+    const id = keyIdOf(createPublicKey(k.public_key));
+    if (id !== k.key_id) throw new Error(`${file}: key_id ${k.key_id} does not match its public key (${id})`);
+    out.set(k.key_id, k.public_key);
+  }
+  return out;
+}
