@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { CheckpointFencedError } from '../errors.ts';
+import { CheckpointFencedError, WorkerSyncError } from '../errors.ts';
 import { append, rootOf, type Frontier } from './merkle.ts';
 import { signCheckpoint, type SigningKey } from './signing.ts';
 import { AUDIT_ROW_COLUMNS, fieldsOfRow, leafOf, type AuditRow } from './leaf.ts';
@@ -87,7 +87,9 @@ export class AuditWriter {
     if (leaves.length === 0) return;
     const log = await this.lock(client, logId, epoch);
     if (Number(log.tree_size) !== lastSeq) {
-      throw new EpochFencedError(`audit log ${logId} holds ${log.tree_size} leaves, the lane expected ${lastSeq}: another writer was here`);
+      // Both move in one transaction, so they differ only when sync_db was restored in part.
+      throw new WorkerSyncError('WS_INTERNAL', `audit log ${logId} holds ${log.tree_size} leaves but its checkpoint says ${lastSeq}: `
+        + 'was sync_db restored without audit_logs and audit_checkpoints? Restore them with the rest of the backup');
     }
     let f: Frontier = { size: lastSeq, roots: log.frontier };
     let signed: Signed = { size: Number(log.checkpoint_size), hash: log.checkpoint_hash, at: log.checkpoint_at?.getTime() ?? 0 };

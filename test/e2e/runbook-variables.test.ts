@@ -97,6 +97,9 @@ describe('RESET_CHECKPOINT', () => {
       [Array.from({ length: 10 }, (_, i) => `[${base + i}]`)],
     )).rows;
     expect(metadata).toHaveLength(5);
+    // and of the signed log's state: frontiers, epochs, checkpoints
+    const auditLogs = (await control.query('SELECT * FROM audit_logs WHERE log_id LIKE $1', [`${group}:%`])).rows;
+    const auditCheckpoints = (await control.query('SELECT * FROM audit_checkpoints WHERE log_id LIKE $1', [`${group}:%`])).rows;
 
     const second = await start(group);
     await insertOrders(base + 5, 5);
@@ -119,6 +122,16 @@ describe('RESET_CHECKPOINT', () => {
         [c.consumer_group, c.topic, c.partition, c.next_offset, c.log_id, c.last_seq, c.updated_by],
       );
       await control.query('DELETE FROM audit_log WHERE log_id = $1 AND seq > $2', [c.log_id, c.last_seq]);
+    }
+    await control.query('DELETE FROM audit_logs WHERE log_id LIKE $1', [`${group}:%`]);
+    for (const l of auditLogs) {
+      await control.query('INSERT INTO audit_logs (log_id, epoch, owner, tree_size, frontier, checkpoint_size, checkpoint_hash, checkpoint_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)',
+        [l.log_id, l.epoch, l.owner, l.tree_size, l.frontier, l.checkpoint_size, l.checkpoint_hash, l.checkpoint_at]);
+    }
+    await control.query('DELETE FROM audit_checkpoints WHERE log_id LIKE $1', [`${group}:%`]);
+    for (const c of auditCheckpoints) {
+      await control.query('INSERT INTO audit_checkpoints (log_id, tree_size, root, prev_hash, signed_at, key_id, signature, checkpoint_hash, published_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)',
+        [c.log_id, c.tree_size, c.root, c.prev_hash, c.signed_at, c.key_id, c.signature, c.checkpoint_hash, c.published_at]);
     }
     await control.query(`DELETE FROM sync_metadata WHERE entity = 'orders' AND record_key = ANY($1)`, [Array.from({ length: 10 }, (_, i) => `[${base + i}]`)]);
     for (const m of metadata) {
