@@ -4,17 +4,7 @@ import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import { errorMessage } from '../errors.ts';
 import type { AuditWriter } from './audit-writer.ts';
-
-interface Unpublished {
-  log_id: string;
-  tree_size: string;
-  root: Buffer;
-  prev_hash: Buffer | null;
-  signed_at: Date;
-  key_id: string;
-  signature: Buffer;
-  checkpoint_hash: Buffer;
-}
+import type { CheckpointRow } from './signing.ts';
 
 /** A published checkpoint as it travels on the checkpoints topic (and as the verifier reads it). */
 export interface PublishedCheckpoint {
@@ -55,8 +45,15 @@ export class AuditService {
     if (this.running && !force) return;
     this.running = true;
     try {
-      for (const [logId, epoch] of this.o.epochs) {
-        if (await this.o.writer.seal(this.o.pool, logId, epoch, !force)) this.o.metrics.auditCheckpoints.inc();
+      // one query finds the owned logs with an unsigned tail old enough; only those are sealed
+      const { rows } = await this.o.pool.query<{ log_id: string }>(
+        `SELECT log_id FROM audit_logs WHERE log_id = ANY($1) AND tree_size > checkpoint_size
+           AND ($2 OR checkpoint_at IS NULL OR checkpoint_at < now() - make_interval(secs => $3))`,
+        [[...this.o.epochs.keys()], force, this.o.everyMs / 1000],
+      );
+      for (const { log_id: logId } of rows) {
+        const epoch = this.o.epochs.get(logId);
+        if (epoch !== undefined && await this.o.writer.seal(this.o.pool, logId, epoch, !force)) this.o.metrics.auditCheckpoints.inc();
       }
       await this.publish();
     } catch (err) {
@@ -67,7 +64,7 @@ export class AuditService {
   }
 
   private async publish(): Promise<void> {
-    const { rows } = await this.o.pool.query<Unpublished>(
+    const { rows } = await this.o.pool.query<CheckpointRow>(
       `SELECT log_id, tree_size, root, prev_hash, signed_at, key_id, signature, checkpoint_hash FROM audit_checkpoints
        WHERE published_at IS NULL AND log_id LIKE $1 ORDER BY log_id, tree_size LIMIT 1000`,
       [`${this.o.groupId.replace(/[\\%_]/g, '\\$&')}:%`],

@@ -56,6 +56,18 @@ export async function registerKey(db: pg.Pool, key: SigningKey): Promise<void> {
   await db.query(`INSERT INTO audit_keys (key_id, public_key) VALUES ($1, $2) ON CONFLICT (key_id) DO NOTHING`, [key.keyId, key.publicPem]);
 }
 
+/** An audit_checkpoints row as node-postgres returns it (the writer's publisher and the verifier read it). */
+export interface CheckpointRow {
+  log_id: string;
+  tree_size: string;
+  root: Buffer;
+  prev_hash: Buffer | null;
+  signed_at: Date;
+  key_id: string;
+  signature: Buffer;
+  checkpoint_hash: Buffer;
+}
+
 export interface CheckpointBody {
   logId: string;
   treeSize: number;

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { append, emptyFrontier, rootOf, type Frontier } from './merkle.ts';
 import { AUDIT_ROW_COLUMNS, fieldsOfRow, leafOf, type AuditRow } from './leaf.ts';
-import { checkpointHash, checkpointMessage, verifyCheckpoint, type CheckpointBody } from './signing.ts';
+import { checkpointHash, checkpointMessage, verifyCheckpoint, type CheckpointBody, type CheckpointRow } from './signing.ts';
 import type { PublishedCheckpoint } from './audit-service.ts';
 
 /**
@@ -28,16 +28,6 @@ export interface LogReport {
   damage: Damage | null;
 }
 
-interface CheckpointRow {
-  tree_size: string;
-  root: Buffer;
-  prev_hash: Buffer | null;
-  signed_at: Date;
-  key_id: string;
-  signature: Buffer;
-  checkpoint_hash: Buffer;
-}
-
 const PAGE = 10_000;
 
 export async function verifyLog(db: pg.Pool | pg.Client, logId: string, pinned: Map<string, string>, published: PublishedCheckpoint[], progress: (rows: number) => void = () => undefined): Promise<LogReport> {
@@ -52,7 +42,7 @@ export async function verifyLog(db: pg.Pool | pg.Client, logId: string, pinned: 
 
   // checkpoints: signature, pinned key, chain
   const { rows: cps } = await db.query<CheckpointRow>(
-    'SELECT tree_size, root, prev_hash, signed_at, key_id, signature, checkpoint_hash FROM audit_checkpoints WHERE log_id = $1 ORDER BY tree_size', [logId]);
+    'SELECT log_id, tree_size, root, prev_hash, signed_at, key_id, signature, checkpoint_hash FROM audit_checkpoints WHERE log_id = $1 ORDER BY tree_size', [logId]);
   let prev: Buffer | null = null;
   for (const c of cps) {
     const size = Number(c.tree_size);

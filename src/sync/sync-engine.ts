@@ -199,11 +199,16 @@ export class SyncEngine {
     const rejected: RejectedEvent[] = [];
     if (failed.size > 0) {
       const kept: SyncedEvent[] = [];
+      const seen = new Set<string>();
       for (const s of synced) {
         const id = `${s.event.entity}\u0000${s.event.keyText}`;
         const f = failed.get(id);
-        if (!f) kept.push(s);
-        else rejected.push({ event: s.event, node: f.node, error: f.error, first: !rejected.some((r) => r.event.entity === s.event.entity && r.event.keyText === s.event.keyText) });
+        if (!f) {
+          kept.push(s);
+          continue;
+        }
+        rejected.push({ event: s.event, node: f.node, error: f.error, first: !seen.has(id) });
+        seen.add(id);
       }
       for (const id of failed.keys()) {
         const [entity, keyText] = id.split('\u0000') as [string, string];

@@ -40,6 +40,14 @@ async function auditKinds(group: string, id: number) {
   return rows as Array<{ kind: string; actor: string | null }>;
 }
 
+/** Waits for the record's one conflict to be recorded. */
+function theOnlyConflict(group: string, id: number) {
+  return waitFor('the open conflict', async () => {
+    const c = await conflictsOf(group, id);
+    return c.length === 1 ? c : undefined;
+  }, 60_000);
+}
+
 /** A row both databases hold, then edited differently in each while the worker is paused; maria's edit is the later one. */
 async function editBothWhilePaused(w: ApiWorker, id: number): Promise<void> {
   await app.query(`INSERT INTO customers (id, name, balance, tags, updated_at) VALUES ($1, 'start', 1, '{}', now())`, [id]);
@@ -99,10 +107,7 @@ describe('manual', () => {
   it('keeps the conflict open with each database holding its value, until POST /sync/conflicts/:id/resolve converges them, audited with who', async () => {
     const id = freshKeyBase();
     await editBothWhilePaused(w, id);
-    const [open] = await waitFor('the open conflict', async () => {
-      const c = await conflictsOf(group, id);
-      return c.length === 1 ? c : undefined;
-    }, 60_000);
+    const [open] = await theOnlyConflict(group, id);
     expect(open).toMatchObject({ strategy: 'manual', resolved_at: null, suggested_winner: 'maria' });
     await new Promise((r) => setTimeout(r, 1500));
     expect([await pgName(id), await myName(id)]).toEqual(['from pg', 'from maria']);
@@ -128,10 +133,7 @@ describe('manual', () => {
   it('the runbook\'s SQL resolution converges to the suggested winner and is audited', async () => {
     const id = freshKeyBase();
     await editBothWhilePaused(w, id);
-    const [open] = await waitFor('the open conflict', async () => {
-      const c = await conflictsOf(group, id);
-      return c.length === 1 ? c : undefined;
-    }, 60_000);
+    const [open] = await theOnlyConflict(group, id);
     await control.query(`UPDATE sync_conflicts SET resolution_strategy='manual_override', resolved_at=NOW() WHERE id=${Number(open.id)}`);
     await waitFor('both databases at the suggested winner', async () => (await pgName(id)) === 'from maria' && (await myName(id)) === 'from maria', 60_000);
     await waitFor('the resolution in the audit log', async () => (await auditKinds(group, id)).some((r) => r.kind === 'resolve' && r.actor === 'runbook-sql'), 30_000);
@@ -169,10 +171,7 @@ describe('manual', () => {
     // a value that is not the record's columns or types names the field
     const id = freshKeyBase();
     await editBothWhilePaused(w, id);
-    const [open] = await waitFor('the open conflict', async () => {
-      const c = await conflictsOf(group, id);
-      return c.length === 1 ? c : undefined;
-    }, 60_000);
+    const [open] = await theOnlyConflict(group, id);
     const r = (body: unknown) => w.api('POST', `/sync/conflicts/${open.id}/resolve`, body);
     expect((await r({ winner: 'mongo' })).body.field).toBe('winner');
     expect((await r({ value: { id, nickname: 'x' } })).body.field).toBe('value.nickname');
