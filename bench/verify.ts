@@ -2,11 +2,10 @@ import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import pgCopy from 'pg-copy-streams';
 import { migrateControlSchema } from '../src/audit/control-schema.ts';
 import { AuditWriter } from '../src/audit/audit-writer.ts';
 import { generateSigningKey } from '../src/audit/signing.ts';
-import { AUDIT_COPY_SQL, changeRowLine, type LeafBatch } from '../src/audit/audit-rows.ts';
+import { changeRow, insertAuditRows, type AuditRowInput } from '../src/audit/audit-rows.ts';
 import { verifyLog } from '../src/audit/verify.ts';
 import type { ChangeEvent } from '../src/events/change-event.ts';
 import { stackUrls, writeResults } from './common.ts';
@@ -27,8 +26,8 @@ export async function run(): Promise<void> {
   const epoch = await writer.claim(db, logId, 'bench');
   const started = performance.now();
   for (let seq = 0; seq < n; seq += 5000) {
-    const batch: LeafBatch = { executedAt: new Date().toISOString(), leaves: [] };
-    let text = '';
+    const at = new Date().toISOString();
+    const batch: AuditRowInput[] = [];
     for (let i = seq; i < Math.min(n, seq + 5000); i++) {
       const row = { id: i, name: `customer ${i} Zoë`, email: `${i}@example.com`, balance: `${i % 10000}.25`, tags: { vip: i % 2 === 0, n: [i] }, updated_at: '2026-11-30T12:34:56.123456' };
       const ev: ChangeEvent = {
@@ -36,18 +35,12 @@ export async function run(): Promise<void> {
         changed: ['name'], baseVersion: null, sourceTsMs: 1796000000000 + i, emittedTsMs: 1796000000000 + i,
         position: { topic: 'pg.public.customers', partition: 0, offset: i, source: { lsn: 1000 + i, sequence: null, txId: i } }, transactionId: null,
       };
-      text += changeRowLine(batch, logId, i + 1, ev, [{ node: 'maria', op: 'upsert', version: '01020101', outcome: 'applied' }], Buffer.from('01020101', 'hex'), BigInt(i) << 16n);
+      batch.push(changeRow(at, logId, i + 1, ev, [{ node: 'maria', op: 'upsert', version: '01020101', outcome: 'applied' }], Buffer.from('01020101', 'hex'), BigInt(i) << 16n));
     }
     const client = await db.connect();
     try {
       await client.query('BEGIN');
-      await new Promise<void>((resolve, reject) => {
-        const s = client.query(pgCopy.from(AUDIT_COPY_SQL));
-        s.on('error', reject);
-        s.on('finish', () => resolve());
-        s.end(text);
-      });
-      await writer.append(client, logId, epoch, seq, batch.leaves);
+      await writer.append(client, logId, epoch, seq, await insertAuditRows(client, batch));
       await client.query('COMMIT');
     } finally {
       client.release();
@@ -61,7 +54,8 @@ export async function run(): Promise<void> {
   const results = [];
   for (let round = 0; round < 3; round++) {
     const t = performance.now();
-    const report = await verifyLog(db, logId, pinned, []);
+    const client = await db.connect();
+    const report = await verifyLog(client, logId, pinned, []).finally(() => client.release());
     const s = (performance.now() - t) / 1000;
     if (report.damage || report.rows !== n) throw new Error(`verification failed: ${JSON.stringify(report)}`);
     results.push({ round, rows: n, seconds: Number(s.toFixed(2)), rows_per_s: Math.round(n / s) });
@@ -69,6 +63,7 @@ export async function run(): Promise<void> {
   }
   process.stdout.write(`(writing them through the worker's encoder and AuditWriter took ${writeS.toFixed(1)} s = ${Math.round(n / writeS).toLocaleString('en-US')} rows/s)\n`);
   process.stdout.write(`wrote ${writeResults('verify', { rows: n, write_rows_per_s: Math.round(n / writeS), results })}\n`);
+  if (process.env.BENCH_KEEP === '1') { await db.end(); return; }
   await db.query('DELETE FROM audit_log WHERE log_id = $1', [logId]);
   await db.query('DELETE FROM audit_checkpoints WHERE log_id = $1', [logId]);
   await db.query('DELETE FROM audit_logs WHERE log_id = $1', [logId]);

@@ -1,49 +1,88 @@
+import type pg from 'pg';
 import type { ChangeEvent, Row } from '../events/change-event.ts';
-import { copyLine } from './copy-text.ts';
-import { leafOf } from './leaf.ts';
+import pgCopy from 'pg-copy-streams';
+import { copyLine } from '../sinks/copy-text.ts';
+import { hashTexts, pgTimestampText } from './leaf.ts';
 
-/** Columns written by COPY, in order; `leaf_hash` covers all the others (leaf.ts). */
+/** One audit_log row as the writer supplies it; the hashes are computed from it (leaf.ts). */
+export interface AuditRowInput {
+  log_id: string;
+  seq: number;
+  kind: 'change' | 'conflict' | 'resolve' | 'admin';
+  event_id: string | null;
+  entity: string | null;
+  record_key: unknown;
+  op: string | null;
+  source_node: string | null;
+  source_position: unknown;
+  source_ts: string | null;
+  before: unknown;
+  after: unknown;
+  changed_columns: string[] | null;
+  /** hex */
+  version: string | null;
+  /** decimal: an HLC does not fit a JSON number */
+  hlc: string | null;
+  writes: unknown;
+  actor: string | null;
+  executed_at: string;
+}
+
 export const AUDIT_COPY_COLUMNS = [
-  'log_id', 'seq', 'kind', 'event_id', 'entity', 'record_key', 'op', 'source_node',
-  'source_position', 'source_ts', 'before', 'after', 'changed_columns', 'version', 'hlc', 'writes', 'actor', 'executed_at', 'leaf_hash',
+  'log_id', 'seq', 'kind', 'event_id', 'entity', 'record_key', 'op', 'source_node', 'source_position', 'source_ts',
+  'before', 'after', 'changed_columns', 'version', 'hlc', 'writes', 'actor', 'executed_at', 'payload_hash', 'leaf_hash',
 ] as const;
 
-export const AUDIT_COPY_SQL = `COPY audit_log (${AUDIT_COPY_COLUMNS.join(', ')}) FROM STDIN`;
+const COPY_SQL = `COPY audit_log (${AUDIT_COPY_COLUMNS.join(', ')}) FROM STDIN`;
 
-/** One batch's audit rows: their common executed_at, and the leaf hashes in seq order. */
-export interface LeafBatch {
-  executedAt: string;
-  leaves: Buffer[];
+const json = (v: unknown): string | null => (v === null || v === undefined ? null : JSON.stringify(v));
+
+/**
+ * One batch's audit rows as COPY text, and their leaf hashes in seq order. The hashes are
+ * computed from exactly the texts written: the JSON columns are `json`, which keeps them
+ * byte for byte, and timestamps are written in the form PostgreSQL prints (leaf.ts).
+ */
+export function encodeAuditRows(rows: AuditRowInput[]): { text: string; leaves: Buffer[] } {
+  let text = '';
+  const leaves: Buffer[] = [];
+  for (const r of rows) {
+    const key = json(r.record_key);
+    const pos = json(r.source_position);
+    const changed = json(r.changed_columns);
+    const sourceTs = r.source_ts === null ? null : pgTimestampText(r.source_ts);
+    const executedAt = pgTimestampText(r.executed_at);
+    const before = json(r.before);
+    const after = json(r.after);
+    const writes = json(r.writes);
+    const h = hashTexts(
+      [r.log_id, String(r.seq), r.kind, r.event_id, r.entity, key, r.op, r.source_node, pos, sourceTs, changed, r.version, r.hlc, r.actor, executedAt],
+      [before, after, writes]);
+    leaves.push(h.leaf);
+    text += copyLine([
+      r.log_id, r.seq, r.kind, r.event_id, r.entity, key, r.op, r.source_node, pos, sourceTs, before, after, changed,
+      r.version === null ? null : Buffer.from(r.version, 'hex'), r.hlc, writes, r.actor, executedAt, h.payload, h.leaf,
+    ]);
+  }
+  return { text, leaves };
 }
 
-/** JSON text for a jsonb column, and the value PostgreSQL will give back for it. */
-function jsonb(v: unknown): { text: string | null; value: unknown } {
-  if (v === null || v === undefined) return { text: null, value: null };
-  const text = JSON.stringify(v);
-  return { text, value: JSON.parse(text) as unknown };
-}
-
-/** The COPY line of one row, with its leaf hash computed over what PostgreSQL will hold. */
-function line(batch: LeafBatch, r: {
-  logId: string; seq: number; kind: string; eventId: string | null; entity: string | null; recordKey: unknown; op: string | null; sourceNode: string | null;
-  sourcePosition: unknown; sourceTs: string | null; before: unknown; after: unknown; changed: string[] | null; version: Buffer | null; hlc: bigint | null; writes: unknown; actor: string | null;
-}): string {
-  const key = jsonb(r.recordKey);
-  const pos = jsonb(r.sourcePosition);
-  const before = jsonb(r.before);
-  const after = jsonb(r.after);
-  const writes = jsonb(r.writes);
-  const leaf = leafOf({
-    logId: r.logId, seq: r.seq, kind: r.kind, eventId: r.eventId, entity: r.entity, recordKey: key.value, op: r.op, sourceNode: r.sourceNode,
-    sourcePosition: pos.value, sourceTs: r.sourceTs, before: before.value, after: after.value, changedColumns: r.changed,
-    version: r.version?.toString('hex') ?? null, hlc: r.hlc === null ? null : r.hlc.toString(), writes: writes.value, actor: r.actor, executedAt: batch.executedAt,
+/** Writes one batch's audit rows by COPY, inside the batch's transaction; returns their leaf hashes in seq order. */
+export async function insertAuditRows(client: pg.ClientBase, rows: AuditRowInput[]): Promise<Buffer[]> {
+  if (rows.length === 0) return [];
+  const { text, leaves } = encodeAuditRows(rows);
+  await new Promise<void>((resolve, reject) => {
+    const stream = client.query(pgCopy.from(COPY_SQL));
+    stream.on('error', reject);
+    stream.on('finish', () => resolve());
+    stream.end(text);
   });
-  batch.leaves.push(leaf);
-  return copyLine([
-    r.logId, r.seq, r.kind, r.eventId, r.entity, key.text, r.op, r.sourceNode, pos.text, r.sourceTs, before.text, after.text,
-    r.changed, r.version, r.hlc, writes.text, r.actor, batch.executedAt, leaf,
-  ]);
+  return leaves;
 }
+
+const position = (ev: ChangeEvent) => ({ ...ev.position.source, topic: ev.position.topic, partition: ev.position.partition, offset: ev.position.offset });
+const sourceTs = (ev: ChangeEvent) => new Date(ev.sourceTsMs).toISOString();
+const hex = (b: Buffer | null) => b?.toString('hex') ?? null;
+const dec = (n: bigint | null) => (n === null ? null : n.toString());
 
 /** What a change caused at one node: the version written and what happened to it. */
 export interface AuditWrite {
@@ -53,15 +92,12 @@ export interface AuditWrite {
   outcome: 'applied' | 'already' | 'cas-skipped' | 'superseded';
 }
 
-const position = (ev: ChangeEvent) => ({ ...ev.position.source, topic: ev.position.topic, partition: ev.position.partition, offset: ev.position.offset });
-const sourceTs = (ev: ChangeEvent) => new Date(ev.sourceTsMs).toISOString();
-
 /** One `change` leaf: one row per source change, listing the writes it caused (DESIGN §7). */
-export function changeRowLine(batch: LeafBatch, logId: string, seq: number, ev: ChangeEvent, writes: AuditWrite[], version: Buffer | null, hlc: bigint | null): string {
-  return line(batch, {
-    logId, seq, kind: 'change', eventId: ev.id, entity: ev.entity, recordKey: ev.key, op: ev.op, sourceNode: ev.node, sourcePosition: position(ev),
-    sourceTs: sourceTs(ev), before: ev.before, after: ev.after, changed: ev.changed, version, hlc, writes, actor: null,
-  });
+export function changeRow(executedAt: string, logId: string, seq: number, ev: ChangeEvent, writes: AuditWrite[], version: Buffer | null, hlc: bigint | null): AuditRowInput {
+  return {
+    log_id: logId, seq, kind: 'change', event_id: ev.id, entity: ev.entity, record_key: ev.key, op: ev.op, source_node: ev.node, source_position: position(ev),
+    source_ts: sourceTs(ev), before: ev.before, after: ev.after, changed_columns: ev.changed, version: hex(version), hlc: dec(hlc), writes, actor: null, executed_at: executedAt,
+  };
 }
 
 export interface ConflictLeaf {
@@ -75,18 +111,19 @@ export interface ConflictLeaf {
 }
 
 /** One `conflict` leaf: both sides, the policy, the winner and the writes of the resolution. */
-export function conflictRowLine(batch: LeafBatch, logId: string, seq: number, ev: ChangeEvent, c: ConflictLeaf, writes: AuditWrite[]): string {
-  return line(batch, {
-    logId, seq, kind: 'conflict', eventId: ev.id, entity: ev.entity, recordKey: ev.key, op: ev.op, sourceNode: ev.node, sourcePosition: position(ev),
-    sourceTs: sourceTs(ev), before: c.localValue, after: c.incomingValue, changed: null, version: c.merged, hlc: c.hlc,
-    writes: { strategy: c.strategy, winner: c.winner, localNode: c.localNode, writes }, actor: 'policy',
-  });
+export function conflictRow(executedAt: string, logId: string, seq: number, ev: ChangeEvent, c: ConflictLeaf, writes: AuditWrite[]): AuditRowInput {
+  return {
+    log_id: logId, seq, kind: 'conflict', event_id: ev.id, entity: ev.entity, record_key: ev.key, op: ev.op, source_node: ev.node, source_position: position(ev),
+    source_ts: sourceTs(ev), before: c.localValue, after: c.incomingValue, changed_columns: null, version: hex(c.merged), hlc: dec(c.hlc),
+    writes: { strategy: c.strategy, winner: c.winner, localNode: c.localNode, writes }, actor: 'policy', executed_at: executedAt,
+  };
 }
 
 /** One `resolve` leaf: an operator's resolution of an open conflict, converged by the worker, with who resolved it. */
-export function resolveRowLine(batch: LeafBatch, logId: string, seq: number, ev: ChangeEvent, r: { conflictId: number; strategy: string; by: string; value: Row | null }, writes: AuditWrite[], version: Buffer, hlc: bigint): string {
-  return line(batch, {
-    logId, seq, kind: 'resolve', eventId: ev.id, entity: ev.entity, recordKey: ev.key, op: r.value === null ? 'd' : 'u', sourceNode: ev.node, sourcePosition: null,
-    sourceTs: sourceTs(ev), before: null, after: r.value, changed: null, version, hlc, writes: { conflictId: r.conflictId, strategy: r.strategy, writes }, actor: r.by,
-  });
+export function resolveRow(executedAt: string, logId: string, seq: number, ev: ChangeEvent, r: { conflictId: number; strategy: string; by: string; value: Row | null }, writes: AuditWrite[], version: Buffer, hlc: bigint): AuditRowInput {
+  return {
+    log_id: logId, seq, kind: 'resolve', event_id: ev.id, entity: ev.entity, record_key: ev.key, op: r.value === null ? 'd' : 'u', source_node: ev.node, source_position: null,
+    source_ts: sourceTs(ev), before: null, after: r.value, changed_columns: null, version: hex(version), hlc: dec(hlc),
+    writes: { conflictId: r.conflictId, strategy: r.strategy, writes }, actor: r.by, executed_at: executedAt,
+  };
 }

@@ -2,7 +2,6 @@ import type pg from 'pg';
 import { CheckpointFencedError, WorkerSyncError } from '../errors.ts';
 import { append, rootOf, type Frontier } from './merkle.ts';
 import { signCheckpoint, type SigningKey } from './signing.ts';
-import { AUDIT_ROW_COLUMNS, fieldsOfRow, leafOf, type AuditRow } from './leaf.ts';
 
 /** A log's owner changed since this writer claimed it: its commit must not land. */
 export class EpochFencedError extends CheckpointFencedError {
@@ -40,42 +39,15 @@ export class AuditWriter {
     this.every = every;
   }
 
-  /**
-   * Takes ownership of a log: a new epoch. A log with rows but no frontier (written before
-   * the log was signed) gets its leaf hashes computed and stored first.
-   */
-  async claim(pool: pg.Pool, logId: string, owner: string): Promise<number> {
-    const client = await pool.connect();
-    try {
-      await client.query('BEGIN');
-      const { rows } = await client.query<LogRow>(
-        `INSERT INTO audit_logs (log_id, epoch, owner) VALUES ($1, 1, $2)
-         ON CONFLICT (log_id) DO UPDATE SET epoch = audit_logs.epoch + 1, owner = EXCLUDED.owner
-         RETURNING epoch, tree_size, frontier, checkpoint_size, checkpoint_hash, checkpoint_at`,
-        [logId, owner],
-      );
-      const log = rows[0]!;
-      let frontier: Frontier = { size: Number(log.tree_size), roots: log.frontier };
-      for (;;) {
-        const { rows: legacy } = await client.query<AuditRow>(
-          `SELECT ${AUDIT_ROW_COLUMNS} FROM audit_log WHERE log_id = $1 AND seq > $2 ORDER BY seq LIMIT 5000`, [logId, frontier.size]);
-        if (legacy.length === 0) break;
-        const leaves = legacy.map((r) => leafOf(fieldsOfRow(r)));
-        await client.query(`UPDATE audit_log a SET leaf_hash = u.h FROM unnest($2::bigint[], $3::bytea[]) AS u(s, h) WHERE a.log_id = $1 AND a.seq = u.s AND a.leaf_hash IS NULL`,
-          [logId, legacy.map((r) => String(r.seq)), leaves]);
-        frontier = append(frontier, leaves);
-      }
-      if (frontier.size !== Number(log.tree_size)) {
-        await client.query('UPDATE audit_logs SET tree_size = $2, frontier = $3 WHERE log_id = $1', [logId, frontier.size, frontier.roots]);
-      }
-      await client.query('COMMIT');
-      return Number(log.epoch);
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw err;
-    } finally {
-      client.release();
-    }
+  /** Takes ownership of a log: a new epoch, under which its commits are accepted. */
+  async claim(db: pg.Pool | pg.Client, logId: string, owner: string): Promise<number> {
+    const { rows } = await db.query<{ epoch: string }>(
+      `INSERT INTO audit_logs (log_id, epoch, owner) VALUES ($1, 1, $2)
+       ON CONFLICT (log_id) DO UPDATE SET epoch = audit_logs.epoch + 1, owner = EXCLUDED.owner
+       RETURNING epoch`,
+      [logId, owner],
+    );
+    return Number(rows[0]!.epoch);
   }
 
   /**
@@ -83,7 +55,7 @@ export class AuditWriter {
    * checkpoint at every multiple of the leaf interval they cross, and at the end when the
    * time interval has passed.
    */
-  async append(client: pg.PoolClient, logId: string, epoch: number, lastSeq: number, leaves: Buffer[]): Promise<void> {
+  async append(client: pg.ClientBase, logId: string, epoch: number, lastSeq: number, leaves: Buffer[]): Promise<void> {
     if (leaves.length === 0) return;
     const log = await this.lock(client, logId, epoch);
     if (Number(log.tree_size) !== lastSeq) {
@@ -125,7 +97,7 @@ export class AuditWriter {
     }
   }
 
-  private async lock(client: pg.PoolClient, logId: string, epoch: number): Promise<LogRow> {
+  private async lock(client: pg.ClientBase, logId: string, epoch: number): Promise<LogRow> {
     const { rows } = await client.query<LogRow>(
       'SELECT epoch, tree_size, frontier, checkpoint_size, checkpoint_hash, checkpoint_at FROM audit_logs WHERE log_id = $1 FOR UPDATE', [logId]);
     const log = rows[0];
@@ -133,7 +105,7 @@ export class AuditWriter {
     return log;
   }
 
-  private async sign(client: pg.PoolClient, logId: string, f: Frontier, prev: Signed): Promise<Signed> {
+  private async sign(client: pg.ClientBase, logId: string, f: Frontier, prev: Signed): Promise<Signed> {
     const now = Date.now();
     const signedAt = new Date(now).toISOString();
     const c = signCheckpoint(this.key, { logId, treeSize: f.size, root: rootOf(f), prevHash: prev.hash, signedAt });
@@ -144,7 +116,7 @@ export class AuditWriter {
     return { size: f.size, hash: c.hash, at: now };
   }
 
-  private async save(client: pg.PoolClient, logId: string, f: Frontier, signed: Signed): Promise<void> {
+  private async save(client: pg.ClientBase, logId: string, f: Frontier, signed: Signed): Promise<void> {
     await client.query(
       'UPDATE audit_logs SET tree_size = $2, frontier = $3, checkpoint_size = $4, checkpoint_hash = $5, checkpoint_at = $6 WHERE log_id = $1',
       [logId, f.size, f.roots, signed.size, signed.hash, signed.at === 0 ? null : new Date(signed.at)],

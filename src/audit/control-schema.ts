@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { SYNC_METADATA_DDL } from '../sync/state-store.ts';
+import { ConfigError } from '../errors.ts';
 
 /**
  * Tables worker-sync keeps in its control database (the runbook's `sync_db`). Applied at
@@ -13,19 +14,20 @@ const STATEMENTS = [
      kind            text        NOT NULL CHECK (kind IN ('change', 'conflict', 'resolve', 'admin')),
      event_id        text,
      entity          text,
-     record_key      jsonb,
+     record_key      json,
      op              text,
      source_node     text,
-     source_position jsonb,
+     source_position json,
      source_ts       timestamptz,
-     before          jsonb,
-     after           jsonb,
-     changed_columns text[],
+     before          json,
+     after           json,
+     changed_columns json,
      version         bytea,
      hlc             bigint,
-     writes          jsonb,
+     writes          json,
      actor           text,
      executed_at     timestamptz NOT NULL DEFAULT now(),
+     payload_hash    bytea,
      leaf_hash       bytea,
      PRIMARY KEY (log_id, seq)
    )`,
@@ -146,6 +148,17 @@ const STATEMENTS = [
      retired_at timestamptz
    )`,
   `CREATE INDEX IF NOT EXISTS audit_log_event_idx ON audit_log (event_id)`,
+  // Leaf format 2 (leaf.ts): the payload enters the leaf through its own hash, kept when
+  // `audit prune` clears the payload; the JSON columns are `json`, which keeps the text
+  // that was hashed byte for byte (jsonb would re-serialize it).
+  `ALTER TABLE audit_log ADD COLUMN IF NOT EXISTS payload_hash bytea`,
+  `DO $$ BEGIN
+     IF (SELECT data_type FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'audit_log' AND column_name = 'before') <> 'json' THEN
+       ALTER TABLE audit_log ALTER COLUMN record_key TYPE json USING record_key::json, ALTER COLUMN source_position TYPE json USING source_position::json,
+         ALTER COLUMN before TYPE json USING before::json, ALTER COLUMN after TYPE json USING after::json, ALTER COLUMN writes TYPE json USING writes::json,
+         ALTER COLUMN changed_columns TYPE json USING array_to_json(changed_columns);
+     END IF;
+   END $$`,
 ];
 
 const LOCK_KEY = 0x57_53_59_4e; // "WSYN"
@@ -153,6 +166,10 @@ const LOCK_KEY = 0x57_53_59_4e; // "WSYN"
 export async function migrateControlSchema(pool: pg.Pool): Promise<void> {
   const client = await pool.connect();
   try {
+    const { rows } = await client.query<{ server_encoding: string }>('SHOW server_encoding');
+    if (rows[0]?.server_encoding !== 'UTF8') {
+      throw new ConfigError('DATABASE_URL', `the control database's encoding is ${rows[0]?.server_encoding}; the audit log's leaf hashes need UTF8 (create it with ENCODING 'UTF8')`);
+    }
     await client.query('SELECT pg_advisory_lock($1)', [LOCK_KEY]);
     try {
       for (const sql of STATEMENTS) await client.query(sql);

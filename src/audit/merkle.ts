@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 
 /**
  * Merkle trees as RFC 6962 (Certificate Transparency) defines them (DESIGN §7):
@@ -13,7 +13,6 @@ import { createHash } from 'node:crypto';
 export type Hash = Buffer;
 
 const LEAF = Buffer.from([0x00]);
-const NODE = Buffer.from([0x01]);
 
 export const EMPTY_ROOT: Hash = createHash('sha256').digest();
 
@@ -21,8 +20,12 @@ export function leafHash(bytes: Uint8Array): Hash {
   return createHash('sha256').update(LEAF).update(bytes).digest();
 }
 
+const scratch = Buffer.alloc(65, 0x01); // 0x01 ‖ left ‖ right, reused: hashing is synchronous
+
 export function nodeHash(left: Hash, right: Hash): Hash {
-  return createHash('sha256').update(NODE).update(left).update(right).digest();
+  left.copy(scratch, 1);
+  right.copy(scratch, 33);
+  return hash('sha256', scratch, 'buffer');
 }
 
 /** The compact state of a tree of `size` leaves: one root per set bit of `size`, largest subtree first. */
@@ -45,6 +48,14 @@ export function append(f: Frontier, leaves: readonly Hash[]): Frontier {
     size++;
   }
   return { size, roots };
+}
+
+/** Appends one leaf hash to the frontier in place (the verifier's loop). */
+export function appendOne(f: Frontier, leaf: Hash): void {
+  let h = leaf;
+  for (let s = f.size; s & 1; s >>= 1) h = nodeHash(f.roots.pop()!, h);
+  f.roots.push(h);
+  f.size++;
 }
 
 /** MTH of the tree the frontier describes. */

@@ -1,6 +1,6 @@
 import type pg from 'pg';
-import { append, emptyFrontier, rootOf, type Frontier } from './merkle.ts';
-import { AUDIT_ROW_COLUMNS, fieldsOfRow, leafOf, type AuditRow } from './leaf.ts';
+import { appendOne, emptyFrontier, rootOf } from './merkle.ts';
+import { decodeFields, encodeFields, leafHashOf, payloadHash, streamLeafRows, type LeafRow } from './leaf.ts';
 import { checkpointHash, checkpointMessage, verifyCheckpoint, type CheckpointBody, type CheckpointRow } from './signing.ts';
 import type { PublishedCheckpoint } from './audit-service.ts';
 
@@ -25,12 +25,38 @@ export interface LogReport {
   checkpoints: number;
   /** Rows after the last checkpoint of a log still being written: not signed yet, not damage. */
   unsigned: number;
+  /** Rows whose payload was archived and cleared by `audit prune` (their metadata still verifies). */
+  pruned: { from: number; to: number } | null;
   damage: Damage | null;
 }
 
-const PAGE = 10_000;
+/** The payload hash of a row whose before, after and writes are all NULL. */
+const NULL_PAYLOAD = payloadHash(encodeFields([null, null, null]));
 
-export async function verifyLog(db: pg.Pool | pg.Client, logId: string, pinned: Map<string, string>, published: PublishedCheckpoint[], progress: (rows: number) => void = () => undefined): Promise<LogReport> {
+interface Mismatch {
+  seq: number;
+  meta: Buffer;
+  payload: Buffer;
+  stored: Buffer | null;
+}
+
+/** The leaf of a row's metadata with another seq: did the row move? */
+function leafAtSeq(m: Mismatch, seq: number): Buffer {
+  const fields = decodeFields(m.meta, 15);
+  fields[1] = String(seq);
+  return leafHashOf(encodeFields(fields), m.payload);
+}
+
+/** A row's payload hash and leaf hash as recomputed from its fields: a pruned row proves its payload by the hash it kept, any other row by its payload. */
+export function rowLeaf(r: LeafRow, prunedThrough: number): { payload: Buffer; leaf: Buffer } {
+  const payload = r.payload === null ? (r.seq <= prunedThrough && r.storedPayload ? r.storedPayload : NULL_PAYLOAD) : payloadHash(r.payload);
+  return { payload, leaf: leafHashOf(r.meta, payload) };
+}
+
+export async function verifyLog(db: pg.ClientBase, logId: string, pinned: Map<string, string>, published: PublishedCheckpoint[],
+  o: { prunedThrough?: number; progress?: (rows: number) => void } = {}): Promise<LogReport> {
+  const prunedThrough = o.prunedThrough ?? 0;
+  const progress = o.progress ?? (() => undefined);
   // Row findings (missing, inserted, reordered, modified rows) name exact rows and come
   // first; checkpoint and tail findings next; a root that does not match when every row
   // matches its own leaf hash (rows rewritten together with their hashes) last.
@@ -57,52 +83,52 @@ export async function verifyLog(db: pg.Pool | pg.Client, logId: string, pinned: 
   const sizes = cps.map((c) => Number(c.tree_size));
   const roots = new Map(cps.map((c) => [Number(c.tree_size), c.root]));
 
-  // rows: seq continuity, leaf hashes, roots at checkpoints
-  let f: Frontier = emptyFrontier();
+  // rows: seq continuity, payload and leaf hashes, roots at checkpoints
+  const f = emptyFrontier();
   let expected = 1;
   let lastGoodCheckpoint = 0;
-  const mismatched: Array<{ seq: number; row: AuditRow }> = [];
+  const mismatched: Mismatch[] = [];
   const written = logRows[0] ? Number(logRows[0].tree_size) : Number.MAX_SAFE_INTEGER;
   let inserted = false;
-  for (;;) {
-    const { rows } = await db.query<AuditRow>(`SELECT ${AUDIT_ROW_COLUMNS} FROM audit_log WHERE log_id = $1 AND seq >= $2 ORDER BY seq LIMIT ${PAGE}`, [logId, expected]);
-    if (rows.length === 0) break;
-    for (const r of rows) {
-      const seq = Number(r.seq);
-      if (seq > written) {
-        if (!inserted) rowFindings.push({ seq, kind: 'inserted', detail: `the log's writer appended ${written} rows; seq ${seq} is not one of them` });
-        inserted = true;
-        expected = seq + 1;
-        continue;
-      }
-      if (seq !== expected) {
-        rowFindings.push({ seq: expected, kind: 'missing', detail: `no row at seq ${expected}${seq > expected + 1 ? ` (next is ${seq})` : ''}` });
-        expected = seq; // go on with what is there, so later checks still run
-      }
-      const leaf = leafOf(fieldsOfRow(r));
-      if (r.leaf_hash === null || !leaf.equals(r.leaf_hash)) {
-        if (mismatched.length < 10_000) mismatched.push({ seq, row: r });
-      }
-      // the tree is built from the stored leaf hashes: a row edited alone is named by its own hash
-      f = append(f, [r.leaf_hash ?? leaf]);
-      if (roots.has(f.size)) {
-        if (!rootOf(f).equals(roots.get(f.size)!)) {
-          rootFindings.push({ seq: lastGoodCheckpoint + 1, kind: 'modified', detail: `the rows from seq ${lastGoodCheckpoint + 1} to ${f.size} do not hash to the root signed at tree size ${f.size}` });
-        } else {
-          lastGoodCheckpoint = f.size;
-        }
-      }
-      expected++;
+  const onRow = (r: LeafRow) => {
+    const seq = r.seq;
+    if (seq > written) {
+      if (!inserted) rowFindings.push({ seq, kind: 'inserted', detail: `the log's writer appended ${written} rows; seq ${seq} is not one of them` });
+      inserted = true;
+      expected = seq + 1;
+      return;
     }
+    if (seq !== expected) {
+      rowFindings.push({ seq: expected, kind: 'missing', detail: `no row at seq ${expected}${seq > expected + 1 ? ` (next is ${seq})` : ''}` });
+      expected = seq; // go on with what is there, so later checks still run
+    }
+    const { payload, leaf } = rowLeaf(r, prunedThrough);
+    if (r.storedLeaf === null || !leaf.equals(r.storedLeaf) || (r.storedPayload !== null && !payload.equals(r.storedPayload))) {
+      if (mismatched.length < 10_000) mismatched.push({ seq, meta: Buffer.from(r.meta), payload, stored: r.storedLeaf && Buffer.from(r.storedLeaf) });
+    }
+    // the tree is built from the stored leaf hashes: a row edited alone is named by its own hash
+    appendOne(f, r.storedLeaf ?? leaf);
+    const root = roots.get(f.size);
+    if (root) {
+      if (!rootOf(f).equals(root)) {
+        rootFindings.push({ seq: lastGoodCheckpoint + 1, kind: 'modified', detail: `the rows from seq ${lastGoodCheckpoint + 1} to ${f.size} do not hash to the root signed at tree size ${f.size}` });
+      } else {
+        lastGoodCheckpoint = f.size;
+      }
+    }
+    expected++;
+  };
+  await streamLeafRows(db, logId, 1, Infinity, (rows) => {
+    for (const r of rows) onRow(r);
     progress(rows.length);
-  }
+  });
   const n = Math.min(expected - 1, written);
 
   // rows whose content no longer matches their leaf hash: moved, or modified
   for (const m of mismatched) {
-    const other = mismatched.find((o) => o.seq !== m.seq && m.row.leaf_hash !== null && leafOf({ ...fieldsOfRow(m.row), seq: o.seq }).equals(m.row.leaf_hash));
+    const other = m.stored === null ? undefined : mismatched.find((x) => x.seq !== m.seq && leafAtSeq(m, x.seq).equals(m.stored!));
     if (other) rowFindings.push({ seq: Math.min(m.seq, other.seq), kind: 'reordered', detail: `the rows at seq ${m.seq} and ${other.seq} changed places` });
-    else rowFindings.push({ seq: m.seq, kind: 'modified', detail: `the row at seq ${m.seq} no longer matches its leaf hash` });
+    else rowFindings.push({ seq: m.seq, kind: 'modified', detail: `the row at seq ${m.seq} no longer matches its ${m.seq <= prunedThrough ? 'leaf hash (pruned row: metadata and kept payload hash)' : 'leaf hash'}` });
   }
 
   // the tail: against the table's own checkpoints, the writer's tree size, and what was published
@@ -117,11 +143,11 @@ export async function verifyLog(db: pg.Pool | pg.Client, logId: string, pinned: 
   }
   const first = (ds: Damage[]) => [...ds].sort((a, b) => a.seq - b.seq)[0];
   const damage = first(rowFindings) ?? first(findings) ?? first(rootFindings) ?? null;
-  return { log_id: logId, rows: n, checkpoints: cps.length, unsigned: Math.max(0, n - lastSigned), damage };
+  return { log_id: logId, rows: n, checkpoints: cps.length, unsigned: Math.max(0, n - lastSigned), pruned: prunedThrough > 0 ? { from: 1, to: prunedThrough } : null, damage };
 }
 
 /** Every log id the database knows: written, checkpointed, or published. */
-export async function logIds(db: pg.Pool | pg.Client, prefix: string | undefined, published: PublishedCheckpoint[]): Promise<string[]> {
+export async function logIds(db: pg.ClientBase | pg.Pool, prefix: string | undefined, published: PublishedCheckpoint[]): Promise<string[]> {
   const like = prefix === undefined ? '%' : `${prefix.replace(/[\\%_]/g, '\\$&')}%`;
   const { rows } = await db.query<{ log_id: string }>(
     `SELECT log_id FROM audit_logs WHERE log_id LIKE $1 UNION SELECT DISTINCT log_id FROM audit_checkpoints WHERE log_id LIKE $1`, [like]);

@@ -1,18 +1,28 @@
-import { existsSync, renameSync } from 'node:fs';
+import { existsSync, renameSync, writeFileSync } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
+import pgCopy from 'pg-copy-streams';
 import path from 'node:path';
 import pg from 'pg';
 import Kafka from 'node-rdkafka';
 import { PROJECT_ROOT } from '../config/env.ts';
 import { errorMessage } from '../errors.ts';
-import { logIds, verifyLog, type LogReport } from '../audit/verify.ts';
+import { logIds, rowLeaf, verifyLog, type LogReport } from '../audit/verify.ts';
 import type { PublishedCheckpoint } from '../audit/audit-service.ts';
-import { AUDIT_ROW_COLUMNS, fieldsOfRow, leafOf, type AuditRow } from '../audit/leaf.ts';
+import { LEAF_SESSION_SQL, streamLeafRows, type LeafRow } from '../audit/leaf.ts';
+import { buildReport, renderHtml, renderMarkdown } from '../audit/report.ts';
 import { inclusionProof, verifyInclusion } from '../audit/merkle.ts';
 import { generateSigningKey, loadSigningKey, readPinnedKeys, registerKey, verifyCheckpoint } from '../audit/signing.ts';
 import type { Loaded } from './main.ts';
+import { AdminLog, adminLogId, prunedThrough } from '../audit/admin-log.ts';
+import { migrateControlSchema } from '../audit/control-schema.ts';
+import { parseCutoff, prune, verifyArchive } from '../audit/prune.ts';
 
 const USAGE = `usage: worker-sync audit verify --keys FILE [--group G | --log LOG_ID] [--no-kafka] [--json]   (FILE default: AUDIT_PINNED_KEYS_FILE)
        worker-sync audit prove --event ID --keys FILE [--json]
+       worker-sync audit prune --before 90d --archive DIR [--conflicts-before 30d] [--group G] [--keys FILE] [--actor NAME] [--dry-run] [--json]
+       worker-sync audit verify-archive DIR --keys FILE [--json]
+       worker-sync audit export --from DATE --to DATE [--group G]      CSV with a header row, to stdout
+       worker-sync audit report --from DATE --to DATE [--format md|html|json] [--group G] [--keys FILE] [--no-kafka] [--out FILE]
        worker-sync audit public-key            the pinned-keys entry of AUDIT_SIGNING_KEY_FILE
        worker-sync audit rotate-key [--out FILE]
 
@@ -21,7 +31,23 @@ every checkpoint against the keys pinned in FILE ({"keys": [{"key_id", "public_k
 audit_keys is never trusted alone) and against the checkpoints published to Kafka
 (AUDIT_CHECKPOINT_TOPIC). It names the first bad seq of each damaged log and the kind:
 modified, missing, inserted, reordered, bad signature, unknown key, truncated.
-Exit codes: 0 intact, 1 damage found (or the proof does not verify), 2 usage.
+
+prune archives the payloads (before, after, writes) of rows older than --before into
+DIR (gzip NDJSON and a manifest of the signed roots), then clears them, keeping every
+row's metadata and hashes and every checkpoint; resolved conflicts older than
+--conflicts-before are archived and deleted. It verifies the logs first and refuses to
+prune a damaged one. The prune is recorded as an admin row in the group's admin log.
+Never DELETE audit rows by hand: verify reports that as tampering.
+verify-archive checks an archive alone: file hashes, every row's leaf, the roots and
+their signatures.
+
+export streams audit rows (executed_at in [--from, --to)) as CSV with a header row, by
+COPY … TO STDOUT. report summarises a period for auditors: changes by entity, op, node
+and day, conflicts and their resolutions, dead letters, the integrity verdict (a full
+verify when pinned keys are given; --no-kafka skips the published checkpoints), the
+signing keys used and the retention status. DATE is ISO-8601 or an age such as 7d.
+
+Exit codes: 0 intact / done, 1 damage found (or the proof does not verify), 2 usage.
 `;
 
 function flag(args: string[], name: string): string | undefined {
@@ -36,6 +62,10 @@ export async function runAudit(args: string[], cfg: Loaded): Promise<number> {
     case 'prove': return prove(rest, cfg);
     case 'public-key': return publicKey(cfg);
     case 'rotate-key': return rotateKey(rest, cfg);
+    case 'prune': return pruneCommand(rest, cfg);
+    case 'verify-archive': return verifyArchiveCommand(rest);
+    case 'export': return exportCommand(rest, cfg);
+    case 'report': return reportCommand(rest, cfg);
     default:
       process.stderr.write(USAGE);
       return sub === '--help' || sub === 'help' ? 0 : 2;
@@ -112,8 +142,9 @@ async function verify(args: string[], cfg: Loaded): Promise<number> {
       done += n;
       if (bar) process.stderr.write(`\r[${'#'.repeat(Math.round((Math.min(done, total) / Math.max(total, 1)) * 30)).padEnd(30)}] ${done}/${total} rows`);
     };
+    const pruned = await prunedThrough(db, group);
     const reports: LogReport[] = [];
-    for (const id of ids) reports.push(await verifyLog(db, id, pinned, published, progress));
+    for (const id of ids) reports.push(await verifyLog(db, id, pinned, published, { prunedThrough: pruned.get(id), progress }));
     if (bar) process.stderr.write('\n');
     const seconds = (performance.now() - started) / 1000;
     const rows = reports.reduce((s, r) => s + r.rows, 0);
@@ -124,7 +155,7 @@ async function verify(args: string[], cfg: Loaded): Promise<number> {
       for (const r of reports) {
         process.stdout.write(r.damage
           ? `DAMAGED ${r.log_id}: first bad seq ${r.damage.seq}: ${r.damage.kind} (${r.damage.detail})\n`
-          : `ok      ${r.log_id}: ${r.rows} rows, ${r.checkpoints} checkpoints${r.unsigned ? `, ${r.unsigned} not yet signed` : ''}\n`);
+          : `ok      ${r.log_id}: ${r.rows} rows, ${r.checkpoints} checkpoints${r.unsigned ? `, ${r.unsigned} not yet signed` : ''}${r.pruned ? `, payloads of seq ${r.pruned.from}-${r.pruned.to} pruned (archived; their hashes verified)` : ''}\n`);
       }
       process.stdout.write(`${damaged.length === 0 ? 'intact' : `${damaged.length} damaged log(s)`}: ${reports.length} logs, ${rows} rows in ${seconds.toFixed(2)} s, ${published.length} published checkpoints compared\n`);
     }
@@ -164,15 +195,15 @@ async function prove(args: string[], cfg: Loaded): Promise<number> {
       }
       const size = Number(cp.tree_size);
       const leaves: Buffer[] = [];
-      let row: AuditRow | undefined;
-      for (let from = 1; from <= size; from += 10_000) {
-        const { rows } = await db.query<AuditRow>(`SELECT ${AUDIT_ROW_COLUMNS} FROM audit_log WHERE log_id = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq`, [h.log_id, from, Math.min(size, from + 9999)]);
+      let row: LeafRow | undefined;
+      await streamLeafRows(db, h.log_id, 1, size, (rows) => {
         for (const r of rows) {
-          leaves.push(r.leaf_hash ?? leafOf(fieldsOfRow(r)));
-          if (Number(r.seq) === seq) row = r;
+          leaves.push(Buffer.from(r.storedLeaf ?? Buffer.alloc(32)));
+          if (r.seq === seq) row = { ...r, meta: Buffer.from(r.meta), payload: r.payload && Buffer.from(r.payload), storedPayload: r.storedPayload && Buffer.from(r.storedPayload) };
         }
-      }
-      const leaf = leafOf(fieldsOfRow(row!));
+      });
+      const pruned = (await prunedThrough(db, h.log_id.slice(0, h.log_id.lastIndexOf(':')))).get(h.log_id) ?? 0;
+      const leaf = rowLeaf(row!, pruned).leaf;
       const path_ = inclusionProof(leaves, seq - 1);
       const key = pinned.get(cp.key_id);
       const signed = key !== undefined && verifyCheckpoint(key, { logId: h.log_id, treeSize: size, root: cp.root, prevHash: cp.prev_hash, signedAt: cp.signed_at.toISOString(), keyId: cp.key_id }, cp.signature);
@@ -218,6 +249,174 @@ async function rotateKey(args: string[], cfg: Loaded): Promise<number> {
     process.stdout.write(`${JSON.stringify({ rotated_from: old ?? null, key_file: file, keys: [{ key_id: key.keyId, public_key: key.publicPem }] }, null, 2)}\n`);
     process.stderr.write('Add the new key to your pinned keys file (keep the old one: old checkpoints stay signed by it), then restart the workers.\n');
     return 0;
+  } finally {
+    await db.end();
+  }
+}
+
+function bar(what: string, done: number, total: number): void {
+  process.stderr.write(`\r${what.padEnd(8)} [${'#'.repeat(Math.round((Math.min(done, total) / Math.max(total, 1)) * 30)).padEnd(30)}] ${done}/${total} rows`);
+}
+
+async function pruneCommand(args: string[], cfg: Loaded): Promise<number> {
+  const before = flag(args, '--before');
+  const archiveDir = flag(args, '--archive');
+  if (!before || !archiveDir) {
+    process.stderr.write(`--before AGE and --archive DIR are required\n\n${USAGE}`);
+    return 2;
+  }
+  const pinned = pinnedOrUsage(args);
+  if (typeof pinned === 'number') return pinned;
+  let cutoff: Date;
+  let conflictsCutoff: Date;
+  try {
+    cutoff = parseCutoff(before);
+    conflictsCutoff = parseCutoff(flag(args, '--conflicts-before') ?? '30d');
+  } catch (err) {
+    process.stderr.write(`${errorMessage(err)}\n`);
+    return 2;
+  }
+  const file = keyFile(cfg);
+  if (!existsSync(file)) {
+    process.stderr.write(`no signing key at ${file} (AUDIT_SIGNING_KEY_FILE): the prune is signed into the admin log\n`);
+    return 2;
+  }
+  const asJson = args.includes('--json');
+  const group = flag(args, '--group') ?? cfg.env.groupId;
+  const actor = flag(args, '--actor') ?? process.env.USER ?? 'cli';
+  const pool = new pg.Pool({ connectionString: cfg.controlUrl, max: 2 });
+  const tty = process.stderr.isTTY && !asJson;
+  try {
+    await migrateControlSchema(pool);
+    const admin = new AdminLog(loadSigningKey(file), group);
+    if (!args.includes('--dry-run')) await admin.claim(pool, `audit-prune:${actor}`);
+    const result = await prune(pool, admin, {
+      group, before: cutoff, conflictsBefore: conflictsCutoff, archiveDir, actor, pinned, dryRun: args.includes('--dry-run'),
+      progress: tty ? bar : undefined,
+    });
+    if (tty) process.stderr.write('\n');
+    if (asJson) {
+      process.stdout.write(`${JSON.stringify({ ...result, damaged: result.damaged.map((d) => ({ log_id: d.log_id, damage: d.damage })) })}\n`);
+    } else if (result.damaged.length > 0) {
+      for (const d of result.damaged) process.stdout.write(`DAMAGED ${d.log_id}: first bad seq ${d.damage!.seq}: ${d.damage!.kind} (${d.damage!.detail})\n`);
+      process.stdout.write('nothing pruned: clearing a damaged log\'s payloads would destroy the evidence; investigate with audit verify\n');
+    } else {
+      const rows = result.logs.reduce((s, l) => s + l.rows, 0);
+      for (const l of result.logs) process.stdout.write(`${result.dry_run ? 'would prune' : 'pruned'} ${l.log_id}: seq ${l.from_seq}-${l.to_seq} (${l.rows} rows)\n`);
+      process.stdout.write(`${result.dry_run ? 'dry run: ' : ''}${rows} audit rows in ${result.logs.length} logs and ${result.conflicts} resolved conflicts ${result.dry_run ? 'would be' : 'were'} archived and cleared`
+        + `${result.archive ? `; archive ${result.archive} (manifest sha256 ${result.manifest_sha256}), admin row seq ${result.admin_seq} of ${adminLogId(group)}` : ''}\n`);
+    }
+    return result.damaged.length > 0 ? 1 : 0;
+  } finally {
+    await pool.end();
+  }
+}
+
+async function verifyArchiveCommand(args: string[]): Promise<number> {
+  const dir = args.find((a, i) => !a.startsWith('--') && args[i - 1] !== '--keys');
+  if (!dir) {
+    process.stderr.write(`the archive's directory is required\n\n${USAGE}`);
+    return 2;
+  }
+  const pinned = pinnedOrUsage(args);
+  if (typeof pinned === 'number') return pinned;
+  const report = await verifyArchive(dir, pinned);
+  if (args.includes('--json')) {
+    process.stdout.write(`${JSON.stringify(report)}\n`);
+  } else {
+    for (const f of report.files) process.stdout.write(`${f.ok ? 'ok     ' : 'BAD    '} file ${f.name}${f.detail ? `: ${f.detail}` : ''}\n`);
+    for (const l of report.logs) process.stdout.write(`${l.ok ? 'ok     ' : 'BAD    '} ${l.log_id} seq ${l.from_seq}-${l.to_seq}${l.detail ? `: ${l.detail}` : ''}\n`);
+    process.stdout.write(`${report.ok ? 'archive intact' : 'archive damaged'}: ${dir}\n`);
+  }
+  return report.ok ? 0 : 1;
+}
+
+/** --from/--to: an ISO-8601 date or an age such as 7d; --to defaults to now. */
+function period(args: string[]): { from: Date; to: Date } | string {
+  const from = flag(args, '--from');
+  if (!from) return '--from DATE is required';
+  try {
+    const to = flag(args, '--to');
+    const p = { from: parseCutoff(from), to: to ? parseCutoff(to) : new Date() };
+    return p.from < p.to ? p : '--from must be before --to';
+  } catch (err) {
+    return errorMessage(err);
+  }
+}
+
+async function exportCommand(args: string[], cfg: Loaded): Promise<number> {
+  const p = period(args);
+  if (typeof p === 'string') {
+    process.stderr.write(`${p}\n\n${USAGE}`);
+    return 2;
+  }
+  const group = flag(args, '--group');
+  const db = new pg.Client({ connectionString: cfg.controlUrl });
+  await db.connect();
+  try {
+    await db.query(LEAF_SESSION_SQL); // timestamps in UTC, ISO
+    const where = `executed_at >= ${db.escapeLiteral(p.from.toISOString())} AND executed_at < ${db.escapeLiteral(p.to.toISOString())}`
+      + (group === undefined ? '' : ` AND log_id LIKE ${db.escapeLiteral(`${group.replace(/[\\%_]/g, '\\$&')}:%`)}`);
+    const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM audit_log WHERE ${where}`);
+    const total = rows[0]!.n;
+    const source = db.query(pgCopy.to(
+      `COPY (SELECT log_id, seq, kind, event_id, entity, record_key, op, source_node, source_position, source_ts, before, after, changed_columns,
+                    encode(version, 'hex') AS version, hlc, writes, actor, executed_at, encode(payload_hash, 'hex') AS payload_hash, encode(leaf_hash, 'hex') AS leaf_hash
+             FROM audit_log WHERE ${where} ORDER BY executed_at, log_id, seq) TO STDOUT WITH (FORMAT csv, HEADER)`));
+    let lines = 0;
+    const tty = process.stderr.isTTY;
+    source.on('data', (chunk: Buffer) => {
+      if (!tty) return;
+      for (let i = chunk.indexOf(10); i >= 0; i = chunk.indexOf(10, i + 1)) lines++;
+      bar('export', Math.max(0, lines - 1), total);
+    });
+    await pipeline(source, process.stdout);
+    if (tty) process.stderr.write(`\nexported ${total} rows\n`);
+    return 0;
+  } finally {
+    await db.end();
+  }
+}
+
+async function reportCommand(args: string[], cfg: Loaded): Promise<number> {
+  const p = period(args);
+  const format = flag(args, '--format') ?? 'md';
+  if (typeof p === 'string' || !['md', 'html', 'json'].includes(format)) {
+    process.stderr.write(`${typeof p === 'string' ? p : `--format must be md, html or json, not ${format}`}\n\n${USAGE}`);
+    return 2;
+  }
+  const keysFile = flag(args, '--keys') ?? process.env.AUDIT_PINNED_KEYS_FILE;
+  let pinned: Map<string, string> | null = null;
+  if (keysFile) {
+    const k = pinnedOrUsage(args);
+    if (typeof k === 'number') return k;
+    pinned = k;
+  }
+  let published: PublishedCheckpoint[] | null = null;
+  let publishedError: string | undefined;
+  if (pinned && !args.includes('--no-kafka')) {
+    try {
+      published = await readPublished(cfg.brokers, cfg.env.auditCheckpointTopic);
+    } catch (err) {
+      publishedError = errorMessage(err);
+    }
+  }
+  const db = new pg.Client({ connectionString: cfg.controlUrl });
+  await db.connect();
+  try {
+    const report = await buildReport(db, {
+      group: flag(args, '--group') ?? cfg.env.groupId, from: p.from, to: p.to, pinned, published, publishedError,
+      retentionDays: Number(flag(args, '--retention-days') ?? 90), conflictRetentionDays: Number(flag(args, '--conflict-retention-days') ?? 30),
+    });
+    const text = format === 'json' ? `${JSON.stringify(report, null, 2)}\n` : format === 'html' ? renderHtml(report) : renderMarkdown(report);
+    const out = flag(args, '--out');
+    if (out) {
+      writeFileSync(out, text);
+      process.stderr.write(`wrote ${out}: integrity ${report.integrity.verdict}, ${report.changes.total} changes\n`);
+    } else {
+      process.stdout.write(text);
+    }
+    return report.integrity.verdict === 'damaged' ? 1 : 0;
   } finally {
     await db.end();
   }

@@ -1,12 +1,11 @@
 import type pg from 'pg';
-import pgCopy from 'pg-copy-streams';
 import { CheckpointFencedError, errorMessage } from '../errors.ts';
 import type { Redis } from 'ioredis';
 import { decodeChangeRecord, encodeChange, routingKey, type DeadLetterRecord } from '../events/change-codec.ts';
 import type { ChangeProducer } from '../kafka/producer.ts';
 import type { ChangeEvent } from '../events/change-event.ts';
 import type { ChangeConsumer, ConsumedMessage } from '../kafka/consumer.ts';
-import { AUDIT_COPY_SQL, changeRowLine, conflictRowLine, resolveRowLine, type LeafBatch } from '../audit/audit-rows.ts';
+import { changeRow, conflictRow, insertAuditRows, resolveRow, type AuditRowInput } from '../audit/audit-rows.ts';
 import { saveConflicts } from '../sync/conflict-store.ts';
 import { encode } from '../clock/codec.ts';
 import type { RejectedEvent, SyncBatchResult, SyncEngine } from '../sync/sync-engine.ts';
@@ -208,30 +207,30 @@ export class SyncStage implements LaneHost {
     try {
       await client.query('BEGIN');
       let seq = lane.checkpoint?.lastSeq ?? 0;
-      let text = '';
-      const leaves: LeafBatch = { executedAt: new Date().toISOString(), leaves: [] };
+      const audit: AuditRowInput[] = [];
+      const at = new Date().toISOString();
       for (const s of result.synced) {
         const d = s.decision;
         if (s.event.resolve && d.kind === 'ignored') continue; // a resolution already converged: not a change
         if (d.kind === 'causal' || d.kind === 'ignored') {
           const state = result.states.get(s.event.entity)?.get(s.event.keyText);
-          text += changeRowLine(leaves, lane.logId, ++seq, s.event, s.writes, d.kind === 'causal' ? encode(d.version) : null, state?.hlc ?? null);
+          audit.push(changeRow(at, lane.logId, ++seq, s.event, s.writes, d.kind === 'causal' ? encode(d.version) : null, state?.hlc ?? null));
         } else if (d.kind === 'resolved') {
           const state = result.states.get(s.event.entity)!.get(s.event.keyText)!;
           const c = d.command;
-          text += resolveRowLine(leaves, lane.logId, ++seq, s.event, { conflictId: c.conflictId, strategy: c.strategy, by: c.by, value: c.value }, s.writes, encode(d.version), state.hlc);
+          audit.push(resolveRow(at, lane.logId, ++seq, s.event, { conflictId: c.conflictId, strategy: c.strategy, by: c.by, value: c.value }, s.writes, encode(d.version), state.hlc));
         } else if (d.kind === 'concurrent') {
           const state = result.states.get(s.event.entity)!.get(s.event.keyText)!;
-          text += changeRowLine(leaves, lane.logId, ++seq, s.event, s.writes, encode(d.version), state.hlc);
-          text += conflictRowLine(leaves, lane.logId, ++seq, s.event, {
+          audit.push(changeRow(at, lane.logId, ++seq, s.event, s.writes, encode(d.version), state.hlc));
+          audit.push(conflictRow(at, lane.logId, ++seq, s.event, {
             localNode: d.conflict.local.node, localValue: d.conflict.local.value, incomingValue: d.conflict.incoming.value,
             winner: d.conflict.winner, strategy: d.conflict.strategy, merged: encode(d.conflict.merged), hlc: state.hlc,
-          }, s.writes);
+          }, s.writes));
         }
       }
-      if (text.length > 0) {
-        await copyIn(client, text);
-        await this.o.audit.append(client, lane.logId, this.epochs.get(lane.logId) ?? -1, lane.checkpoint?.lastSeq ?? 0, leaves.leaves);
+      if (audit.length > 0) {
+        const leaves = await insertAuditRows(client, audit);
+        await this.o.audit.append(client, lane.logId, this.epochs.get(lane.logId) ?? -1, lane.checkpoint?.lastSeq ?? 0, leaves);
       }
       if (dead.length > 0) ids = await insertDeadLetters(client, this.o.groupId, dead);
       await saveConflicts(client, this.o.groupId, result);
@@ -329,15 +328,6 @@ export class SyncStage implements LaneHost {
   laneFailed(lane: Lane, err: unknown): void {
     this.o.log.error({ lane: lane.logId, err: errorMessage(err) }, 'Sync lane failed');
   }
-}
-
-function copyIn(client: pg.PoolClient, text: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const stream = client.query(pgCopy.from(AUDIT_COPY_SQL));
-    stream.on('error', reject);
-    stream.on('finish', () => resolve());
-    stream.end(text);
-  });
 }
 
 /** A change whose record a target node kept refusing (DESIGN §6): dead-lettered, its key parked. */

@@ -1,6 +1,6 @@
 import pg from 'pg';
 import pgCopy from 'pg-copy-streams';
-import { copyLine } from '../audit/copy-text.ts';
+import { copyLine } from './copy-text.ts';
 import type { EntityConfig, EntityNodeMapping } from '../config/topology.ts';
 import type { ColumnType } from '../events/column-types.ts';
 import type { Row } from '../events/change-event.ts';

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -105,6 +105,14 @@ describe('the signed audit log', () => {
       await control.query(`UPDATE audit_log SET actor = 'mallory' WHERE log_id = $1 AND seq = 9`, [logId]);
       return { seq: 9, kind: 'modified' };
     }],
+    ['a modified payload', async () => {
+      await control.query(`UPDATE audit_log SET after = '{"name":"mallory"}' WHERE log_id = $1 AND seq = 12`, [logId]);
+      return { seq: 12, kind: 'modified' };
+    }],
+    ['a raw DELETE of the oldest rows, as the seed runbook did', async () => {
+      await control.query(`DELETE FROM audit_log WHERE log_id = $1 AND seq <= 3`, [logId]);
+      return { seq: 1, kind: 'missing' };
+    }],
     ['a deleted row', async () => {
       await control.query(`DELETE FROM audit_log WHERE log_id = $1 AND seq = 11`, [logId]);
       return { seq: 11, kind: 'missing' };
@@ -159,6 +167,65 @@ describe('the signed audit log', () => {
       expect(verify().status).toBe(0);
     });
   }
+
+  it('prunes payloads to an archive: the log still verifies and says what was pruned, the manifest matches the signed roots, resolved conflicts go too', async () => {
+    const archive = path.join(dir, 'archive');
+    const { rows: c } = await control.query<{ id: string }>(
+      `INSERT INTO sync_conflicts (consumer_group, entity, record_key, incoming_node, strategy, detected_at, resolved_at, resolution_strategy, converged_at)
+       VALUES ($1, 'customers', '[1]', 'pg', 'lww', now() - interval '40 days', now() - interval '31 days', 'lww', now() - interval '31 days'),
+              ($1, 'customers', '[2]', 'pg', 'manual', now() - interval '40 days', NULL, NULL, NULL) RETURNING id`, [group]);
+    const { rows: before } = await control.query(`SELECT tree_size FROM audit_logs WHERE log_id = $1`, [logId]);
+    const size = Number(before[0].tree_size);
+
+    // a damaged log is not pruned: clearing its payloads would destroy the evidence
+    await control.query(`UPDATE audit_log SET actor = 'mallory' WHERE log_id = $1 AND seq = 9`, [logId]);
+    const refused = cli(['prune', '--before', '0s', '--archive', archive, '--keys', pinned]);
+    expect(refused.status).toBe(1);
+    expect(refused.stdout).toMatch(/first bad seq 9: modified[\s\S]*nothing pruned/);
+    await control.query(`UPDATE audit_log SET actor = NULL WHERE log_id = $1 AND seq = 9`, [logId]);
+    expect((await control.query(`SELECT count(*)::int AS n FROM audit_log WHERE log_id = $1 AND writes IS NULL`, [logId])).rows[0].n).toBe(0);
+
+    const res = cli(['prune', '--before', '0s', '--archive', archive, '--keys', pinned, '--json', '--actor', 'auditor-test']);
+    expect(res.status, res.stderr).toBe(0);
+    const out = JSON.parse(res.stdout) as { archive: string; admin_seq: number; conflicts: number; logs: Array<{ log_id: string; from_seq: number; to_seq: number }> };
+    expect(out.logs.find((l) => l.log_id === logId)).toMatchObject({ from_seq: 1, to_seq: size });
+    expect(out.conflicts).toBe(1);
+    expect(out.admin_seq).toBe(1);
+    const { rows: left } = await control.query(`SELECT count(*) FILTER (WHERE writes IS NOT NULL OR after IS NOT NULL)::int AS payloads, count(*) FILTER (WHERE payload_hash IS NULL)::int AS unhashed, count(*)::int AS n FROM audit_log WHERE log_id = $1`, [logId]);
+    expect(left[0]).toEqual({ payloads: 0, unhashed: 0, n: size });
+    const { rows: conflicts } = await control.query(`SELECT id FROM sync_conflicts WHERE id = ANY($1::bigint[])`, [c.map((x) => x.id)]);
+    expect(conflicts.map((x) => x.id)).toEqual([c[1]!.id]); // the open one stays
+
+    // verify: intact, with the pruned range named; the admin log holds the prune, signed
+    const r = verify();
+    expect(r.status).toBe(0);
+    const mine = r.report.logs.find((l) => l.log_id === logId) as unknown as { pruned: { from: number; to: number } };
+    expect(mine.pruned).toEqual({ from: 1, to: size });
+    expect(r.report.logs.find((l) => l.log_id === `${group}:admin`)).toMatchObject({ rows: 1, damage: null });
+    const { rows: adminRow } = await control.query(`SELECT kind, op, actor, writes FROM audit_log WHERE log_id = $1`, [`${group}:admin`]);
+    expect(adminRow[0]).toMatchObject({ kind: 'admin', op: 'prune', actor: 'auditor-test' });
+
+    // the archive alone: files, leaves, roots, signatures; and its roots are the table's
+    const a = cli(['verify-archive', out.archive, '--keys', pinned, '--json']);
+    expect(a.status, a.stdout).toBe(0);
+    const manifest = JSON.parse(readFileSync(path.join(out.archive, 'manifest.json'), 'utf8')) as { logs: Array<{ log_id: string; to_seq: number; root: string }>; files: Array<{ name: string; rows: number }> };
+    for (const l of manifest.logs) {
+      const { rows } = await control.query(`SELECT encode(root, 'hex') AS root FROM audit_checkpoints WHERE log_id = $1 AND tree_size = $2`, [l.log_id, l.to_seq]);
+      expect(rows[0].root).toBe(l.root);
+    }
+    expect(manifest.files.find((f) => f.name === 'sync_conflicts.ndjson.gz')!.rows).toBe(1);
+    // an archive edited afterwards does not pass
+    const gz = path.join(out.archive, 'sync_conflicts.ndjson.gz');
+    writeFileSync(gz, Buffer.concat([readFileSync(gz), Buffer.from([0])]));
+    expect(cli(['verify-archive', out.archive, '--keys', pinned]).status).toBe(1);
+
+    // a pruned row's metadata is still covered by its leaf
+    const { rows: orig } = await control.query(`SELECT entity FROM audit_log WHERE log_id = $1 AND seq = 4`, [logId]);
+    await control.query(`UPDATE audit_log SET entity = 'accounts' WHERE log_id = $1 AND seq = 4`, [logId]);
+    expect(damageOf(verify())).toMatchObject({ seq: 4, kind: 'modified' });
+    await control.query(`UPDATE audit_log SET entity = $2 WHERE log_id = $1 AND seq = 4`, [logId, orig[0].entity]);
+    expect(verify().status).toBe(0);
+  });
 
   it('proves one record against a signed checkpoint', () => {
     return (async () => {

@@ -8,6 +8,9 @@ import { generateSigningKey } from '../../src/audit/signing.ts';
 import { leafHash, rootOf, treeRoot } from '../../src/audit/merkle.ts';
 import { migrateControlSchema } from '../../src/audit/control-schema.ts';
 import { stack } from '../support/stack.ts';
+import { insertAuditRows, type AuditRowInput } from '../../src/audit/audit-rows.ts';
+import { streamLeafRows } from '../../src/audit/leaf.ts';
+import { rowLeaf, verifyLog } from '../../src/audit/verify.ts';
 
 /** The audit log's writer on the real control database: epochs fence a zombie owner, frontiers and checkpoints. */
 let pool: pg.Pool;
@@ -69,5 +72,41 @@ describe('AuditWriter', () => {
     for (let i = 1; i < rows.length; i++) expect(rows[i].prev_hash).toEqual(rows[i - 1].checkpoint_hash);
     const { rows: l } = await pool.query(`SELECT tree_size, frontier FROM audit_logs WHERE log_id = $1`, [log]);
     expect(rootOf({ size: Number(l[0].tree_size), roots: l[0].frontier })).toEqual(treeRoot(leaves));
+  });
+});
+
+describe('leaf format 2 on the real table', () => {
+  it('reads back, from what PostgreSQL holds, exactly the leaf hashes the writer computed, whatever the values', async () => {
+    const log = `it-audit-${Date.now().toString(36)}:t/2`;
+    const epoch = await writer.claim(pool, log, 'worker-a');
+    const odd = ['Zoë 😀', 'tab\there', 'new\nline', 'back\\slash', 'quote"d', '{brace}', 'NULL', '', ' spaced ', 'comma,here', '\u0001ctl', 'ümlaut'];
+    const rows: AuditRowInput[] = odd.map((text, i) => ({
+      log_id: log, seq: i + 1, kind: i % 3 === 0 ? 'conflict' : 'change', event_id: `ev/${text}`, entity: 'customers', record_key: { id: i, text },
+      op: 'u', source_node: 'pg', source_position: { lsn: 2 ** 53 - 1 - i, txId: null }, source_ts: new Date(Date.UTC(2026, 10, 30, 12, 0, i % 2 === 0 ? 0 : 1, i * 10)).toISOString(),
+      before: i === 4 ? null : { name: text, n: 1.5e-7 * i, big: 2 ** 64, arr: [text, null, true] }, after: { name: `${text}!`, nested: { [text]: text } },
+      changed_columns: [text, 'name'], version: i === 5 ? null : '0102ff', hlc: i === 6 ? null : '9223372036854775807', writes: [{ node: 'maria', outcome: 'applied' }],
+      actor: i === 7 ? null : text, executed_at: new Date(Date.UTC(2026, 10, 30, 12, 0, 0, i === 0 ? 0 : 120)).toISOString(),
+    }));
+    const leaves = await inTx(async (c) => {
+      const l = await insertAuditRows(c, rows);
+      await writer.append(c, log, epoch, 0, l);
+      return l;
+    });
+    expect(leaves).toHaveLength(odd.length);
+    const client = await pool.connect();
+    try {
+      const seen: Buffer[] = [];
+      await streamLeafRows(client, log, 1, Infinity, (rs) => {
+        for (const r of rs) {
+          expect(r.storedLeaf).toEqual(leaves[r.seq - 1]);
+          seen.push(rowLeaf(r, 0).leaf);
+        }
+      });
+      expect(seen).toEqual(leaves);
+      const report = await verifyLog(client, log, new Map([[writer.key.keyId, writer.key.publicPem]]), []);
+      expect(report).toMatchObject({ rows: odd.length, damage: null });
+    } finally {
+      client.release();
+    }
   });
 });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { decimalFromText, formatDecimal, microsToTimestamp, toCanonical, unscaledFromBytes, zonedToUtc, daysToDate, ValueError } from '../../src/events/values.ts';
 import { parseColumnType } from '../../src/events/column-types.ts';
-import { copyField, copyLine } from '../../src/audit/copy-text.ts';
+import { copyField, copyLine } from '../../src/sinks/copy-text.ts';
 
 const t = (s: string) => parseColumnType(s, 'test');
 
