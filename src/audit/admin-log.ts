@@ -62,10 +62,11 @@ export interface PrunedLog {
  */
 export async function prunedThrough(db: pg.ClientBase | pg.Pool, group?: string): Promise<Map<string, number>> {
   const like = group === undefined ? '%:admin' : adminLogId(group).replace(/[\\%_]/g, '\\$&');
+  // the admin logs by name from audit_logs (small), then their rows by primary key
   const { rows } = await db.query<{ log_id: string; to_seq: string }>(
     `SELECT l->>'log_id' AS log_id, max((l->>'to_seq')::bigint) AS to_seq
      FROM audit_log a, json_array_elements(a.writes->'logs') AS l
-     WHERE a.log_id LIKE $1 AND a.kind = 'admin' AND a.op = 'prune'
+     WHERE a.log_id = ANY(ARRAY(SELECT log_id FROM audit_logs WHERE log_id LIKE $1)) AND a.kind = 'admin' AND a.op = 'prune'
      GROUP BY 1`,
     [like]);
   return new Map(rows.map((r) => [r.log_id, Number(r.to_seq)]));

@@ -167,45 +167,42 @@ class LeafRowParser extends Transform {
     done(this.carry && this.carry.length > 0 ? new Error(`binary COPY ended inside a row (${this.carry.length} bytes left)`) : undefined);
   }
 
-  /** The row at pos, or null when the buffer does not hold all of it yet. */
+  /** The row at pos, or null when the buffer does not hold all of it yet. (No closures: this runs per row.) */
   private row(buf: Buffer, pos: number): { row: LeafRow; next: number } | 'end' | null {
-    if (pos + 2 > buf.length) return null;
+    const end = buf.length;
+    if (pos + 2 > end) return null;
     const count = buf.readInt16BE(pos);
     if (count === -1) return 'end';
     if (count !== FIELDS) throw new Error(`binary COPY row with ${count} fields, expected ${FIELDS}`);
+    // field starts and lengths, in order: seq, leaf_hash, payload_hash, then the texts
+    const starts = this.starts;
+    const lens = this.lens;
     let p = pos + 2;
-    const field = (): { start: number; len: number } | null => {
-      if (p + 4 > buf.length) return null;
+    for (let i = 0; i < FIELDS; i++) {
+      if (p + 4 > end) return null;
       const len = buf.readInt32BE(p);
-      const start = p + 4;
-      p = start + Math.max(0, len);
-      return p > buf.length ? null : { start, len };
-    };
-    const seqF = field();
-    const leafF = seqF && field();
-    const payF = leafF && field();
-    if (!seqF || !leafF || !payF) return null;
-    const metaStart = p;
-    for (let i = 0; i < META_FIELDS; i++) if (!field()) return null;
-    const metaEnd = p;
-    let payloadNull = true;
-    for (let i = 0; i < PAYLOAD_FIELD_SQL.length; i++) {
-      const f = field();
-      if (!f) return null;
-      if (f.len >= 0) payloadNull = false;
+      starts[i] = p + 4;
+      lens[i] = len;
+      p += 4 + (len > 0 ? len : 0);
+      if (p > end) return null;
     }
-    const slice = (f: { start: number; len: number }) => (f.len < 0 ? null : buf.subarray(f.start, f.start + f.len));
+    const metaStart = starts[3]! - 4;
+    const payloadStart = starts[3 + META_FIELDS]! - 4;
+    const payloadNull = lens[3 + META_FIELDS]! < 0 && lens[4 + META_FIELDS]! < 0 && lens[5 + META_FIELDS]! < 0;
     return {
       row: {
-        seq: Number(buf.readBigInt64BE(seqF.start)),
-        storedLeaf: slice(leafF),
-        storedPayload: slice(payF),
-        meta: buf.subarray(metaStart, metaEnd),
-        payload: payloadNull ? null : buf.subarray(metaEnd, p),
+        seq: Number(buf.readBigInt64BE(starts[0]!)),
+        storedLeaf: lens[1]! < 0 ? null : buf.subarray(starts[1]!, starts[1]! + lens[1]!),
+        storedPayload: lens[2]! < 0 ? null : buf.subarray(starts[2]!, starts[2]! + lens[2]!),
+        meta: buf.subarray(metaStart, payloadStart),
+        payload: payloadNull ? null : buf.subarray(payloadStart, p),
       },
       next: p,
     };
   }
+
+  private readonly starts = new Int32Array(FIELDS);
+  private readonly lens = new Int32Array(FIELDS);
 }
 
 /**

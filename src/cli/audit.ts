@@ -18,7 +18,7 @@ import { migrateControlSchema } from '../audit/control-schema.ts';
 import { parseCutoff, prune, verifyArchive } from '../audit/prune.ts';
 
 const USAGE = `usage: worker-sync audit verify --keys FILE [--group G | --log LOG_ID] [--no-kafka] [--json]   (FILE default: AUDIT_PINNED_KEYS_FILE)
-       worker-sync audit prove --event ID --keys FILE [--json]
+       worker-sync audit prove --event ID --keys FILE [--group G] [--json]
        worker-sync audit prune --before 90d --archive DIR [--conflicts-before 30d] [--group G] [--keys FILE] [--actor NAME] [--dry-run] [--json]
        worker-sync audit verify-archive DIR --keys FILE [--json]
        worker-sync audit export --from DATE --to DATE [--group G]      CSV with a header row, to stdout
@@ -46,6 +46,9 @@ COPY … TO STDOUT. report summarises a period for auditors: changes by entity, 
 and day, conflicts and their resolutions, dead letters, the integrity verdict (a full
 verify when pinned keys are given; --no-kafka skips the published checkpoints), the
 signing keys used and the retention status. DATE is ISO-8601 or an age such as 7d.
+
+--group G is the deployment (consumer group) whose logs are meant: for prove, prune and
+report it defaults to KAFKA_GROUP_ID; verify and export cover every group unless given.
 
 Exit codes: 0 intact / done, 1 damage found (or the proof does not verify), 2 usage.
 `;
@@ -176,9 +179,12 @@ async function prove(args: string[], cfg: Loaded): Promise<number> {
   const db = new pg.Client({ connectionString: cfg.controlUrl });
   await db.connect();
   try {
-    const { rows: hits } = await db.query<{ log_id: string; seq: string }>('SELECT log_id, seq FROM audit_log WHERE event_id = $1 ORDER BY log_id, seq', [event]);
+    // event ids name a source position, which every deployment consuming that topic sees: one group's logs
+    const group = flag(args, '--group') ?? cfg.env.groupId;
+    const { rows: hits } = await db.query<{ log_id: string; seq: string }>(
+      'SELECT log_id, seq FROM audit_log WHERE event_id = $1 AND log_id LIKE $2 ORDER BY log_id, seq', [event, `${group.replace(/[\\%_]/g, '\\$&')}:%`]);
     if (hits.length === 0) {
-      process.stderr.write(`no audit row for event ${event}\n`);
+      process.stderr.write(`no audit row for event ${event} in the logs of ${group}\n`);
       return 1;
     }
     const proofs = [];

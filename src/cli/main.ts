@@ -76,7 +76,9 @@ async function run(): Promise<number> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  await worker.start();
+  await worker.start().catch((err: unknown) => {
+    if (!stopping) throw err; // a signal arrived during start-up: the stop handler exits
+  });
   return new Promise<number>(() => undefined); // runs until a signal
 }
 

@@ -97,7 +97,15 @@ export class Worker {
     this.checkpoints = new CheckpointStore(this.pool, settings.env.groupId);
   }
 
-  async start(): Promise<void> {
+  /** Starts everything; a SIGTERM meanwhile waits for it (stop), so start-up never races the teardown. */
+  start(): Promise<void> {
+    this.starting ??= this.startAll();
+    return this.starting;
+  }
+
+  private starting: Promise<void> | undefined;
+
+  private async startAll(): Promise<void> {
     const { env, topology, brokers } = this.settings;
     this.http = await startHttpServer(env.httpHost, env.httpPort, [
       { method: 'GET', path: '/health', handler: () => json(200, { status: 'ok', uptimeSeconds: Math.round(process.uptime()) }) },
@@ -317,6 +325,8 @@ export class Worker {
   async stop(graceMs: number): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    // a signal during start-up: let it finish (a failing step gives up at once now), then tear down what it built
+    await this.starting?.catch(() => undefined);
     if (this.lagTimer) clearInterval(this.lagTimer);
     this.conflicts?.stop();
     this.pause.stop(); // batches held by a pause are released uncommitted

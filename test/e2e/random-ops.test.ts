@@ -97,7 +97,7 @@ describe(`1,000 random operations over 100 keys (seed ${seed})`, () => {
     // quiet, then count: one change row per source change, one write each, no conflicts
     await new Promise((r) => setTimeout(r, 3000));
     const { rows } = await control.query<{ kind: string; source_node: string; n: number; writes: number; to_other: number }>(
-      `SELECT kind, source_node, count(*)::int AS n, sum(jsonb_array_length(CASE WHEN kind = 'change' THEN writes ELSE '[]' END))::int AS writes,
+      `SELECT kind, source_node, count(*)::int AS n, sum(json_array_length(CASE WHEN kind = 'change' THEN writes ELSE '[]' END))::int AS writes,
               sum(CASE WHEN kind = 'change' AND writes->0->>'node' <> source_node AND writes->0->>'outcome' = 'applied' THEN 1 ELSE 0 END)::int AS to_other
        FROM audit_log WHERE log_id LIKE $1 AND entity = 'customers' AND (record_key->>'id')::bigint BETWEEN $2 AND $3 GROUP BY 1, 2 ORDER BY 1, 2`,
       [`${group}:%`, base, base + KEYS - 1],

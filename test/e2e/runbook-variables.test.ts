@@ -176,6 +176,19 @@ describe('SIGTERM', () => {
   });
 });
 
+describe('SIGTERM during start-up', () => {
+  it('waits for start-up to reach a consistent point, then drains and exits 0', async () => {
+    // a pod can be stopped while it starts (a rollout, a node drain): at several points after the surface is up
+    for (const delayMs of [0, 60, 250, 800]) {
+      const w = await startWorker(`e2e-early-term-${Date.now().toString(36)}`);
+      await waitFor('the operating surface', async () => (await fetch(`${w.url}/health`).catch(() => undefined))?.status === 200, 60_000, 20);
+      await new Promise((r) => setTimeout(r, delayMs));
+      const exit = await w.kill('SIGTERM');
+      expect(exit, `SIGTERM ${delayMs} ms after the surface came up; see ${w.logFile}`).toEqual({ code: 0, signal: null });
+    }
+  });
+});
+
 describe('configuration is validated at start-up', () => {
   const run = (env: Record<string, string>) => spawnSync(process.execPath, [path.join(ROOT, 'bin/worker-sync.js'), 'run'], {
     env: { PATH: process.env.PATH ?? '', HTTP_PORT: '0', ...env }, encoding: 'utf8', timeout: 30_000,

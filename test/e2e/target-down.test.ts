@@ -67,7 +67,7 @@ describe('a target node that is down', () => {
     // every change audited once, in order per key: insert then update
     await waitFor('40 audit rows', async () => (await control.query<{ n: number }>(`SELECT count(*)::int AS n FROM audit_log WHERE log_id LIKE $1 AND (record_key->>'id')::bigint BETWEEN $2 AND $3`, [`${group}:%`, base, base + 19])).rows[0]!.n >= 40, 30_000);
     const { rows } = await control.query<{ ops: string }>(
-      `SELECT string_agg(op, '' ORDER BY seq) AS ops FROM audit_log WHERE log_id LIKE $1 AND (record_key->>'id')::bigint BETWEEN $2 AND $3 GROUP BY record_key`,
+      `SELECT string_agg(op, '' ORDER BY seq) AS ops FROM audit_log WHERE log_id LIKE $1 AND (record_key->>'id')::bigint BETWEEN $2 AND $3 GROUP BY record_key::text`,
       [`${group}:%`, base, base + 19],
     );
     expect(rows).toHaveLength(20);
