@@ -4,6 +4,7 @@
  * print; none of them is a test, and none belongs to `npm test`.
  */
 const BENCHES: Record<string, { about: string; load: () => Promise<{ run: () => Promise<void> }> }> = {
+  hot: { about: 'the per-event hot path: decode (both converter forms), classify, audit row encode + hash, Merkle append', load: () => import('./hot.ts') },
   clock: { about: 'version vector codec, TypeScript vs native: encode, decode, batch compare and merge at 1/100/1000', load: () => import('./clock.ts') },
   verify: { about: 'audit log verification speed over a 200,000-row log (needs the stack)', load: () => import('./verify.ts') },
   sinks: { about: 'each sink\'s batch apply at 100/500/1000 rows; PostgreSQL unnest vs COPY staging (needs the stack)', load: () => import('./sinks.ts') },
