@@ -56,18 +56,20 @@ export interface PrunedLog {
   root: string;
 }
 
+/** A regular expression matching exactly one group's log ids (`<group>:<topic>/<partition>`, `<group>:admin`): a group name may hold ':', a topic name may not. */
+export const groupLogRegex = (group: string): string => `^${group.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:[^:]+$`;
+
 /**
- * How far each log's payloads were pruned, from the signed prune records of every admin
- * log (or of one group's). The verifier checks the admin logs themselves like any other.
+ * How far each log of a group was pruned, from the prune records of the group's admin log
+ * at or below `trustedThrough`: the admin log's seq its verified checkpoints cover (see
+ * verifyLogs). Rows above it, unsigned or forged, are not honoured.
  */
-export async function prunedThrough(db: pg.ClientBase | pg.Pool, group?: string): Promise<Map<string, number>> {
-  const like = group === undefined ? '%:admin' : adminLogId(group).replace(/[\\%_]/g, '\\$&');
-  // the admin logs by name from audit_logs (small), then their rows by primary key
+export async function prunedThrough(db: pg.ClientBase | pg.Pool, group: string, trustedThrough: number): Promise<Map<string, number>> {
   const { rows } = await db.query<{ log_id: string; to_seq: string }>(
     `SELECT l->>'log_id' AS log_id, max((l->>'to_seq')::bigint) AS to_seq
      FROM audit_log a, json_array_elements(a.writes->'logs') AS l
-     WHERE a.log_id = ANY(ARRAY(SELECT log_id FROM audit_logs WHERE log_id LIKE $1)) AND a.kind = 'admin' AND a.op = 'prune'
+     WHERE a.log_id = $1 AND a.seq <= $2 AND a.kind = 'admin' AND a.op = 'prune'
      GROUP BY 1`,
-    [like]);
+    [adminLogId(group), trustedThrough]);
   return new Map(rows.map((r) => [r.log_id, Number(r.to_seq)]));
 }

@@ -5,6 +5,7 @@ import type { Metrics } from '../metrics.ts';
 import { errorMessage } from '../errors.ts';
 import type { AuditWriter } from './audit-writer.ts';
 import type { CheckpointRow } from './signing.ts';
+import { groupLogRegex } from './admin-log.ts';
 
 /** A published checkpoint as it travels on the checkpoints topic (and as the verifier reads it). */
 export interface PublishedCheckpoint {
@@ -66,8 +67,8 @@ export class AuditService {
   private async publish(): Promise<void> {
     const { rows } = await this.o.pool.query<CheckpointRow>(
       `SELECT log_id, tree_size, root, prev_hash, signed_at, key_id, signature, checkpoint_hash FROM audit_checkpoints
-       WHERE published_at IS NULL AND log_id LIKE $1 ORDER BY log_id, tree_size LIMIT 1000`,
-      [`${this.o.groupId.replace(/[\\%_]/g, '\\$&')}:%`],
+       WHERE published_at IS NULL AND log_id ~ $1 ORDER BY log_id, tree_size LIMIT 1000`,
+      [groupLogRegex(this.o.groupId)],
     );
     if (rows.length === 0) return;
     await this.o.send(rows.map((r) => {

@@ -153,6 +153,7 @@ class LeafRowParser extends Transform {
       if (row === null) break;
       if (row === 'end') {
         pos = buf.length;
+        this.trailer = true;
         break;
       }
       rows.push(row.row);
@@ -164,8 +165,11 @@ class LeafRowParser extends Transform {
   }
 
   override _flush(done: TransformCallback): void {
-    done(this.carry && this.carry.length > 0 ? new Error(`binary COPY ended inside a row (${this.carry.length} bytes left)`) : undefined);
+    if (this.carry && this.carry.length > 0) done(new Error(`binary COPY ended inside a row (${this.carry.length} bytes left)`));
+    else done(this.trailer ? undefined : new Error('binary COPY ended without its trailer'));
   }
+
+  private trailer = false;
 
   /** The row at pos, or null when the buffer does not hold all of it yet. (No closures: this runs per row.) */
   private row(buf: Buffer, pos: number): { row: LeafRow; next: number } | 'end' | null {

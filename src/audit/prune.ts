@@ -1,16 +1,16 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, createReadStream, createWriteStream, fsyncSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { once } from 'node:events';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip, createGzip } from 'node:zlib';
 import type pg from 'pg';
-import { AdminLog, prunedThrough, type PrunedLog } from './admin-log.ts';
+import { AdminLog, adminLogId, groupLogRegex, type PrunedLog } from './admin-log.ts';
 import { decodeFields, leafOfTexts, META_FIELD_NAMES, PAYLOAD_FIELD_NAMES, streamLeafRows } from './leaf.ts';
 import { verifyCheckpoint } from './signing.ts';
 import { appendOne, emptyFrontier, rootOf } from './merkle.ts';
-import { verifyLog, type LogReport } from './verify.ts';
+import { logIds, rowLeaf, verifyLog, verifyLogs, type LogReport } from './verify.ts';
 
 /**
  * Retention of the signed audit log (DESIGN §7, issue 5). A prune never deletes an audit
@@ -80,16 +80,14 @@ export function parseCutoff(text: string, now = Date.now()): Date {
   return new Date(t);
 }
 
-const escapeLike = (s: string) => s.replace(/[\\%_]/g, '\\$&');
-
 /** The logs of the group (not its admin log) and how far each can be pruned now. */
 async function plan(db: pg.ClientBase, o: PruneOptions, done: Map<string, number>): Promise<Array<{ logId: string; from: number; to: number; treeSize: number }>> {
   const { rows } = await db.query<{ log_id: string; tree_size: string; to_seq: string | null }>(
     `SELECT l.log_id, l.tree_size,
        (SELECT max(c.tree_size) FROM audit_checkpoints c WHERE c.log_id = l.log_id
           AND c.tree_size <= COALESCE((SELECT min(a.seq) - 1 FROM audit_log a WHERE a.log_id = l.log_id AND a.executed_at >= $2), l.tree_size)) AS to_seq
-     FROM audit_logs l WHERE l.log_id LIKE $1 AND l.log_id <> $3 ORDER BY l.log_id`,
-    [`${escapeLike(o.group)}:%`, o.before, `${o.group}:admin`]);
+     FROM audit_logs l WHERE l.log_id ~ $1 AND l.log_id <> $3 ORDER BY l.log_id`,
+    [groupLogRegex(o.group), o.before, `${o.group}:admin`]);
   return rows
     .map((r) => ({ logId: r.log_id, from: (done.get(r.log_id) ?? 0) + 1, to: Number(r.to_seq ?? 0), treeSize: Number(r.tree_size) }))
     .filter((p) => p.to >= p.from);
@@ -99,24 +97,22 @@ const hex = (b: Buffer | null) => b?.toString('hex') ?? null;
 
 export async function prune(pool: pg.Pool, admin: AdminLog, o: PruneOptions): Promise<PruneResult> {
   const client = await pool.connect();
+  let broken: Error | undefined;
   try {
-    const done = await prunedThrough(client, o.group);
+    // 1. verify the whole group (admin log first) in one snapshot: a damaged log is not
+    //    pruned, since clearing a tampered payload would destroy the evidence
+    const ids = await logIds(client, o.group, []);
+    const total = (await client.query<{ n: string }>('SELECT COALESCE(sum(tree_size), 0) AS n FROM audit_logs WHERE log_id = ANY($1)', [ids])).rows[0]!.n;
+    let verified = 0;
+    const reports = await verifyLogs(client, ids, o.pinned, [], (n) => o.progress?.('verify', verified += n, Number(total)));
+    const done = new Map(reports.filter((r) => r.pruned).map((r) => [r.log_id, r.pruned!.to]));
     const todo = await plan(client, o, done);
     const { rows: conflictRows } = await client.query<{ id: string }>(
       `SELECT id FROM sync_conflicts WHERE consumer_group = $1 AND resolved_at < $2 AND converged_at IS NOT NULL ORDER BY id`, [o.group, o.conflictsBefore]);
     const conflictIds = conflictRows.map((r) => Number(r.id));
-    const result: PruneResult = { archive: null, manifest_sha256: null, admin_seq: null, logs: [], conflicts: conflictIds.length, damaged: [], dry_run: o.dryRun === true };
-
-    // 1. verify what is about to lose its payloads
-    const total = todo.reduce((s, t) => s + t.treeSize, 0);
-    let verified = 0;
-    for (const t of todo) {
-      const report = await verifyLog(client, t.logId, o.pinned, [], {
-        prunedThrough: done.get(t.logId),
-        progress: (n) => o.progress?.('verify', verified += n, total),
-      });
-      if (report.damage) result.damaged.push(report);
-    }
+    const result: PruneResult = {
+      archive: null, manifest_sha256: null, admin_seq: null, logs: [], conflicts: conflictIds.length, damaged: reports.filter((r) => r.damage), dry_run: o.dryRun === true,
+    };
     if (result.damaged.length > 0 || (todo.length === 0 && conflictIds.length === 0)) return result;
 
     // 2. the archive
@@ -133,14 +129,17 @@ export async function prune(pool: pg.Pool, admin: AdminLog, o: PruneOptions): Pr
       return result;
     }
     mkdirSync(dir, { recursive: true });
+    let phase: 'archive' | 'transaction' | 'commit' = 'archive';
     try {
       const archived = await writeArchive(client, dir, todo, conflictIds, manifest, o);
       manifest.files = archived;
       const manifestText = `${JSON.stringify(manifest, null, 2)}\n`;
       writeFileSync(path.join(dir, 'manifest.json'), manifestText);
       const manifestHash = createHash('sha256').update(manifestText).digest('hex');
+      syncAll(dir, [...archived.map((f) => f.name), 'manifest.json']); // on disk before anything is cleared
 
       // 3. clear, delete, record: one transaction
+      phase = 'transaction';
       await client.query('BEGIN');
       for (const l of manifest.logs) {
         await client.query('UPDATE audit_log SET before = NULL, after = NULL, writes = NULL WHERE log_id = $1 AND seq BETWEEN $2 AND $3', [l.log_id, l.from_seq, l.to_seq]);
@@ -154,18 +153,37 @@ export async function prune(pool: pg.Pool, admin: AdminLog, o: PruneOptions): Pr
           conflicts: manifest.conflicts,
         },
       });
+      phase = 'commit';
       await client.query('COMMIT');
       result.archive = dir;
       result.manifest_sha256 = manifestHash;
       result.logs = manifest.logs.map((l) => ({ log_id: l.log_id, from_seq: l.from_seq, to_seq: l.to_seq, rows: l.rows }));
       return result;
     } catch (err) {
-      await client.query('ROLLBACK').catch(() => undefined);
+      broken = err as Error; // the connection may be mid-COPY or mid-commit: it is not reused
+      if (phase === 'commit') {
+        // the commit may have landed: the archive may be the only copy of the payloads
+        throw new Error(`the prune's commit failed (${(err as Error).message}); it may have landed. The archive is kept at ${dir}: `
+          + `if ${o.group}:admin holds event prune/${name}, the payloads were cleared and the archive is needed; otherwise delete it and run prune again`);
+      }
+      if (phase === 'transaction') await client.query('ROLLBACK').catch(() => undefined);
       rmSync(dir, { recursive: true, force: true }); // nothing was cleared: an archive of nothing would mislead
       throw err;
     }
   } finally {
-    client.release();
+    client.release(broken);
+  }
+}
+
+/** fsyncs the files and their directory. */
+function syncAll(dir: string, names: string[]): void {
+  for (const n of [...names.map((x) => path.join(dir, x)), dir]) {
+    const fd = openSync(n, 'r');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
   }
 }
 
@@ -207,6 +225,8 @@ async function writeArchive(client: pg.PoolClient, dir: string, todo: Awaited<Re
         if (r.seq === t.from) frontierBefore = f.roots.map((h) => h.toString('hex'));
         appendOne(f, Buffer.from(r.storedLeaf ?? Buffer.alloc(32)));
         if (r.seq < t.from) continue;
+        // the payload leaves the table only as it was signed: recheck it now, after the verify
+        if (!r.storedLeaf || !rowLeaf(r, t.from - 1).leaf.equals(r.storedLeaf)) throw new Error(`${t.logId}: the row at seq ${r.seq} changed since it was verified; nothing pruned, run audit verify`);
         const meta = decodeFields(r.meta, META_FIELD_NAMES.length);
         const payload = r.payload ? decodeFields(r.payload, PAYLOAD_FIELD_NAMES.length) : [null, null, null];
         lines.push(JSON.stringify({
@@ -241,6 +261,8 @@ async function writeArchive(client: pg.PoolClient, dir: string, todo: Awaited<Re
 export interface ArchiveReport {
   ok: boolean;
   archive: string;
+  /** whether the manifest is the one the signed prune record names (checked against the database's admin log) */
+  manifest: { authenticated: boolean; detail: string };
   files: Array<{ name: string; ok: boolean; detail?: string }>;
   logs: Array<{ log_id: string; from_seq: number; to_seq: number; ok: boolean; detail?: string }>;
 }
@@ -251,10 +273,15 @@ export interface ArchiveReport {
  * the frontier before the range plus the recomputed leaves must give the root of the
  * checkpoint at the range's end, whose signature must verify with a pinned key.
  */
-export async function verifyArchive(dir: string, pinned: Map<string, string>): Promise<ArchiveReport> {
-  const manifest = JSON.parse(readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as Manifest;
-  const report: ArchiveReport = { ok: true, archive: dir, files: [], logs: [] };
+export async function verifyArchive(dir: string, pinned: Map<string, string>, db: pg.ClientBase | null): Promise<ArchiveReport> {
+  const manifestText = readFileSync(path.join(dir, 'manifest.json'));
+  const manifest = JSON.parse(manifestText.toString('utf8')) as Manifest;
+  const report: ArchiveReport = { ok: true, archive: dir, manifest: await authenticate(db, manifest, manifestText, path.basename(path.resolve(dir)), pinned), files: [], logs: [] };
   for (const f of manifest.files) {
+    if (!/^[A-Za-z0-9._-]+$/.test(f.name) || f.name.startsWith('.')) {
+      report.files.push({ name: f.name, ok: false, detail: 'not a plain file name in the archive' });
+      continue;
+    }
     const bytes = readFileSync(path.join(dir, f.name));
     const ok = createHash('sha256').update(bytes).digest('hex') === f.sha256;
     report.files.push(ok ? { name: f.name, ok } : { name: f.name, ok, detail: 'its SHA-256 differs from the manifest' });
@@ -296,6 +323,25 @@ export async function verifyArchive(dir: string, pinned: Map<string, string>): P
     }
     report.logs.push(detail ? { log_id: l.log_id, from_seq: l.from_seq, to_seq: l.to_seq, ok: false, detail } : { log_id: l.log_id, from_seq: l.from_seq, to_seq: l.to_seq, ok: true });
   }
-  report.ok = report.files.every((f) => f.ok) && report.logs.every((l) => l.ok);
+  report.ok = (report.manifest.authenticated || db === null) && report.files.every((f) => f.ok) && report.logs.every((l) => l.ok);
   return report;
+}
+
+/**
+ * The manifest is only the archive's word: it is authenticated by the prune record that
+ * names it in the group's admin log, covered by a verified checkpoint there.
+ */
+async function authenticate(db: pg.ClientBase | null, manifest: Manifest, text: Buffer, name: string, pinned: Map<string, string>): Promise<ArchiveReport['manifest']> {
+  if (db === null) return { authenticated: false, detail: 'not checked (--offline): the manifest\'s own hashes are trusted' };
+  const admin = await verifyLog(db, adminLogId(manifest.group), pinned, []);
+  const { rows } = await db.query<{ seq: string; sha: string | null }>(
+    `SELECT seq, writes->>'manifest_sha256' AS sha FROM audit_log WHERE log_id = $1 AND event_id = $2 AND kind = 'admin' AND op = 'prune'`,
+    [adminLogId(manifest.group), `prune/${name}`]);
+  const rec = rows[0];
+  if (!rec) return { authenticated: false, detail: `no prune record prune/${name} in ${adminLogId(manifest.group)}` };
+  if (Number(rec.seq) > admin.verified_through) return { authenticated: false, detail: `the prune record at seq ${rec.seq} of ${adminLogId(manifest.group)} is not covered by a verified checkpoint` };
+  const sha = createHash('sha256').update(text).digest('hex');
+  return sha === rec.sha
+    ? { authenticated: true, detail: `matches the signed prune record at seq ${rec.seq} of ${adminLogId(manifest.group)}` }
+    : { authenticated: false, detail: `its SHA-256 ${sha} is not the ${rec.sha} the signed prune record names` };
 }

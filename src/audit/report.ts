@@ -1,7 +1,7 @@
 import type pg from 'pg';
-import { adminLogId, prunedThrough } from './admin-log.ts';
+import { adminLogId, groupLogRegex, prunedThrough } from './admin-log.ts';
 import type { PublishedCheckpoint } from './audit-service.ts';
-import { logIds, verifyLog, type LogReport } from './verify.ts';
+import { logIds, verifyLog, verifyLogs } from './verify.ts';
 
 /**
  * The compliance report (issue 5): what the audit log holds for a period, for an auditor.
@@ -63,7 +63,7 @@ export interface ComplianceReport {
   };
 }
 
-const like = (group: string) => `${group.replace(/[\\%_]/g, '\\$&')}:%`;
+const like = groupLogRegex;
 
 function totals(rows: Array<Record<string, unknown> & { count: number }>, field: string): Count[] {
   const m = new Map<string, number>();
@@ -76,10 +76,10 @@ export async function buildReport(db: pg.ClientBase, o: ReportOptions): Promise<
   const { rows: changeRows } = await db.query<{ day: string; entity: string; op: string; source_node: string; count: number }>(
     `SELECT to_char(executed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, COALESCE(entity, '') AS entity, COALESCE(op, '') AS op,
             COALESCE(source_node, '') AS source_node, count(*)::int AS count
-     FROM audit_log WHERE log_id LIKE $1 AND executed_at >= $2 AND executed_at < $3 AND kind = 'change'
+     FROM audit_log WHERE log_id ~ $1 AND executed_at >= $2 AND executed_at < $3 AND kind = 'change'
      GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4`, win);
   const { rows: kinds } = await db.query<{ key: string; count: number }>(
-    `SELECT kind AS key, count(*)::int AS count FROM audit_log WHERE log_id LIKE $1 AND executed_at >= $2 AND executed_at < $3 GROUP BY 1 ORDER BY 1`, win);
+    `SELECT kind AS key, count(*)::int AS count FROM audit_log WHERE log_id ~ $1 AND executed_at >= $2 AND executed_at < $3 GROUP BY 1 ORDER BY 1`, win);
   const { rows: resolutions } = await db.query<ComplianceReport['conflicts']['by_resolution'][number]>(
     `SELECT entity, strategy, COALESCE(resolution_strategy, CASE WHEN resolved_at IS NULL THEN 'open' ELSE strategy END) AS resolution, resolved_by,
             CASE WHEN resolved_at IS NULL THEN 'open' WHEN converged_at IS NULL THEN 'resolved, converging' ELSE 'converged' END AS state, count(*)::int AS count
@@ -95,31 +95,31 @@ export async function buildReport(db: pg.ClientBase, o: ReportOptions): Promise<
   const { rows: keys } = await db.query<{ key_id: string; checkpoints: number; first_signed: Date; last_signed: Date; created_at: Date | null; retired_at: Date | null }>(
     `SELECT c.key_id, count(*)::int AS checkpoints, min(c.signed_at) AS first_signed, max(c.signed_at) AS last_signed, k.created_at, k.retired_at
      FROM audit_checkpoints c LEFT JOIN audit_keys k ON k.key_id = c.key_id
-     WHERE c.log_id LIKE $1 GROUP BY c.key_id, k.created_at, k.retired_at ORDER BY 3`, [like(o.group)]);
+     WHERE c.log_id ~ $1 GROUP BY c.key_id, k.created_at, k.retired_at ORDER BY 3`, [like(o.group)]);
 
-  // retention
-  const pruned = await prunedThrough(db, o.group);
+  // retention: how far each log was pruned, by the admin log's verified prune records
+  const reports = o.pinned === null ? null : await verifyLogs(db, await logIds(db, o.group, o.published ?? []), o.pinned, o.published ?? []);
+  const admin = await verifyLog(db, adminLogId(o.group), o.pinned ?? new Map(), []);
+  const pruned = await prunedThrough(db, o.group, o.pinned === null ? Number.MAX_SAFE_INTEGER : admin.verified_through);
   const { rows: prunes } = await db.query<{ executed_at: Date; actor: string | null; writes: { archive: string; before: string; logs: Array<{ from_seq: number; to_seq: number }>; conflicts: { count: number } } }>(
     `SELECT executed_at, actor, writes FROM audit_log WHERE log_id = $1 AND kind = 'admin' AND op = 'prune' ORDER BY seq`, [adminLogId(o.group)]);
   const { rows: oldest } = await db.query<{ at: Date | null; due: number }>(
     `SELECT min(executed_at) AS at, count(*) FILTER (WHERE executed_at < now() - make_interval(days => $2))::int AS due
-     FROM audit_log WHERE log_id LIKE $1 AND log_id <> $3 AND writes IS NOT NULL`, [like(o.group), o.retentionDays, adminLogId(o.group)]);
+     FROM audit_log WHERE log_id ~ $1 AND log_id <> $3 AND writes IS NOT NULL`, [like(o.group), o.retentionDays, adminLogId(o.group)]);
   const { rows: cdue } = await db.query<{ n: number }>(
     `SELECT count(*)::int AS n FROM sync_conflicts WHERE consumer_group = $1 AND converged_at IS NOT NULL AND resolved_at < now() - make_interval(days => $2)`,
     [o.group, o.conflictRetentionDays]);
 
   // integrity: a full verification of the group's logs, as `audit verify` does it
   let integrity: ComplianceReport['integrity'];
-  if (o.pinned === null) {
+  if (reports === null) {
     integrity = { verdict: 'not verified', detail: 'no pinned keys were given (--keys or AUDIT_PINNED_KEYS_FILE); nothing is claimed about integrity', logs: 0, rows: 0, damaged: [], published_checkpoints: null };
   } else {
     const published = o.published ?? [];
-    const reports: LogReport[] = [];
-    for (const id of await logIds(db, `${o.group}:`, published)) reports.push(await verifyLog(db, id, o.pinned, published, { prunedThrough: pruned.get(id) }));
     const damaged = reports.filter((r) => r.damage).map((r) => ({ log_id: r.log_id, ...r.damage! }));
     integrity = {
       verdict: damaged.length === 0 ? 'intact' : 'damaged',
-      detail: `${reports.length} logs verified against ${o.pinned.size} pinned key(s)`
+      detail: `${reports.length} logs verified against ${o.pinned?.size ?? 0} pinned key(s)`
         + (o.published === null ? `; published checkpoints not compared${o.publishedError ? ` (${o.publishedError})` : ''}` : `; ${published.length} published checkpoints compared`),
       logs: reports.length, rows: reports.reduce((s, r) => s + r.rows, 0), damaged, published_checkpoints: o.published === null ? null : published.length,
     };

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { appendOne, emptyFrontier, rootOf } from './merkle.ts';
 import { decodeFields, encodeFields, leafHashOf, payloadHash, streamLeafRows, type LeafRow } from './leaf.ts';
+import { adminLogId, groupLogRegex, prunedThrough } from './admin-log.ts';
 import { checkpointHash, checkpointMessage, verifyCheckpoint, type CheckpointBody, type CheckpointRow } from './signing.ts';
 import type { PublishedCheckpoint } from './audit-service.ts';
 
@@ -25,6 +26,8 @@ export interface LogReport {
   checkpoints: number;
   /** Rows after the last checkpoint of a log still being written: not signed yet, not damage. */
   unsigned: number;
+  /** The largest signed tree size whose signature, root and every row up to it verified. */
+  verified_through: number;
   /** Rows whose payload was archived and cleared by `audit prune` (their metadata still verifies). */
   pruned: { from: number; to: number } | null;
   damage: Damage | null;
@@ -54,8 +57,10 @@ export function rowLeaf(r: LeafRow, prunedThrough: number): { payload: Buffer; l
 }
 
 export async function verifyLog(db: pg.ClientBase, logId: string, pinned: Map<string, string>, published: PublishedCheckpoint[],
-  o: { prunedThrough?: number; progress?: (rows: number) => void } = {}): Promise<LogReport> {
+  o: { prunedThrough?: number; untrustedPrune?: { through: number; kind: DamageKind; detail: string }; progress?: (rows: number) => void } = {}): Promise<LogReport> {
   const prunedThrough = o.prunedThrough ?? 0;
+  const untrusted = o.untrustedPrune;
+  let untrustedSeen = false;
   const progress = o.progress ?? (() => undefined);
   // Row findings (missing, inserted, reordered, modified rows) name exact rows and come
   // first; checkpoint and tail findings next; a root that does not match when every row
@@ -70,8 +75,10 @@ export async function verifyLog(db: pg.ClientBase, logId: string, pinned: Map<st
   const { rows: cps } = await db.query<CheckpointRow>(
     'SELECT log_id, tree_size, root, prev_hash, signed_at, key_id, signature, checkpoint_hash FROM audit_checkpoints WHERE log_id = $1 ORDER BY tree_size', [logId]);
   let prev: Buffer | null = null;
+  const signedOk = new Set<number>();
   for (const c of cps) {
     const size = Number(c.tree_size);
+    const before = findings.length;
     const body: CheckpointBody = { logId, treeSize: size, root: c.root, prevHash: c.prev_hash, signedAt: c.signed_at.toISOString(), keyId: c.key_id };
     const key = pinned.get(c.key_id);
     if (!key) note({ seq: size, kind: 'unknown key', detail: `checkpoint at tree size ${size} is signed by key ${c.key_id}, which is not pinned` });
@@ -79,6 +86,7 @@ export async function verifyLog(db: pg.ClientBase, logId: string, pinned: Map<st
     else if (!checkpointHash(checkpointMessage(body), c.signature).equals(c.checkpoint_hash)) note({ seq: size, kind: 'bad signature', detail: `checkpoint at tree size ${size}: its stored hash is not the hash of its message and signature` });
     if (!(prev === null ? c.prev_hash === null : c.prev_hash?.equals(prev))) note({ seq: size, kind: 'bad signature', detail: `checkpoint at tree size ${size} does not chain to the one before it` });
     prev = c.checkpoint_hash;
+    if (findings.length === before) signedOk.add(size);
   }
   const sizes = cps.map((c) => Number(c.tree_size));
   const roots = new Map(cps.map((c) => [Number(c.tree_size), c.root]));
@@ -87,6 +95,7 @@ export async function verifyLog(db: pg.ClientBase, logId: string, pinned: Map<st
   const f = emptyFrontier();
   let expected = 1;
   let lastGoodCheckpoint = 0;
+  let verifiedThrough = 0;
   const mismatched: Mismatch[] = [];
   const written = logRows[0] ? Number(logRows[0].tree_size) : Number.MAX_SAFE_INTEGER;
   let inserted = false;
@@ -102,6 +111,16 @@ export async function verifyLog(db: pg.ClientBase, logId: string, pinned: Map<st
       rowFindings.push({ seq: expected, kind: 'missing', detail: `no row at seq ${expected}${seq > expected + 1 ? ` (next is ${seq})` : ''}` });
       expected = seq; // go on with what is there, so later checks still run
     }
+    if (untrusted && r.payload === null && r.storedPayload && seq > prunedThrough && seq <= untrusted.through && r.storedLeaf && leafHashOf(r.meta, r.storedPayload).equals(r.storedLeaf)) {
+      // cleared under a prune record the admin log cannot vouch for: named by what is wrong there
+      if (!untrustedSeen) rowFindings.push({ seq, kind: untrusted.kind, detail: `the payload at seq ${seq} was cleared under a prune record that does not verify: ${untrusted.detail}` });
+      untrustedSeen = true;
+      appendOne(f, r.storedLeaf);
+      const root = roots.get(f.size);
+      if (root && rootOf(f).equals(root)) lastGoodCheckpoint = f.size;
+      expected++;
+      return;
+    }
     const { payload, leaf } = rowLeaf(r, prunedThrough);
     if (r.storedLeaf === null || !leaf.equals(r.storedLeaf) || (r.storedPayload !== null && !payload.equals(r.storedPayload))) {
       if (mismatched.length < 10_000) mismatched.push({ seq, meta: Buffer.from(r.meta), payload, stored: r.storedLeaf && Buffer.from(r.storedLeaf) });
@@ -114,6 +133,7 @@ export async function verifyLog(db: pg.ClientBase, logId: string, pinned: Map<st
         rootFindings.push({ seq: lastGoodCheckpoint + 1, kind: 'modified', detail: `the rows from seq ${lastGoodCheckpoint + 1} to ${f.size} do not hash to the root signed at tree size ${f.size}` });
       } else {
         lastGoodCheckpoint = f.size;
+        if (signedOk.has(f.size) && rowFindings.length === 0 && mismatched.length === 0) verifiedThrough = f.size;
       }
     }
     expected++;
@@ -141,17 +161,61 @@ export async function verifyLog(db: pg.ClientBase, logId: string, pinned: Map<st
     if (!roots.has(p.tree_size) && p.tree_size <= n) note({ seq: p.tree_size, kind: 'truncated', detail: `the checkpoint published for tree size ${p.tree_size} is missing from audit_checkpoints` });
     else if (roots.has(p.tree_size) && roots.get(p.tree_size)!.toString('hex') !== p.root) note({ seq: p.tree_size, kind: 'modified', detail: `the root stored for tree size ${p.tree_size} differs from the one published` });
   }
+  // the admin log signs every append in the same transaction: an unsigned row there was not written by a prune
+  if (logId.endsWith(':admin') && n > lastSigned) rowFindings.push({ seq: lastSigned + 1, kind: 'inserted', detail: `the admin log signs every row it appends; seq ${lastSigned + 1} is not signed` });
   const first = (ds: Damage[]) => [...ds].sort((a, b) => a.seq - b.seq)[0];
   const damage = first(rowFindings) ?? first(findings) ?? first(rootFindings) ?? null;
-  return { log_id: logId, rows: n, checkpoints: cps.length, unsigned: Math.max(0, n - lastSigned), pruned: prunedThrough > 0 ? { from: 1, to: prunedThrough } : null, damage };
+  if (damage) verifiedThrough = Math.min(verifiedThrough, damage.seq - 1);
+  return {
+    log_id: logId, rows: n, checkpoints: cps.length, unsigned: Math.max(0, n - lastSigned), verified_through: verifiedThrough,
+    pruned: prunedThrough > 0 ? { from: 1, to: prunedThrough } : null, damage,
+  };
 }
 
-/** Every log id the database knows: written, checkpointed, or published. */
-export async function logIds(db: pg.ClientBase | pg.Pool, prefix: string | undefined, published: PublishedCheckpoint[]): Promise<string[]> {
-  const like = prefix === undefined ? '%' : `${prefix.replace(/[\\%_]/g, '\\$&')}%`;
+/** Every log id the database knows, of one group or all: written, checkpointed, or published. */
+export async function logIds(db: pg.ClientBase | pg.Pool, group: string | undefined, published: PublishedCheckpoint[]): Promise<string[]> {
+  const re = group === undefined ? '' : groupLogRegex(group);
   const { rows } = await db.query<{ log_id: string }>(
-    `SELECT log_id FROM audit_logs WHERE log_id LIKE $1 UNION SELECT DISTINCT log_id FROM audit_checkpoints WHERE log_id LIKE $1`, [like]);
+    `SELECT log_id FROM audit_logs WHERE log_id ~ $1 UNION SELECT DISTINCT log_id FROM audit_checkpoints WHERE log_id ~ $1`, [re]);
   const ids = new Set(rows.map((r) => r.log_id));
-  for (const p of published) if (prefix === undefined || p.log_id.startsWith(prefix)) ids.add(p.log_id);
+  const mine = new RegExp(re);
+  for (const p of published) if (mine.test(p.log_id)) ids.add(p.log_id);
   return [...ids].sort();
+}
+
+/** A log's group: everything before its last ':' (a topic name holds none). */
+export const groupOf = (logId: string): string => logId.slice(0, logId.lastIndexOf(':'));
+
+/**
+ * Verifies logs group by group, each group in one read-only snapshot, so rows a running
+ * worker commits meanwhile are neither half-seen nor taken for inserted rows. The group's
+ * admin log is verified first, and only the prune records its verified checkpoints cover
+ * are honoured: a prune record forged into the table proves nothing.
+ */
+export async function verifyLogs(db: pg.ClientBase, ids: string[], pinned: Map<string, string>, published: PublishedCheckpoint[],
+  progress?: (rows: number) => void): Promise<LogReport[]> {
+  const byGroup = new Map<string, string[]>();
+  for (const id of ids) byGroup.set(groupOf(id), [...(byGroup.get(groupOf(id)) ?? []), id]);
+  const reports: LogReport[] = [];
+  for (const [group, logs] of byGroup) {
+    await db.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    try {
+      const admin = adminLogId(group);
+      const adminReport = await verifyLog(db, admin, pinned, published, { progress: logs.includes(admin) ? progress : undefined });
+      if (logs.includes(admin)) reports.push(adminReport);
+      const pruned = await prunedThrough(db, group, adminReport.verified_through);
+      const claimed = adminReport.damage ? await prunedThrough(db, group, Number.MAX_SAFE_INTEGER) : pruned;
+      for (const id of logs) {
+        if (id === admin) continue;
+        const through = claimed.get(id) ?? 0;
+        // a prune record beyond what the admin log proves: a forged one makes its cleared rows 'modified'; an unverifiable key or signature is named as such
+        const kind: DamageKind = adminReport.damage?.kind === 'unknown key' || adminReport.damage?.kind === 'bad signature' ? adminReport.damage.kind : 'modified';
+        const untrustedPrune = through > (pruned.get(id) ?? 0) ? { through, kind, detail: `${admin}: ${adminReport.damage!.detail}` } : undefined;
+        reports.push(await verifyLog(db, id, pinned, published, { prunedThrough: pruned.get(id), untrustedPrune, progress }));
+      }
+    } finally {
+      await db.query('COMMIT').catch(() => undefined);
+    }
+  }
+  return reports.sort((a, b) => a.log_id.localeCompare(b.log_id));
 }

@@ -6,21 +6,21 @@ import pg from 'pg';
 import Kafka from 'node-rdkafka';
 import { PROJECT_ROOT } from '../config/env.ts';
 import { errorMessage } from '../errors.ts';
-import { logIds, rowLeaf, verifyLog, type LogReport } from '../audit/verify.ts';
+import { groupOf, logIds, rowLeaf, verifyLog, verifyLogs } from '../audit/verify.ts';
 import type { PublishedCheckpoint } from '../audit/audit-service.ts';
 import { LEAF_SESSION_SQL, streamLeafRows, type LeafRow } from '../audit/leaf.ts';
 import { buildReport, renderHtml, renderMarkdown } from '../audit/report.ts';
 import { inclusionProof, verifyInclusion } from '../audit/merkle.ts';
 import { generateSigningKey, loadSigningKey, readPinnedKeys, registerKey, verifyCheckpoint } from '../audit/signing.ts';
 import type { Loaded } from './main.ts';
-import { AdminLog, adminLogId, prunedThrough } from '../audit/admin-log.ts';
+import { AdminLog, adminLogId, groupLogRegex, prunedThrough } from '../audit/admin-log.ts';
 import { migrateControlSchema } from '../audit/control-schema.ts';
 import { parseCutoff, prune, verifyArchive } from '../audit/prune.ts';
 
 const USAGE = `usage: worker-sync audit verify --keys FILE [--group G | --log LOG_ID] [--no-kafka] [--json]   (FILE default: AUDIT_PINNED_KEYS_FILE)
        worker-sync audit prove --event ID --keys FILE [--group G] [--json]
        worker-sync audit prune --before 90d --archive DIR [--conflicts-before 30d] [--group G] [--keys FILE] [--actor NAME] [--dry-run] [--json]
-       worker-sync audit verify-archive DIR --keys FILE [--json]
+       worker-sync audit verify-archive DIR --keys FILE [--offline] [--json]
        worker-sync audit export --from DATE --to DATE [--group G]      CSV with a header row, to stdout
        worker-sync audit report --from DATE --to DATE [--format md|html|json] [--group G] [--keys FILE] [--no-kafka] [--out FILE]
        worker-sync audit public-key            the pinned-keys entry of AUDIT_SIGNING_KEY_FILE
@@ -38,8 +38,9 @@ row's metadata and hashes and every checkpoint; resolved conflicts older than
 --conflicts-before are archived and deleted. It verifies the logs first and refuses to
 prune a damaged one. The prune is recorded as an admin row in the group's admin log.
 Never DELETE audit rows by hand: verify reports that as tampering.
-verify-archive checks an archive alone: file hashes, every row's leaf, the roots and
-their signatures.
+verify-archive checks an archive: that its manifest is the one the signed prune record
+names (skipped with --offline, when there is no database to ask), the files' hashes,
+every row's leaf, and the roots and their signatures.
 
 export streams audit rows (executed_at in [--from, --to)) as CSV with a header row, by
 COPY … TO STDOUT. report summarises a period for auditors: changes by entity, op, node
@@ -66,7 +67,7 @@ export async function runAudit(args: string[], cfg: Loaded): Promise<number> {
     case 'public-key': return publicKey(cfg);
     case 'rotate-key': return rotateKey(rest, cfg);
     case 'prune': return pruneCommand(rest, cfg);
-    case 'verify-archive': return verifyArchiveCommand(rest);
+    case 'verify-archive': return verifyArchiveCommand(rest, cfg);
     case 'export': return exportCommand(rest, cfg);
     case 'report': return reportCommand(rest, cfg);
     default:
@@ -136,7 +137,7 @@ async function verify(args: string[], cfg: Loaded): Promise<number> {
   const started = performance.now();
   try {
     const published = args.includes('--no-kafka') ? [] : await readPublished(cfg.brokers, cfg.env.auditCheckpointTopic);
-    const ids = only ? [only] : await logIds(db, group === undefined ? undefined : `${group}:`, published);
+    const ids = only ? [only] : await logIds(db, group, published);
     const { rows: sizes } = await db.query<{ n: string }>('SELECT COALESCE(sum(tree_size), 0) AS n FROM audit_logs WHERE log_id = ANY($1)', [ids]);
     const total = Number(sizes[0]!.n);
     let done = 0;
@@ -145,9 +146,7 @@ async function verify(args: string[], cfg: Loaded): Promise<number> {
       done += n;
       if (bar) process.stderr.write(`\r[${'#'.repeat(Math.round((Math.min(done, total) / Math.max(total, 1)) * 30)).padEnd(30)}] ${done}/${total} rows`);
     };
-    const pruned = await prunedThrough(db, group);
-    const reports: LogReport[] = [];
-    for (const id of ids) reports.push(await verifyLog(db, id, pinned, published, { prunedThrough: pruned.get(id), progress }));
+    const reports = await verifyLogs(db, ids, pinned, published, progress);
     if (bar) process.stderr.write('\n');
     const seconds = (performance.now() - started) / 1000;
     const rows = reports.reduce((s, r) => s + r.rows, 0);
@@ -182,7 +181,7 @@ async function prove(args: string[], cfg: Loaded): Promise<number> {
     // event ids name a source position, which every deployment consuming that topic sees: one group's logs
     const group = flag(args, '--group') ?? cfg.env.groupId;
     const { rows: hits } = await db.query<{ log_id: string; seq: string }>(
-      'SELECT log_id, seq FROM audit_log WHERE event_id = $1 AND log_id LIKE $2 ORDER BY log_id, seq', [event, `${group.replace(/[\\%_]/g, '\\$&')}:%`]);
+      'SELECT log_id, seq FROM audit_log WHERE event_id = $1 AND log_id ~ $2 ORDER BY log_id, seq', [event, groupLogRegex(group)]);
     if (hits.length === 0) {
       process.stderr.write(`no audit row for event ${event} in the logs of ${group}\n`);
       return 1;
@@ -208,7 +207,9 @@ async function prove(args: string[], cfg: Loaded): Promise<number> {
           if (r.seq === seq) row = { ...r, meta: Buffer.from(r.meta), payload: r.payload && Buffer.from(r.payload), storedPayload: r.storedPayload && Buffer.from(r.storedPayload) };
         }
       });
-      const pruned = (await prunedThrough(db, h.log_id.slice(0, h.log_id.lastIndexOf(':')))).get(h.log_id) ?? 0;
+      const group = groupOf(h.log_id);
+      const admin = await verifyLog(db, adminLogId(group), pinned, []);
+      const pruned = (await prunedThrough(db, group, admin.verified_through)).get(h.log_id) ?? 0;
       const leaf = rowLeaf(row!, pruned).leaf;
       const path_ = inclusionProof(leaves, seq - 1);
       const key = pinned.get(cp.key_id);
@@ -318,7 +319,7 @@ async function pruneCommand(args: string[], cfg: Loaded): Promise<number> {
   }
 }
 
-async function verifyArchiveCommand(args: string[]): Promise<number> {
+async function verifyArchiveCommand(args: string[], cfg: Loaded): Promise<number> {
   const dir = args.find((a, i) => !a.startsWith('--') && args[i - 1] !== '--keys');
   if (!dir) {
     process.stderr.write(`the archive's directory is required\n\n${USAGE}`);
@@ -326,10 +327,16 @@ async function verifyArchiveCommand(args: string[]): Promise<number> {
   }
   const pinned = pinnedOrUsage(args);
   if (typeof pinned === 'number') return pinned;
-  const report = await verifyArchive(dir, pinned);
+  let db: pg.Client | null = null;
+  if (!args.includes('--offline')) {
+    db = new pg.Client({ connectionString: cfg.controlUrl });
+    await db.connect();
+  }
+  const report = await verifyArchive(dir, pinned, db).finally(() => db?.end());
   if (args.includes('--json')) {
     process.stdout.write(`${JSON.stringify(report)}\n`);
   } else {
+    process.stdout.write(`${report.manifest.authenticated ? 'ok     ' : db === null ? 'UNCHECKED' : 'BAD    '} manifest: ${report.manifest.detail}\n`);
     for (const f of report.files) process.stdout.write(`${f.ok ? 'ok     ' : 'BAD    '} file ${f.name}${f.detail ? `: ${f.detail}` : ''}\n`);
     for (const l of report.logs) process.stdout.write(`${l.ok ? 'ok     ' : 'BAD    '} ${l.log_id} seq ${l.from_seq}-${l.to_seq}${l.detail ? `: ${l.detail}` : ''}\n`);
     process.stdout.write(`${report.ok ? 'archive intact' : 'archive damaged'}: ${dir}\n`);
@@ -362,7 +369,7 @@ async function exportCommand(args: string[], cfg: Loaded): Promise<number> {
   try {
     await db.query(LEAF_SESSION_SQL); // timestamps in UTC, ISO
     const where = `executed_at >= ${db.escapeLiteral(p.from.toISOString())} AND executed_at < ${db.escapeLiteral(p.to.toISOString())}`
-      + (group === undefined ? '' : ` AND log_id LIKE ${db.escapeLiteral(`${group.replace(/[\\%_]/g, '\\$&')}:%`)}`);
+      + (group === undefined ? '' : ` AND log_id ~ ${db.escapeLiteral(groupLogRegex(group))}`);
     const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM audit_log WHERE ${where}`);
     const total = rows[0]!.n;
     const source = db.query(pgCopy.to(

@@ -32,7 +32,7 @@ import { IngestStage } from './ingest-stage.ts';
 import { SyncStage } from './sync-stage.ts';
 import { Circuits } from './circuits.ts';
 import { startHttpServer, json, type RunningServer } from '../http/server.ts';
-import { errorMessage } from '../errors.ts';
+import { ConfigError, errorMessage } from '../errors.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** librdkafka's logical offset for a partition's first message. */
@@ -314,7 +314,7 @@ export class Worker {
       try {
         return await fn();
       } catch (err) {
-        if (this.stopping) throw err;
+        if (this.stopping || err instanceof ConfigError) throw err; // retrying a bad configuration cannot help
         this.log.warn({ attempt, err: errorMessage(err) }, `${what} failed; retrying`);
         await sleep(backoff(attempt));
       }

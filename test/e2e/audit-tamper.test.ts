@@ -113,6 +113,15 @@ describe('the signed audit log', () => {
       await control.query(`DELETE FROM audit_log WHERE log_id = $1 AND seq <= 3`, [logId]);
       return { seq: 1, kind: 'missing' };
     }],
+    ['payloads cleared by hand behind a forged prune record in the admin log', async (n) => {
+      await control.query(`INSERT INTO audit_logs (log_id, epoch, tree_size) VALUES ($1, 1, 1)`, [`${group}:admin`]);
+      await control.query(
+        `INSERT INTO audit_log (log_id, seq, kind, event_id, op, writes, actor, executed_at, payload_hash, leaf_hash)
+         VALUES ($1, 1, 'admin', 'prune/forged', 'prune', $2, 'mallory', now(), '\\x00', '\\x00')`,
+        [`${group}:admin`, JSON.stringify({ logs: [{ log_id: logId, from_seq: 1, to_seq: n }] })]);
+      await control.query(`UPDATE audit_log SET before = NULL, after = NULL, writes = NULL WHERE log_id = $1 AND seq = 5`, [logId]);
+      return { seq: 5, kind: 'modified' };
+    }],
     ['a deleted row', async () => {
       await control.query(`DELETE FROM audit_log WHERE log_id = $1 AND seq = 11`, [logId]);
       return { seq: 11, kind: 'missing' };
