@@ -84,6 +84,7 @@ export async function runHealth(args: string[], cfg: Loaded): Promise<number> {
   if (what === 'db' || what === 'full') {
     checks.push(timed('control-db', () => checkPostgres(cfg.controlUrl)));
     for (const node of cfg.topology.nodes.values()) {
+      if (node.role === 'source') continue; // a synthetic source has no database to check
       if (node.kind === 'postgres') checks.push(timed(`node:${node.name}`, () => checkPostgres(node.url)));
       else if (node.kind === 'mariadb' || node.kind === 'mysql') checks.push(timed(`node:${node.name}`, () => checkMysql(node.url)));
       else checks.push(timed(`node:${node.name}`, () => checkMongo(node.url)));

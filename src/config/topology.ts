@@ -17,7 +17,16 @@ export interface NodeConfig {
   /** Debezium `topic.prefix` of this node's connector. */
   topicPrefix: string;
   priority: number;
+  /**
+   * both (default): captured by Debezium and written by the worker; source: its changes
+   * arrive on its topics but the worker never writes it (no url needed; a load
+   * generator's synthetic node); target: written, not captured, so no echo comes back.
+   */
+  role: NodeRole;
 }
+
+export type NodeRole = 'both' | 'source' | 'target';
+const ROLES: NodeRole[] = ['both', 'source', 'target'];
 
 export interface EntityNodeMapping {
   node: string;
@@ -40,6 +49,10 @@ export interface EntityConfig {
   deleteWins: boolean;
   truncate: 'propagate' | 'ignore';
   nodes: Map<string, EntityNodeMapping>;
+  /** The nodes the worker writes (every mapped node but source-only ones). */
+  targets: string[];
+  /** Target-only nodes: not captured, so their writes come back as no echo. */
+  echoless: Set<string>;
 }
 
 export interface Topology {
@@ -123,11 +136,13 @@ export function parseTopology(doc: unknown, source: string, env: Record<string, 
     const n = obj(rawNode, at);
     const kind = text(n.kind, `${at}.kind`) as NodeKind;
     if (!NODE_KINDS.includes(kind)) throw new ConfigError(`${at}.kind`, `must be one of ${NODE_KINDS.join(', ')}, got "${kind}"`);
-    const url = resolveUrl(n, at, env);
+    const role = (n.role ?? 'both') as NodeRole;
+    if (!ROLES.includes(role)) throw new ConfigError(`${at}.role`, `must be one of ${ROLES.join(', ')}, got "${String(role)}"`);
+    const url = resolveUrl(n, at, env) ?? (role === 'source' ? '' : undefined);
     if (url === undefined) throw new ConfigError(`${at}.url`, 'is required (or urlEnv / urlFile)');
     const priority = n.priority === undefined ? 100 : Number(n.priority);
     if (!Number.isInteger(priority)) throw new ConfigError(`${at}.priority`, 'must be an integer');
-    nodes.set(name, { name, kind, url, topicPrefix: text(n.topicPrefix ?? name, `${at}.topicPrefix`), priority });
+    nodes.set(name, { name, kind, url, topicPrefix: text(n.topicPrefix ?? name, `${at}.topicPrefix`), priority, role });
   }
   if (nodes.size === 0) throw new ConfigError('nodes', 'at least one node is required');
 
@@ -158,6 +173,8 @@ export function parseTopology(doc: unknown, source: string, env: Record<string, 
       name, key, columns, versionColumn, policy, truncate,
       deleteWins: e.deleteWins === undefined ? true : Boolean(e.deleteWins),
       nodes: new Map(),
+      targets: [],
+      echoless: new Set(),
     };
     for (const [nodeName, rawMap] of Object.entries(obj(e.nodes, `${at}.nodes`))) {
       const mat = `${at}.nodes.${nodeName}`;
@@ -187,11 +204,17 @@ export function parseTopology(doc: unknown, source: string, env: Record<string, 
       }
       const topic = m.topic === undefined ? `${node.topicPrefix}.${table}` : text(m.topic, `${mat}.topic`);
       const mapping: EntityNodeMapping = { node: nodeName, table, topic, columns: colMap, columnsBack: back };
+      entity.nodes.set(nodeName, mapping);
+      if (node.role !== 'source') entity.targets.push(nodeName);
+      if (node.role === 'target') {
+        entity.echoless.add(nodeName);
+        continue; // not captured: no topic to read
+      }
       if (topics.has(topic)) throw new ConfigError(`${mat}.topic`, `topic ${topic} is mapped twice`);
       topics.set(topic, { entity, mapping });
-      entity.nodes.set(nodeName, mapping);
     }
     if (entity.nodes.size === 0) throw new ConfigError(`${at}.nodes`, 'at least one node mapping is required');
+    if (entity.targets.length === 0) throw new ConfigError(`${at}.nodes`, 'maps only source nodes: nothing to write');
     entities.set(name, entity);
   }
   if (entities.size === 0) throw new ConfigError('entities', 'at least one entity is required');

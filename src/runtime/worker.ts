@@ -130,6 +130,7 @@ export class Worker {
     const nodeIndex = await this.retry('node registration', () => registerNodes(this.pool, [...topology.nodes.keys()]));
     this.readiness.add('control-db', async () => { await this.pool.query('SELECT 1'); });
     for (const node of topology.nodes.values()) {
+      if (node.role === 'source') continue; // never written
       if (node.kind === 'postgres') this.sinks.set(node.name, new PostgresSink(node.name, node.url, env.queueConcurrency + 1));
       else if (node.kind === 'mariadb' || node.kind === 'mysql') this.sinks.set(node.name, new MySqlSink(node.name, node.url, env.queueConcurrency + 1));
       else this.sinks.set(node.name, new MongoSink(node.name, node.url, env.queueConcurrency + 1));

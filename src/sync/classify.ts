@@ -101,12 +101,19 @@ function sameVersion(a: VersionVector | null, b: VersionVector | null): boolean 
 
 /**
  * Called per write after the sink reported it. A write that changed the row, or found it
- * already at the new version, will come back as an echo: it gets one FIFO entry (never
+ * already at the new version, will come back as an echo (unless the node is not captured): it gets one FIFO entry (never
  * two for one version, so a replay after a crash yields exactly one echo).
  */
-export function recordOutcome(state: RecordState, w: PlannedWrite, outcome: 'applied' | 'already' | 'cas-skipped'): void {
+export function recordOutcome(state: RecordState, w: PlannedWrite, outcome: 'applied' | 'already' | 'cas-skipped', echoes = true): void {
   if (outcome === 'cas-skipped') return;
   const n = nodeState(state, w.node);
+  if (!echoes) {
+    // a target-only node: nothing will come back, so what was written is what it holds
+    n.seen = w.version;
+    n.present = w.op !== 'delete';
+    n.rowVersion = w.op === 'delete' ? null : w.version;
+    return;
+  }
   if (n.fifo.some((e) => sameVersion(e.pushed, w.version) && e.delete === (w.op === 'delete'))) return;
   if (outcome === 'already' && w.op === 'delete') {
     // Nothing was there to emit a delete, so no echo will come. Where the node's own
@@ -186,7 +193,7 @@ export function classify(state: RecordState, ev: ChangeEvent, carried: VersionVe
     state.tombstone = isDelete;
     state.value = incomingValue;
     const writes: PlannedWrite[] = [];
-    for (const other of entity.nodes.keys()) {
+    for (const other of entity.targets) {
       if (other !== node) writes.push(planWrite(ctx, state, other, incomingValue, E));
     }
     return { kind: 'causal', version: E, writes };
@@ -231,7 +238,7 @@ export function classify(state: RecordState, ev: ChangeEvent, carried: VersionVe
   state.origin = winner === 'incoming' ? node : state.origin;
   state.tombstone = winDeleted;
   state.value = winDeleted ? null : winValue;
-  const writes = [...entity.nodes.keys()].map((x) => planWrite(ctx, state, x, winDeleted ? null : winValue, merged, winDeleted));
+  const writes = entity.targets.map((x) => planWrite(ctx, state, x, winDeleted ? null : winValue, merged, winDeleted));
   const conflict: Conflict = { ...sides, winner, value: state.value, open: false, updatesOpen: false };
   return { kind: 'concurrent', version: merged, writes, conflict };
 }
@@ -251,7 +258,7 @@ export function resolveOpen(state: RecordState, cmd: ResolveCommand, ctx: Classi
   state.tombstone = deleted;
   state.origin = cmd.winnerNode ?? state.origin;
   state.hlc = hlcTick(state.hlc, cmd.atMs);
-  const writes = [...ctx.entity.nodes.keys()].map((x) => planWrite(ctx, state, x, cmd.value, version, deleted));
+  const writes = ctx.entity.targets.map((x) => planWrite(ctx, state, x, cmd.value, version, deleted));
   return { kind: 'resolved', version, writes, command: cmd };
 }
 

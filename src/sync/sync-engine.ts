@@ -128,7 +128,7 @@ export class SyncEngine {
           const id = `${slot.entity.name}\u0000${slot.keyText}`;
           if (!failed.has(id)) failed.set(id, { node: slot.write.node, error: slot.error! });
         } else {
-          recordOutcome(slot.state, slot.write, slot.outcome!);
+          recordOutcome(slot.state, slot.write, slot.outcome!, !slot.entity.echoless.has(slot.write.node));
         }
       }
       for (let i = 0; i < eventSlots.length; i++) {

@@ -272,3 +272,44 @@ describe('policies merge and manual (DESIGN §6)', () => {
     expect(classify(s, change('notes', 'maria', 'u', { id: 1, name: 'from pg' }, { id: 1, name: 'later' }, 7000), s.version, cx('notes')).kind).toBe('causal');
   });
 });
+
+describe('node roles: a source-only node and target-only nodes (the load topology)', () => {
+  const t = parseTopology({
+    nodes: { load: { kind: 'postgres', role: 'source' }, pg: { kind: 'postgres', url: 'x', role: 'target' }, maria: { kind: 'mariadb', url: 'y', role: 'target' } },
+    entities: { items: { key: ['id'], columns: { id: 'bigint', name: 'text' }, nodes: { load: 'loadtest.items', pg: 'loadtest.items', maria: 'loadtest.items' } } },
+  }, 't');
+  const index = new Map([['load', 1], ['pg', 2], ['maria', 3]]);
+  const c = (): ClassifyContext => ({ entity: t.entities.get('items')!, nodeIndex: index, nodePriority: new Map(), positionKey: String(++pos).padStart(10, '0') });
+  const loadEv = (op: 'c' | 'u' | 'd', name: string | null) => ({ ...ev('load', op, name), entity: 'items' });
+
+  it('reads only the source\'s topic, and writes only the targets', () => {
+    expect([...t.topics.keys()]).toEqual(['load.loadtest.items']);
+    expect(t.entities.get('items')!.targets).toEqual(['pg', 'maria']);
+    const d = classify(emptyState(), loadEv('c', 'a'), null, c());
+    expect(d.kind).toBe('causal');
+    expect(('writes' in d ? d.writes : []).map((w) => w.node)).toEqual(['pg', 'maria']);
+  });
+
+  it('expects no echo from a target-only node: a long run of changes stays causal and keeps no FIFO', () => {
+    const s = emptyState();
+    for (let i = 0; i < 200; i++) {
+      const d = classify(s, loadEv(i === 0 ? 'c' : i === 199 ? 'd' : 'u', i === 199 ? null : `v${i}`), null, c());
+      expect(d.kind).toBe('causal');
+      for (const w of 'writes' in d ? d.writes : []) recordOutcome(s, w, 'applied', false);
+    }
+    expect(s.nodes.pg!.fifo).toHaveLength(0);
+    expect(s.nodes.maria!.fifo).toHaveLength(0);
+    expect(s.nodes.pg!.seen).toEqual(s.version);
+    expect(s.nodes.pg!.present).toBe(false);
+  });
+
+  it('refuses a bad role and an entity mapped only to sources', () => {
+    expect(() => parseTopology({ nodes: { a: { kind: 'postgres', url: 'x', role: 'sink' } }, entities: {} }, 't')).toThrow(/nodes\.a\.role: must be one of both, source, target/);
+    expect(() => parseTopology({ nodes: { a: { kind: 'postgres', url: 'x' } }, entities: {} }, 't')).toThrow(/entities/);
+    expect(() => parseTopology({
+      nodes: { a: { kind: 'postgres', role: 'source' } },
+      entities: { e: { key: ['id'], columns: { id: 'bigint' }, nodes: { a: 'x.e' } } },
+    }, 't')).toThrow(/entities\.e\.nodes: maps only source nodes/);
+    expect(() => parseTopology({ nodes: { a: { kind: 'postgres' } }, entities: {} }, 't')).toThrow(/nodes\.a\.url: is required/);
+  });
+});
