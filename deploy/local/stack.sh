@@ -328,13 +328,17 @@ ALTER ROLE app LOGIN REPLICATION;
 ALTER ROLE sync_user LOGIN;
 SELECT 'CREATE DATABASE app OWNER app' WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'app')\gexec
 SELECT 'CREATE DATABASE sync_db OWNER sync_user' WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'sync_db')\gexec
+SELECT 'CREATE DATABASE loadtest OWNER app' WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'loadtest')\gexec
 ALTER DATABASE app OWNER TO app;
 ALTER DATABASE sync_db OWNER TO sync_user;
 SQL
   PGPASSWORD=app PGCONNECT_TIMEOUT=5 "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 \
     -h "$HOST" -p "$PG_PORT" -U app -d app -f "$SCRIPT_DIR/sql/postgres-app.sql" >>"$logf" 2>&1 ||
     fail postgres "$logf" "applying sql/postgres-app.sql failed"
-  log "postgres: roles app, sync_user; databases app, sync_db; tables ready"
+  PGPASSWORD=app PGCONNECT_TIMEOUT=5 "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 \
+    -h "$HOST" -p "$PG_PORT" -U app -d loadtest -f "$SCRIPT_DIR/sql/postgres-loadtest.sql" >>"$logf" 2>&1 ||
+    fail postgres "$logf" "applying sql/postgres-loadtest.sql failed"
+  log "postgres: roles app, sync_user; databases app, sync_db, loadtest; tables ready"
 }
 
 stop_postgres() {
@@ -408,7 +412,9 @@ FLUSH PRIVILEGES;
 SQL
   mariadb_root <"$SCRIPT_DIR/sql/mariadb-app.sql" >>"$logf" 2>&1 ||
     fail mariadb "$logf" "applying sql/mariadb-app.sql failed"
-  log "mariadb: database app, user app, tables ready"
+  mariadb_root <"$SCRIPT_DIR/sql/mariadb-loadtest.sql" >>"$logf" 2>&1 ||
+    fail mariadb "$logf" "applying sql/mariadb-loadtest.sql failed"
+  log "mariadb: databases app, loadtest, user app, tables ready"
 }
 
 stop_mariadb() { stop_pid mariadb "$MARIADB_PID" mariadbd 60; }

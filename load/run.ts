@@ -1,0 +1,418 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Kafka from 'node-rdkafka';
+import pg from 'pg';
+import { ensureTopic } from '../src/kafka/producer.ts';
+import { ENTITIES, envelope, row, type Entity, type Row } from './events.ts';
+import { freePort } from '../bench/common.ts';
+
+/**
+ * `npm run load -- --rate 10000 --duration 60 [--json out.json]` (issue 6): offers a
+ * steady rate of Debezium-format change events from the synthetic source node `load`
+ * (load/topology.yaml) to a worker it starts on the local stack, and measures what the
+ * worker sustains:
+ * - the mix is 70 % updates, 20 % inserts, 10 % deletes (each delete followed by its
+ *   tombstone, as Debezium does), over three entities, on a skewed key distribution (a
+ *   few hot keys), with rows of about 1 KB, in both converter forms (products with
+ *   schemas, accounts without, shipments alternating);
+ * - achieved events/s are events the worker committed (`sync_events_total`), over the run;
+ * - latency is DESIGN §5's, from the envelope's ts_ms (set when the event is produced) to
+ *   the worker's commit: the quantiles of `sync_latency_ms` over the run, and,
+ *   independently, sampled updates polled for in the PostgreSQL target every 20 ms;
+ * - "sustained" means every second of the run produced, and the backlog (produced minus
+ *   committed) not growing over the last 30 s.
+ * Progress goes to stderr; the verdict and the figures to stdout; --json writes
+ * rate_offered, rate_achieved, p50_ms, p95_ms, p99_ms, max_ms, errors and lag_end.
+ * Exit codes: 0 the SLO is met, 1 it is not, 2 usage or set-up error.
+ */
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const SLO = { rate: 10_000, p95: 100 };
+
+interface Options { rate: number | 'max'; duration: number; json?: string; keys: number; partitions: number; brokers: string; pgUrl: string; workerUrl?: string; profileDir?: string }
+
+const USAGE = `usage: npm run load -- --rate N|max --duration SECONDS [--json FILE] [--keys N] [--partitions N] [--worker URL] [--profile DIR]
+
+Offers N change events/s for SECONDS from the synthetic source node "load" to a worker it
+starts (or the one at --worker URL) on the local stack, and prints what was sustained:
+events/s committed, p50/p95/p99/max latency, errors and the verdict against the SLO
+(${SLO.rate.toLocaleString('en-US')} events/s, p95 < ${SLO.p95} ms). --rate max searches for the highest sustained rate.
+Exit codes: 0 SLO met, 1 not met, 2 usage or set-up error.
+`;
+
+function parseArgs(argv: string[]): Options | string {
+  const get = (name: string) => {
+    const i = argv.indexOf(name);
+    return i >= 0 ? argv[i + 1] : undefined;
+  };
+  if (argv.includes('--help') || argv.includes('-h')) return '';
+  const rateText = get('--rate') ?? String(SLO.rate);
+  const rate = rateText === 'max' ? 'max' : Number(rateText);
+  const duration = Number(get('--duration') ?? 60);
+  if (rate !== 'max' && (!Number.isFinite(rate) || rate <= 0)) return `--rate must be a positive number or max, got ${rateText}`;
+  if (!Number.isFinite(duration) || duration < 5) return `--duration must be at least 5 seconds, got ${get('--duration')}`;
+  return {
+    rate, duration, json: get('--json'), keys: Number(get('--keys') ?? 20_000), partitions: Number(get('--partitions') ?? 6),
+    brokers: process.env.KAFKA_BROKERS ?? '127.0.0.1:19092', pgUrl: process.env.LOAD_PG_URL ?? 'postgres://app:app@127.0.0.1:55432/loadtest',
+    workerUrl: get('--worker'), profileDir: get('--profile'),
+  };
+}
+
+/** Keys per entity, a skewed pick (a few hot keys), and each key's version. */
+class Keyspace {
+  readonly live: number[] = [];
+  readonly version = new Map<number, number>();
+  private next = 1;
+
+  constructor(base: number) {
+    this.next = base;
+  }
+
+  private readonly at = new Map<number, number>();
+
+  insert(): number {
+    const id = this.next++;
+    this.at.set(id, this.live.length);
+    this.live.push(id);
+    this.version.set(id, 1);
+    return id;
+  }
+
+  /** index ~ n·u³: the low indexes (the oldest keys) are the hot ones. */
+  pick(): number | undefined {
+    if (this.live.length === 0) return undefined;
+    return this.live[Math.floor(this.live.length * Math.random() ** 3)];
+  }
+
+  /** O(1): the last key takes the removed one's place. */
+  remove(id: number): void {
+    const i = this.at.get(id);
+    if (i !== undefined) {
+      const last = this.live.pop()!;
+      if (last !== id) {
+        this.live[i] = last;
+        this.at.set(last, i);
+      }
+      this.at.delete(id);
+    }
+    this.version.delete(id);
+  }
+}
+
+interface Sample { entity: Entity; id: number; version: number; sentAt: number }
+
+class Generator {
+  produced = 0;
+  deliveryErrors = 0;
+  private lsn = BigInt(Date.now()) * 1000n;
+  private seq = 0;
+  readonly keys = new Map<Entity, Keyspace>();
+  readonly samples: Sample[] = [];
+  sampleEvery = 97;
+
+  constructor(private readonly producer: Kafka.Producer, base: number) {
+    for (const e of ENTITIES) this.keys.set(e, new Keyspace(base));
+  }
+
+  /** One change event; returns the number of change events (tombstones not counted). */
+  emit(op: 'c' | 'u' | 'd', entity: Entity): number {
+    const ks = this.keys.get(entity)!;
+    const now = Date.now();
+    const nowUs = now * 1000;
+    let id: number | undefined;
+    let before: Row | null = null;
+    let after: Row | null = null;
+    if (op === 'c') {
+      id = ks.insert();
+      after = row(id, 1, nowUs);
+    } else {
+      id = ks.pick();
+      if (id === undefined) return this.emit('c', entity);
+      const v = ks.version.get(id)!;
+      before = row(id, v, nowUs);
+      if (op === 'u') {
+        ks.version.set(id, v + 1);
+        after = row(id, v + 1, nowUs);
+      } else {
+        ks.remove(id);
+      }
+    }
+    this.lsn += 8n;
+    const { topic, key, value } = envelope(entity, op, before, after, { lsn: this.lsn, txId: ++this.seq, now, schemas: entity === 'products' || (entity === 'shipments' && this.seq % 2 === 0) });
+    this.produce(topic, key, value);
+    if (op === 'd') this.produce(topic, key, null); // Debezium's tombstone
+    if (op === 'u' && this.seq % this.sampleEvery === 0) this.samples.push({ entity, id, version: ks.version.get(id)!, sentAt: now });
+    return 1;
+  }
+
+  private produce(topic: string, key: Buffer, value: Buffer | null): void {
+    for (;;) {
+      try {
+        this.producer.produce(topic, null, value, key, Date.now());
+        return;
+      } catch (err) {
+        if ((err as { code?: number }).code !== Kafka.CODES.ERRORS.ERR__QUEUE_FULL) throw err;
+        this.producer.poll();
+      }
+    }
+  }
+
+  next(): number {
+    const r = Math.random();
+    const entity = ENTITIES[Math.floor(Math.random() * ENTITIES.length)]!;
+    this.produced += this.emit(r < 0.7 ? 'u' : r < 0.9 ? 'c' : 'd', entity);
+    return 1;
+  }
+}
+
+// ------------------------------------------------------------------ the worker and its metrics
+
+async function startWorker(group: string, profileDir?: string): Promise<{ url: string; proc: ChildProcess; logFile: string }> {
+  const port = await freePort();
+  const dir = path.join(ROOT, '.local/load');
+  mkdirSync(dir, { recursive: true });
+  const logFile = path.join(dir, `${group}.log`);
+  const fd = openSync(logFile, 'a');
+  const prof = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
+  const proc = spawn(process.execPath, [...prof, path.join(ROOT, 'bin/worker-sync.js'), 'run'], {
+    stdio: ['ignore', fd, fd],
+    env: { ...process.env, WORKER_SYNC_CONFIG: path.join(ROOT, 'load/topology.yaml'), KAFKA_GROUP_ID: group, HTTP_HOST: '127.0.0.1', HTTP_PORT: String(port), LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' },
+  });
+  closeSync(fd);
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`the worker exited with ${proc.exitCode}; see ${logFile}`);
+    const ok = await fetch(`${url}/ready`).then((r) => r.status === 200, () => false);
+    if (ok) return { url, proc, logFile };
+    if (Date.now() > deadline) throw new Error(`the worker did not get ready in 120 s; see ${logFile}`);
+    await sleep(250);
+  }
+}
+
+interface Scrape { committed: number; errors: number; buckets: Array<[number, number]>; count: number }
+
+async function scrape(url: string): Promise<Scrape> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const s: Scrape = { committed: 0, errors: 0, buckets: [], count: 0 };
+  for (const line of text.split('\n')) {
+    if (line.startsWith('sync_events_total{') && line.includes('source_node="load"')) s.committed += Number(line.slice(line.lastIndexOf(' ') + 1));
+    else if ((line.startsWith('sync_errors_total{') || line.startsWith('sync_dead_letters_total{')) && !line.startsWith('#')) s.errors += Number(line.slice(line.lastIndexOf(' ') + 1));
+    else if (line.startsWith('sync_latency_ms_bucket{') && line.includes('source_node="load"')) {
+      const le = /le="([^"]+)"/.exec(line)![1]!;
+      s.buckets.push([le === '+Inf' ? Infinity : Number(le), Number(line.slice(line.lastIndexOf(' ') + 1))]);
+    } else if (line.startsWith('sync_latency_ms_count{') && line.includes('source_node="load"')) s.count = Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return s;
+}
+
+/** A quantile of the histogram between two scrapes, interpolated within its bucket. */
+function quantile(a: Scrape, b: Scrape, q: number): number | null {
+  const base = new Map(a.buckets);
+  const cum = b.buckets.map(([le, n]) => [le, n - (base.get(le) ?? 0)] as [number, number]).sort((x, y) => x[0] - y[0]);
+  const total = cum.at(-1)?.[1] ?? 0;
+  if (total === 0) return null;
+  const target = q * total;
+  let prevLe = 0;
+  let prevN = 0;
+  for (const [le, n] of cum) {
+    if (n >= target) {
+      if (le === Infinity) return Infinity; // beyond the last bucket: printed as "> <bound>", null in JSON
+      return prevLe + ((target - prevN) / Math.max(1, n - prevN)) * (le - prevLe);
+    }
+    prevLe = le;
+    prevN = n;
+  }
+  return prevLe;
+}
+
+function maxBucket(a: Scrape, b: Scrape): number | null {
+  const base = new Map(a.buckets);
+  const cum = b.buckets.map(([le, n]) => [le, n - (base.get(le) ?? 0)] as [number, number]).sort((x, y) => x[0] - y[0]);
+  let prev = 0;
+  let max: number | null = null;
+  for (const [le, n] of cum) {
+    if (n > prev) max = le;
+    prev = n;
+  }
+  return max;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const pct = (xs: number[], q: number) => (xs.length === 0 ? null : [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))]!);
+
+// ------------------------------------------------------------------ one run
+
+interface Result {
+  rate_offered: number; rate_achieved: number; p50_ms: number | null; p95_ms: number | null; p99_ms: number | null; max_ms: number | null;
+  errors: number; lag_end: number; sustained: boolean; slo_met: boolean; duration_s: number; produced: number; committed: number;
+  sampled: { n: number; lost: number; p50_ms: number | null; p95_ms: number | null; max_ms: number | null };
+  backlog_30s_ago: number | null;
+}
+
+async function runAt(rate: number, o: Options, worker: string, gen: Generator, db: pg.Pool): Promise<Result> {
+  const start = await scrape(worker);
+  const startCommitted = start.committed;
+  const producedAtStart = gen.produced;
+  gen.samples.length = 0;
+  const observed: number[] = [];
+  let lost = 0;
+  let sampling = true;
+  // the independent check: poll the PostgreSQL target for sampled updates
+  const sampler = (async () => {
+    while (sampling) {
+      const now = Date.now();
+      const pending = gen.samples.splice(0, gen.samples.length);
+      const byEntity = new Map<Entity, Sample[]>();
+      for (const s of pending) {
+        if (now - s.sentAt > 30_000) lost++;
+        else byEntity.set(s.entity, [...(byEntity.get(s.entity) ?? []), s]);
+      }
+      for (const [entity, ss] of byEntity) {
+        const { rows } = await db.query<{ id: string; qty: number }>(`SELECT id, qty FROM loadtest.${entity} WHERE id = ANY($1::bigint[])`, [ss.map((s) => s.id)]);
+        const at = new Map(rows.map((r) => [Number(r.id), r.qty]));
+        const seenAt = Date.now();
+        for (const s of ss) {
+          if ((at.get(s.id) ?? -1) >= s.version) observed.push(seenAt - s.sentAt);
+          else gen.samples.push(s); // not there yet (or deleted since: it ages out as lost)
+        }
+      }
+      await sleep(20);
+    }
+  })();
+
+  const backlog: Array<[number, number]> = [];
+  const t0 = performance.now();
+  let sent = 0;
+  let lastReport = 0;
+  while (performance.now() - t0 < o.duration * 1000) {
+    const due = Math.floor(((performance.now() - t0) / 1000) * rate) - sent;
+    for (let i = 0; i < due; i++) sent += gen.next();
+    const elapsed = (performance.now() - t0) / 1000;
+    if (elapsed - lastReport >= 1) {
+      lastReport = Math.floor(elapsed);
+      const s = await scrape(worker);
+      const lagNow = gen.produced - producedAtStart - (s.committed - startCommitted);
+      backlog.push([elapsed, lagNow]);
+      process.stderr.write(`\r[${'#'.repeat(Math.round((elapsed / o.duration) * 30)).padEnd(30)}] ${Math.round(elapsed)}/${o.duration} s  offered ${Math.round(sent / elapsed)}/s  committed ${Math.round((s.committed - startCommitted) / elapsed)}/s  backlog ${lagNow}   `);
+    }
+    await sleep(5);
+  }
+  const elapsed = (performance.now() - t0) / 1000;
+  const end = await scrape(worker);
+  const committed = end.committed - startCommitted;
+  const producedRun = gen.produced - producedAtStart;
+  const lagEnd = producedRun - committed;
+  process.stderr.write('\n');
+  // drain, so the next run starts clean and late errors are counted
+  const drainDeadline = Date.now() + 60_000;
+  while (Date.now() < drainDeadline && (await scrape(worker)).committed - startCommitted < producedRun) await sleep(250);
+  await sleep(300);
+  sampling = false;
+  await sampler;
+  const after = await scrape(worker);
+  const then = backlog.filter(([t]) => t <= elapsed - 30).at(-1)?.[1] ?? null;
+  const sustained = sent >= Math.floor(rate * o.duration * 0.99) && (then === null ? lagEnd <= rate : lagEnd <= then + rate * 0.25);
+  const p95 = quantile(start, end, 0.95);
+  const rateAchieved = committed / elapsed;
+  return {
+    rate_offered: rate, rate_achieved: Math.round(rateAchieved), p50_ms: round(quantile(start, end, 0.5)), p95_ms: round(p95), p99_ms: round(quantile(start, end, 0.99)),
+    max_ms: Math.max(maxBucket(start, end) ?? 0, pct(observed, 1) ?? 0) || null, errors: after.errors - start.errors + gen.deliveryErrors, lag_end: lagEnd,
+    sustained, slo_met: sustained && p95 !== null && p95 < SLO.p95 && rateAchieved >= SLO.rate * 0.99 && rate >= SLO.rate,
+    duration_s: Number(elapsed.toFixed(1)), produced: producedRun, committed, backlog_30s_ago: then,
+    sampled: { n: observed.length, lost, p50_ms: pct(observed, 0.5), p95_ms: pct(observed, 0.95), max_ms: pct(observed, 1) },
+  };
+}
+
+const round = (x: number | null) => (x === null ? null : Math.round(x * 10) / 10);
+
+const ms = (x: number | null) => (x === null ? 'n/a' : x === Infinity ? '> 5000 ms (beyond the histogram\'s last bucket)' : `${x} ms`);
+
+function print(r: Result): void {
+  process.stdout.write([
+    `offered ${r.rate_offered.toLocaleString('en-US')} events/s for ${r.duration_s} s; committed ${r.rate_achieved.toLocaleString('en-US')} events/s (${r.committed} of ${r.produced})`,
+    `latency (sync_latency_ms): p50 ${ms(r.p50_ms)}, p95 ${ms(r.p95_ms)}, p99 ${ms(r.p99_ms)}, max ${ms(r.max_ms)}`,
+    `latency sampled in the PostgreSQL target (${r.sampled.n} updates, polled every 20 ms, ${r.sampled.lost} never seen): p50 ${ms(r.sampled.p50_ms)}, p95 ${ms(r.sampled.p95_ms)}, max ${ms(r.sampled.max_ms)}`,
+    `errors ${r.errors}; backlog at the end ${r.lag_end} events (30 s before: ${r.backlog_30s_ago ?? 'n/a'}); ${r.sustained ? 'sustained' : 'NOT sustained'}`,
+    `verdict: ${r.slo_met ? 'SLO MET' : 'SLO NOT MET'} (${SLO.rate.toLocaleString('en-US')} events/s sustained with p95 < ${SLO.p95} ms)`,
+    '',
+  ].join('\n'));
+}
+
+async function main(): Promise<number> {
+  const o = parseArgs(process.argv.slice(2));
+  if (typeof o === 'string') {
+    process.stderr.write(o === '' ? USAGE : `${o}\n\n${USAGE}`);
+    return o === '' ? 0 : 2;
+  }
+  for (const e of ENTITIES) await ensureTopic(o.brokers, `load.loadtest.${e}`, o.partitions, 1);
+  const group = `worker-sync-load-${Date.now().toString(36)}`;
+  const worker = o.workerUrl ? { url: o.workerUrl, proc: undefined, logFile: '(external worker)' } : await startWorker(group, o.profileDir);
+  process.stderr.write(`worker ${worker.url} (log ${worker.logFile})\n`);
+  const producer = new Kafka.Producer({
+    'metadata.broker.list': o.brokers, 'client.id': 'worker-sync-load', 'linger.ms': 5, 'batch.num.messages': 10_000,
+    'compression.codec': 'lz4', 'queue.buffering.max.messages': 2_000_000, 'dr_cb': true,
+  }, {});
+  const gen = new Generator(producer, Date.now() * 10);
+  producer.on('delivery-report', (err) => { if (err) gen.deliveryErrors++; });
+  producer.setPollInterval(10);
+  await new Promise<void>((resolve, reject) => producer.connect({}, (err) => (err ? reject(err) : resolve())));
+  const db = new pg.Pool({ connectionString: o.pgUrl, max: 2 });
+  try {
+    // seed the key space, then let the worker catch up: the measured run starts with live keys
+    process.stderr.write(`seeding ${o.keys} keys per entity\n`);
+    for (let i = 0; i < o.keys; i++) for (const e of ENTITIES) gen.produced += gen.emit('c', e);
+    const seeded = gen.produced;
+    while ((await scrape(worker.url)).committed < seeded) await sleep(500);
+    let result: Result;
+    if (o.rate === 'max') {
+      let rate = 2000;
+      let best: Result | null = null;
+      for (;;) {
+        process.stderr.write(`trying ${rate} events/s\n`);
+        const r = await runAt(rate, { ...o, duration: Math.min(o.duration, 45) }, worker.url, gen, db);
+        print(r);
+        if (!r.sustained) break;
+        best = r;
+        rate = Math.round(rate * 1.25);
+      }
+      result = best ?? (await runAt(1000, o, worker.url, gen, db));
+      process.stdout.write(`highest sustained rate: ${result.rate_offered.toLocaleString('en-US')} events/s\n`);
+    } else {
+      result = await runAt(o.rate, o, worker.url, gen, db);
+      print(result);
+    }
+    // where the time went, from the worker's own histograms (means over the whole process)
+    const text = await (await fetch(`${worker.url}/metrics`)).text();
+    const mean = (name: string, label = '') => {
+      let sum = 0;
+      let count = 0;
+      for (const line of text.split('\n')) {
+        if (line.startsWith(`${name}_sum`) && line.includes(label)) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+        if (line.startsWith(`${name}_count`) && line.includes(label)) count += Number(line.slice(line.lastIndexOf(' ') + 1));
+      }
+      return count === 0 ? null : Math.round((sum / count) * 10) / 10;
+    };
+    const where = {
+      batch_size_mean: mean('sync_batch_size'), commit_ms_mean: mean('sync_commit_duration_ms'),
+      pg_write_ms_mean: mean('sync_node_write_duration_ms', 'node="pg"'), maria_write_ms_mean: mean('sync_node_write_duration_ms', 'node="maria"'),
+      pg_batch_rows_mean: mean('sync_node_batch_size', 'node="pg"'),
+    };
+    process.stdout.write(`worker internals (means): ${JSON.stringify(where)}\n`);
+    if (o.json) writeFileSync(o.json, `${JSON.stringify({ ...result, worker: where }, null, 2)}\n`);
+    return result.slo_met ? 0 : 1;
+  } finally {
+    await new Promise<void>((resolve) => producer.disconnect(() => resolve()));
+    await db.end();
+    if (worker.proc) {
+      worker.proc.kill('SIGTERM');
+      await new Promise((r) => worker.proc!.once('exit', r));
+    }
+  }
+}
+
+main().then((code) => process.exit(code), (err: unknown) => {
+  process.stderr.write(`load failed: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(2);
+});

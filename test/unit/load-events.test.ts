@@ -1,0 +1,36 @@
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadTopology } from '../../src/config/topology.ts';
+import { DebeziumDecoder } from '../../src/events/debezium.ts';
+import type { ChangeEvent } from '../../src/events/change-event.ts';
+import { ENTITIES, envelope, row } from '../../load/events.ts';
+
+/** The load generator's events decode through the worker's own decoder, in both converter forms. */
+const topology = loadTopology(path.resolve('load/topology.yaml'));
+const decoder = new DebeziumDecoder(topology);
+
+describe('load generator events', () => {
+  for (const schemas of [true, false]) {
+    for (const entity of ENTITIES) {
+      it(`${entity}, schemas ${schemas ? 'on' : 'off'}: insert, update and delete decode as the load node's changes`, () => {
+        const now = Date.UTC(2026, 10, 30, 12);
+        const m = (n: number) => ({ lsn: 1000n + BigInt(n), txId: n, now, schemas });
+        const decode = (e: ReturnType<typeof envelope>) => decoder.decode({ topic: e.topic, partition: 0, offset: 1, value: e.value }) as ChangeEvent;
+        const c = decode(envelope(entity, 'c', null, row(7, 1, now * 1000), m(1)));
+        expect(c).toMatchObject({ entity, node: 'load', op: 'c', key: { id: 7 }, before: null, after: { id: 7, name: 'v1', qty: 1 } });
+        expect(String(c.after!.updated_at)).toMatch(/^2026-11-30T12:00:00/);
+        expect(Buffer.byteLength(JSON.stringify(c.after))).toBeGreaterThan(900);
+        const u = decode(envelope(entity, 'u', row(7, 1, now * 1000), row(7, 2, now * 1000), m(2)));
+        expect(u).toMatchObject({ op: 'u', before: { qty: 1 }, after: { qty: 2, name: 'v2' }, sourceTsMs: now });
+        expect(u.position.source).toMatchObject({ lsn: 1002 });
+        const d = decode(envelope(entity, 'd', row(7, 2, now * 1000), null, m(3)));
+        expect(d).toMatchObject({ op: 'd', key: { id: 7 }, after: null });
+      });
+    }
+  }
+
+  it('maps to the two target-only nodes and reads only the load topics', () => {
+    expect([...topology.topics.keys()].sort()).toEqual(ENTITIES.map((e) => `load.loadtest.${e}`).sort());
+    for (const e of topology.entities.values()) expect(e.targets).toEqual(['pg', 'maria']);
+  });
+});
