@@ -14,7 +14,9 @@ import { stackUrls, writeResults } from './common.ts';
  * Audit verification speed (issue 5 asks for at least 100,000 rows/s): writes one log of
  * BENCH_AUDIT_ROWS (default 200,000) change rows like the worker's (a customer row before
  * and after, two writes, through the worker's own row encoder and AuditWriter, checkpoint
- * every 1,000), then verifies it the way `audit verify` does, timing that alone.
+ * every 1,000), then verifies it BENCH_ROUNDS (5) times the way `audit verify` does,
+ * timing that alone. The log is deleted afterwards unless BENCH_KEEP=1, which keeps it to
+ * time the `audit verify --log` command line on it.
  */
 export async function run(): Promise<void> {
   const n = Number(process.env.BENCH_AUDIT_ROWS ?? 200_000);
@@ -63,7 +65,11 @@ export async function run(): Promise<void> {
   }
   process.stdout.write(`(writing them through the worker's encoder and AuditWriter took ${writeS.toFixed(1)} s = ${Math.round(n / writeS).toLocaleString('en-US')} rows/s)\n`);
   process.stdout.write(`wrote ${writeResults('verify', { rows: n, write_rows_per_s: Math.round(n / writeS), results })}\n`);
-  if (process.env.BENCH_KEEP === '1') { await db.end(); return; }
+  if (process.env.BENCH_KEEP === '1') {
+    process.stdout.write(`kept ${logId} (BENCH_KEEP=1)\n`);
+    await db.end();
+    return;
+  }
   await db.query('DELETE FROM audit_log WHERE log_id = $1', [logId]);
   await db.query('DELETE FROM audit_checkpoints WHERE log_id = $1', [logId]);
   await db.query('DELETE FROM audit_logs WHERE log_id = $1', [logId]);
