@@ -367,18 +367,24 @@ async function main(): Promise<number> {
     while ((await scrape(worker.url)).committed < seeded) await sleep(500);
     let result: Result;
     if (o.rate === 'max') {
-      let rate = 2000;
-      let best: Result | null = null;
-      for (;;) {
+      // down by halves from 2,000 until a rate is sustained, then up by a quarter until one is not
+      const tryRate = async (rate: number) => {
         process.stderr.write(`trying ${rate} events/s\n`);
         const r = await runAt(rate, { ...o, duration: Math.min(o.duration, 45) }, worker.url, gen, db);
         print(r);
-        if (!r.sustained) break;
+        return r;
+      };
+      let r = await tryRate(2000);
+      while (!r.sustained && r.rate_offered > 125) r = await tryRate(Math.round(r.rate_offered / 2));
+      let best: Result | null = r.sustained ? r : null;
+      while (best !== null && r.sustained) {
         best = r;
-        rate = Math.round(rate * 1.25);
+        r = await tryRate(Math.round(r.rate_offered * 1.25));
       }
-      result = best ?? (await runAt(1000, o, worker.url, gen, db));
-      process.stdout.write(`highest sustained rate: ${result.rate_offered.toLocaleString('en-US')} events/s\n`);
+      result = best ?? r;
+      process.stdout.write(best
+        ? `highest sustained rate: ${best.rate_offered.toLocaleString('en-US')} events/s\n`
+        : `no rate down to ${r.rate_offered} events/s was sustained\n`);
     } else {
       result = await runAt(o.rate, o, worker.url, gen, db);
       print(result);

@@ -45,22 +45,27 @@ const json = (v: unknown): string | null => (v === null || v === undefined ? nul
 export function encodeAuditRows(rows: AuditRowInput[]): { text: string; leaves: Buffer[] } {
   let text = '';
   const leaves: Buffer[] = [];
+  let at = '';
+  let atText = '';
   for (const r of rows) {
+    if (r.executed_at !== at) { // one per batch, in practice
+      at = r.executed_at;
+      atText = pgTimestampText(at);
+    }
     const key = json(r.record_key);
     const pos = json(r.source_position);
     const changed = json(r.changed_columns);
     const sourceTs = r.source_ts === null ? null : pgTimestampText(r.source_ts);
-    const executedAt = pgTimestampText(r.executed_at);
     const before = json(r.before);
     const after = json(r.after);
     const writes = json(r.writes);
     const h = hashTexts(
-      [r.log_id, String(r.seq), r.kind, r.event_id, r.entity, key, r.op, r.source_node, pos, sourceTs, changed, r.version, r.hlc, r.actor, executedAt],
+      [r.log_id, String(r.seq), r.kind, r.event_id, r.entity, key, r.op, r.source_node, pos, sourceTs, changed, r.version, r.hlc, r.actor, atText],
       [before, after, writes]);
     leaves.push(h.leaf);
     text += copyLine([
       r.log_id, r.seq, r.kind, r.event_id, r.entity, key, r.op, r.source_node, pos, sourceTs, before, after, changed,
-      r.version === null ? null : Buffer.from(r.version, 'hex'), r.hlc, writes, r.actor, executedAt, h.payload, h.leaf,
+      r.version === null ? null : Buffer.from(r.version, 'hex'), r.hlc, writes, r.actor, atText, h.payload, h.leaf,
     ]);
   }
   return { text, leaves };

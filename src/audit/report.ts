@@ -63,8 +63,6 @@ export interface ComplianceReport {
   };
 }
 
-const like = groupLogRegex;
-
 function totals(rows: Array<Record<string, unknown> & { count: number }>, field: string): Count[] {
   const m = new Map<string, number>();
   for (const r of rows) m.set(String(r[field]), (m.get(String(r[field])) ?? 0) + r.count);
@@ -72,7 +70,7 @@ function totals(rows: Array<Record<string, unknown> & { count: number }>, field:
 }
 
 export async function buildReport(db: pg.ClientBase, o: ReportOptions): Promise<ComplianceReport> {
-  const win = [like(o.group), o.from, o.to];
+  const win = [groupLogRegex(o.group), o.from, o.to];
   const { rows: changeRows } = await db.query<{ day: string; entity: string; op: string; source_node: string; count: number }>(
     `SELECT to_char(executed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, COALESCE(entity, '') AS entity, COALESCE(op, '') AS op,
             COALESCE(source_node, '') AS source_node, count(*)::int AS count
@@ -95,7 +93,7 @@ export async function buildReport(db: pg.ClientBase, o: ReportOptions): Promise<
   const { rows: keys } = await db.query<{ key_id: string; checkpoints: number; first_signed: Date; last_signed: Date; created_at: Date | null; retired_at: Date | null }>(
     `SELECT c.key_id, count(*)::int AS checkpoints, min(c.signed_at) AS first_signed, max(c.signed_at) AS last_signed, k.created_at, k.retired_at
      FROM audit_checkpoints c LEFT JOIN audit_keys k ON k.key_id = c.key_id
-     WHERE c.log_id ~ $1 GROUP BY c.key_id, k.created_at, k.retired_at ORDER BY 3`, [like(o.group)]);
+     WHERE c.log_id ~ $1 GROUP BY c.key_id, k.created_at, k.retired_at ORDER BY 3`, [groupLogRegex(o.group)]);
 
   // retention: how far each log was pruned, by the admin log's verified prune records
   const reports = o.pinned === null ? null : await verifyLogs(db, await logIds(db, o.group, o.published ?? []), o.pinned, o.published ?? []);
@@ -105,7 +103,7 @@ export async function buildReport(db: pg.ClientBase, o: ReportOptions): Promise<
     `SELECT executed_at, actor, writes FROM audit_log WHERE log_id = $1 AND kind = 'admin' AND op = 'prune' ORDER BY seq`, [adminLogId(o.group)]);
   const { rows: oldest } = await db.query<{ at: Date | null; due: number }>(
     `SELECT min(executed_at) AS at, count(*) FILTER (WHERE executed_at < now() - make_interval(days => $2))::int AS due
-     FROM audit_log WHERE log_id ~ $1 AND log_id <> $3 AND writes IS NOT NULL`, [like(o.group), o.retentionDays, adminLogId(o.group)]);
+     FROM audit_log WHERE log_id ~ $1 AND log_id <> $3 AND writes IS NOT NULL`, [groupLogRegex(o.group), o.retentionDays, adminLogId(o.group)]);
   const { rows: cdue } = await db.query<{ n: number }>(
     `SELECT count(*)::int AS n FROM sync_conflicts WHERE consumer_group = $1 AND converged_at IS NOT NULL AND resolved_at < now() - make_interval(days => $2)`,
     [o.group, o.conflictRetentionDays]);

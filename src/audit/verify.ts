@@ -111,17 +111,13 @@ export async function verifyLog(db: pg.ClientBase, logId: string, pinned: Map<st
       rowFindings.push({ seq: expected, kind: 'missing', detail: `no row at seq ${expected}${seq > expected + 1 ? ` (next is ${seq})` : ''}` });
       expected = seq; // go on with what is there, so later checks still run
     }
-    if (untrusted && r.payload === null && r.storedPayload && seq > prunedThrough && seq <= untrusted.through && r.storedLeaf && leafHashOf(r.meta, r.storedPayload).equals(r.storedLeaf)) {
-      // cleared under a prune record the admin log cannot vouch for: named by what is wrong there
-      if (!untrustedSeen) rowFindings.push({ seq, kind: untrusted.kind, detail: `the payload at seq ${seq} was cleared under a prune record that does not verify: ${untrusted.detail}` });
+    // cleared under a prune record the admin log cannot vouch for: checked like a pruned row, and named by what is wrong there
+    const clearedUntrusted = untrusted !== undefined && r.payload === null && r.storedPayload !== null && seq > prunedThrough && seq <= untrusted.through;
+    const { payload, leaf } = rowLeaf(r, clearedUntrusted ? seq : prunedThrough);
+    if (clearedUntrusted && !untrustedSeen && r.storedLeaf !== null && leaf.equals(r.storedLeaf)) {
+      rowFindings.push({ seq, kind: untrusted.kind, detail: `the payload at seq ${seq} was cleared under a prune record that does not verify: ${untrusted.detail}` });
       untrustedSeen = true;
-      appendOne(f, r.storedLeaf);
-      const root = roots.get(f.size);
-      if (root && rootOf(f).equals(root)) lastGoodCheckpoint = f.size;
-      expected++;
-      return;
     }
-    const { payload, leaf } = rowLeaf(r, prunedThrough);
     if (r.storedLeaf === null || !leaf.equals(r.storedLeaf) || (r.storedPayload !== null && !payload.equals(r.storedPayload))) {
       if (mismatched.length < 10_000) mismatched.push({ seq, meta: Buffer.from(r.meta), payload, stored: r.storedLeaf && Buffer.from(r.storedLeaf) });
     }

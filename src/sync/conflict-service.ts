@@ -7,6 +7,7 @@ import type { Metrics } from '../metrics.ts';
 import type { Logger } from '../log.ts';
 import { errorMessage } from '../errors.ts';
 import { readPaused, type PauseGate } from '../runtime/pause.ts';
+import { groupLogRegex } from '../audit/admin-log.ts';
 
 export interface ConflictRow {
   id: string;
@@ -139,8 +140,8 @@ export class ConflictService {
          (SELECT count(*) FROM sync_conflicts WHERE consumer_group = $1 AND detected_at > now() - interval '24 hours') AS total,
          (SELECT count(*) FROM sync_conflicts WHERE consumer_group = $1 AND detected_at > now() - interval '24 hours' AND resolution_strategy = ANY($2)) AS auto,
          (SELECT count(*) FROM sync_conflicts WHERE consumer_group = $1 AND detected_at > now() - interval '5 minutes') AS recent,
-         (SELECT count(*) FROM audit_log WHERE executed_at > now() - interval '5 minutes' AND kind = 'change' AND log_id LIKE $3) AS changes`,
-      [this.o.groupId, AUTO_STRATEGIES, `${this.o.groupId.replace(/[\\%_]/g, '\\$&')}:%`],
+         (SELECT count(*) FROM audit_log WHERE executed_at > now() - interval '5 minutes' AND kind = 'change' AND log_id ~ $3) AS changes`,
+      [this.o.groupId, AUTO_STRATEGIES, groupLogRegex(this.o.groupId)],
     );
     const r = rows[0]!;
     this.o.metrics.conflictsOpen.set(Number(r.open));
