@@ -16,10 +16,10 @@ const VALUE_FIELDS = [
   { type: 'int64', optional: true, name: 'io.debezium.time.MicroTimestamp', version: 1, field: 'updated_at' },
 ];
 
-function envelopeSchema(entity: Entity): unknown {
-  const value = { type: 'struct', fields: VALUE_FIELDS, optional: true, name: `load.loadtest.${entity}.Value` };
+function envelopeSchema(prefix: string, entity: Entity): unknown {
+  const value = { type: 'struct', fields: VALUE_FIELDS, optional: true, name: `${prefix}.loadtest.${entity}.Value` };
   return {
-    type: 'struct', optional: false, name: `load.loadtest.${entity}.Envelope`, version: 2,
+    type: 'struct', optional: false, name: `${prefix}.loadtest.${entity}.Envelope`, version: 2,
     fields: [
       { ...value, field: 'before' }, { ...value, field: 'after' },
       { type: 'struct', optional: false, name: 'io.debezium.connector.postgresql.Source', field: 'source', fields: [] },
@@ -28,24 +28,74 @@ function envelopeSchema(entity: Entity): unknown {
   };
 }
 
-const SCHEMAS = new Map(ENTITIES.map((e) => [e, envelopeSchema(e)]));
-const KEY_SCHEMA = (e: Entity) => ({ type: 'struct', optional: false, name: `load.loadtest.${e}.Key`, fields: [{ type: 'int64', optional: false, field: 'id' }] });
+const SCHEMAS = new Map<string, unknown>();
+const schemaOf = (prefix: string, e: Entity) => {
+  const k = `${prefix}.${e}`;
+  if (!SCHEMAS.has(k)) SCHEMAS.set(k, envelopeSchema(prefix, e));
+  return SCHEMAS.get(k);
+};
+const KEY_SCHEMA = (prefix: string, e: Entity) => ({ type: 'struct', optional: false, name: `${prefix}.loadtest.${e}.Key`, fields: [{ type: 'int64', optional: false, field: 'id' }] });
 
 export interface Row { id: number; name: string; qty: number; payload: string; updated_at: number }
 
 export const row = (id: number, version: number, nowUs: number): Row => ({ id, name: `v${version}`, qty: version, payload: `${id}:${FILLER}`, updated_at: nowUs });
 
-/** One change event of the `load` node: its topic, Kafka key and value. */
-export function envelope(entity: Entity, op: 'c' | 'u' | 'd', before: Row | null, after: Row | null, m: { lsn: bigint; txId: number; now: number; schemas: boolean }): { topic: string; key: Buffer; value: Buffer } {
+/**
+ * One change event of the `load` node (or of another synthetic node, whose topic prefix is
+ * `m.prefix`): its topic, Kafka key and value.
+ */
+export function envelope(entity: Entity, op: 'c' | 'u' | 'd', before: Row | null, after: Row | null, m: { lsn: bigint; txId: number; now: number; schemas: boolean; prefix?: string }): { topic: string; key: Buffer; value: Buffer } {
+  const prefix = m.prefix ?? 'load';
   const id = (after ?? before)!.id;
   const lsn = m.lsn.toString();
   const payload = {
     before, after, op, ts_ms: m.now, transaction: null,
-    source: { version: '3.6.1.Final', connector: 'postgresql', name: 'load', ts_ms: m.now, snapshot: 'false', db: 'loadtest', sequence: `["${lsn}","${lsn}"]`, schema: 'loadtest', table: entity, txId: m.txId, lsn: Number(lsn), xmin: null },
+    source: { version: '3.6.1.Final', connector: 'postgresql', name: prefix, ts_ms: m.now, snapshot: 'false', db: 'loadtest', sequence: `["${lsn}","${lsn}"]`, schema: 'loadtest', table: entity, txId: m.txId, lsn: Number(lsn), xmin: null },
   };
   return {
-    topic: `load.loadtest.${entity}`,
-    key: Buffer.from(JSON.stringify(m.schemas ? { schema: KEY_SCHEMA(entity), payload: { id } } : { id })),
-    value: Buffer.from(JSON.stringify(m.schemas ? { schema: SCHEMAS.get(entity), payload } : payload)),
+    topic: `${prefix}.loadtest.${entity}`,
+    key: Buffer.from(JSON.stringify(m.schemas ? { schema: KEY_SCHEMA(prefix, entity), payload: { id } } : { id })),
+    value: Buffer.from(JSON.stringify(m.schemas ? { schema: schemaOf(prefix, entity), payload } : payload)),
   };
+}
+
+/** Keys per entity, a skewed pick (a few hot keys), and each key's version. */
+export class Keyspace {
+  readonly live: number[] = [];
+  readonly version = new Map<number, number>();
+  private next = 1;
+
+  constructor(base: number) {
+    this.next = base;
+  }
+
+  private readonly at = new Map<number, number>();
+
+  insert(): number {
+    const id = this.next++;
+    this.at.set(id, this.live.length);
+    this.live.push(id);
+    this.version.set(id, 1);
+    return id;
+  }
+
+  /** index ~ n·u³: the low indexes (the oldest keys) are the hot ones. */
+  pick(): number | undefined {
+    if (this.live.length === 0) return undefined;
+    return this.live[Math.floor(this.live.length * Math.random() ** 3)];
+  }
+
+  /** O(1): the last key takes the removed one's place. */
+  remove(id: number): void {
+    const i = this.at.get(id);
+    if (i !== undefined) {
+      const last = this.live.pop()!;
+      if (last !== id) {
+        this.live[i] = last;
+        this.at.set(last, i);
+      }
+      this.at.delete(id);
+    }
+    this.version.delete(id);
+  }
 }

@@ -1,11 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Kafka from 'node-rdkafka';
 import pg from 'pg';
 import { ensureTopic } from '../src/kafka/producer.ts';
-import { ENTITIES, envelope, row, type Entity, type Row } from './events.ts';
+import { ENTITIES, envelope, Keyspace, row, type Entity, type Row } from './events.ts';
 import { freePort } from '../bench/common.ts';
 
 /**
@@ -30,20 +30,23 @@ import { freePort } from '../bench/common.ts';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const SLO = { rate: 10_000, p95: 100 };
 
-interface Options { rate: number | 'max'; duration: number; json?: string; keys: number; partitions: number; brokers: string; pgUrl: string; workerUrl?: string; profileDir?: string }
+interface Options { rate: number | 'max'; duration: number; json?: string; keys: number; partitions: number; brokers: string; pgUrl: string; workerUrl?: string; profileDir?: string; flamegraphDir?: string }
 
-const USAGE = `usage: npm run load -- --rate N|max --duration SECONDS [--json FILE] [--keys N] [--partitions N] [--worker URL] [--profile DIR]
+const USAGE = `usage: npm run load -- --rate N|max --duration SECONDS [--json FILE] [--keys N] [--partitions N] [--worker URL] [--profile DIR] [--flamegraph DIR]
 
 Offers N change events/s for SECONDS from the synthetic source node "load" to a worker it
 starts (or the one at --worker URL) on the local stack, and prints what was sustained:
 events/s committed, p50/p95/p99/max latency, errors and the verdict against the SLO
 (${SLO.rate.toLocaleString('en-US')} events/s, p95 < ${SLO.p95} ms). --rate max searches for the highest sustained rate.
+--profile DIR writes the worker's V8 CPU profile (.cpuprofile) there; --flamegraph DIR runs
+the worker under 0x and writes its flamegraph there (DIR/flamegraph.html; \`npm run profile\`).
+Later options win, so \`npm run profile -- --rate 1000\` overrides the script's rate.
 Exit codes: 0 SLO met, 1 not met, 2 usage or set-up error.
 `;
 
 function parseArgs(argv: string[]): Options | string {
   const get = (name: string) => {
-    const i = argv.indexOf(name);
+    const i = argv.lastIndexOf(name); // the last one wins: `npm run profile -- --rate N` overrides the script's
     return i >= 0 ? argv[i + 1] : undefined;
   };
   if (argv.includes('--help') || argv.includes('-h')) return '';
@@ -55,49 +58,8 @@ function parseArgs(argv: string[]): Options | string {
   return {
     rate, duration, json: get('--json'), keys: Number(get('--keys') ?? 20_000), partitions: Number(get('--partitions') ?? 6),
     brokers: process.env.KAFKA_BROKERS ?? '127.0.0.1:19092', pgUrl: process.env.LOAD_PG_URL ?? 'postgres://app:app@127.0.0.1:55432/loadtest',
-    workerUrl: get('--worker'), profileDir: get('--profile'),
+    workerUrl: get('--worker'), profileDir: get('--profile'), flamegraphDir: get('--flamegraph'),
   };
-}
-
-/** Keys per entity, a skewed pick (a few hot keys), and each key's version. */
-class Keyspace {
-  readonly live: number[] = [];
-  readonly version = new Map<number, number>();
-  private next = 1;
-
-  constructor(base: number) {
-    this.next = base;
-  }
-
-  private readonly at = new Map<number, number>();
-
-  insert(): number {
-    const id = this.next++;
-    this.at.set(id, this.live.length);
-    this.live.push(id);
-    this.version.set(id, 1);
-    return id;
-  }
-
-  /** index ~ n·u³: the low indexes (the oldest keys) are the hot ones. */
-  pick(): number | undefined {
-    if (this.live.length === 0) return undefined;
-    return this.live[Math.floor(this.live.length * Math.random() ** 3)];
-  }
-
-  /** O(1): the last key takes the removed one's place. */
-  remove(id: number): void {
-    const i = this.at.get(id);
-    if (i !== undefined) {
-      const last = this.live.pop()!;
-      if (last !== id) {
-        this.live[i] = last;
-        this.at.set(last, i);
-      }
-      this.at.delete(id);
-    }
-    this.version.delete(id);
-  }
 }
 
 interface Sample { entity: Entity; id: number; version: number; sentAt: number }
@@ -168,14 +130,19 @@ class Generator {
 
 // ------------------------------------------------------------------ the worker and its metrics
 
-async function startWorker(group: string, profileDir?: string): Promise<{ url: string; proc: ChildProcess; logFile: string }> {
+async function startWorker(group: string, o: Pick<Options, 'profileDir' | 'flamegraphDir'>): Promise<{ url: string; proc: ChildProcess; logFile: string }> {
   const port = await freePort();
   const dir = path.join(ROOT, '.local/load');
   mkdirSync(dir, { recursive: true });
   const logFile = path.join(dir, `${group}.log`);
   const fd = openSync(logFile, 'a');
-  const prof = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
-  const proc = spawn(process.execPath, [...prof, path.join(ROOT, 'bin/worker-sync.js'), 'run'], {
+  const worker = [path.join(ROOT, 'bin/worker-sync.js'), 'run'];
+  const prof = o.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${o.profileDir}`] : [];
+  // 0x runs the worker as its child and turns the stacks it sampled into DIR/flamegraph.html when it gets SIGTERM
+  const argv = o.flamegraphDir
+    ? [path.join(ROOT, 'node_modules/0x/cmd.js'), '--output-dir', path.resolve(o.flamegraphDir), '--title', `worker-sync under npm run load (${group})`, '--', process.execPath, ...prof, ...worker]
+    : [...prof, ...worker];
+  const proc = spawn(process.execPath, argv, {
     stdio: ['ignore', fd, fd],
     env: { ...process.env, WORKER_SYNC_CONFIG: path.join(ROOT, 'load/topology.yaml'), KAFKA_GROUP_ID: group, HTTP_HOST: '127.0.0.1', HTTP_PORT: String(port), LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' },
   });
@@ -348,7 +315,7 @@ async function main(): Promise<number> {
   }
   for (const e of ENTITIES) await ensureTopic(o.brokers, `load.loadtest.${e}`, o.partitions, 1);
   const group = `worker-sync-load-${Date.now().toString(36)}`;
-  const worker = o.workerUrl ? { url: o.workerUrl, proc: undefined, logFile: '(external worker)' } : await startWorker(group, o.profileDir);
+  const worker = o.workerUrl ? { url: o.workerUrl, proc: undefined, logFile: '(external worker)' } : await startWorker(group, o);
   process.stderr.write(`worker ${worker.url} (log ${worker.logFile})\n`);
   const producer = new Kafka.Producer({
     'metadata.broker.list': o.brokers, 'client.id': 'worker-sync-load', 'linger.ms': 5, 'batch.num.messages': 10_000,
@@ -412,8 +379,13 @@ async function main(): Promise<number> {
     await new Promise<void>((resolve) => producer.disconnect(() => resolve()));
     await db.end();
     if (worker.proc) {
+      if (o.flamegraphDir) process.stderr.write('stopping the worker; 0x is writing the flamegraph (this takes a while)\n');
       worker.proc.kill('SIGTERM');
       await new Promise((r) => worker.proc!.once('exit', r));
+      if (o.flamegraphDir) {
+        const html = path.join(path.resolve(o.flamegraphDir), 'flamegraph.html');
+        process.stderr.write(existsSync(html) ? `flamegraph: ${html}\n` : `0x wrote no flamegraph; see ${worker.logFile}\n`);
+      }
     }
   }
 }
