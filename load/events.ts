@@ -44,7 +44,7 @@ export const row = (id: number, version: number, nowUs: number): Row => ({ id, n
  * One change event of the `load` node (or of another synthetic node, whose topic prefix is
  * `m.prefix`): its topic, Kafka key and value.
  */
-export function envelope(entity: Entity, op: 'c' | 'u' | 'd', before: Row | null, after: Row | null, m: { lsn: bigint; txId: number; now: number; schemas: boolean; prefix?: string }): { topic: string; key: Buffer; value: Buffer } {
+export function envelope(entity: Entity, op: 'c' | 'u' | 'd', before: Row | null, after: Row | null, m: { lsn: bigint; txId: number; now: number; schemas: boolean; keySchemas?: boolean; prefix?: string }): { topic: string; key: Buffer; value: Buffer } {
   const prefix = m.prefix ?? 'load';
   const id = (after ?? before)!.id;
   const lsn = m.lsn.toString();
@@ -54,9 +54,22 @@ export function envelope(entity: Entity, op: 'c' | 'u' | 'd', before: Row | null
   };
   return {
     topic: `${prefix}.loadtest.${entity}`,
-    key: Buffer.from(JSON.stringify(m.schemas ? { schema: KEY_SCHEMA(prefix, entity), payload: { id } } : { id })),
+    key: Buffer.from(JSON.stringify((m.keySchemas ?? m.schemas) ? { schema: KEY_SCHEMA(prefix, entity), payload: { id } } : { id })),
     value: Buffer.from(JSON.stringify(m.schemas ? { schema: schemaOf(prefix, entity), payload } : payload)),
   };
+}
+
+/**
+ * The converter forms of one event: products with schemas, accounts without, shipments
+ * with a schema-carrying key and a value that alternates between the two forms. The key's
+ * form never changes within an entity: Kafka partitions by the key's bytes, and a record
+ * whose events landed in two partitions would lose its order (Debezium's key converter is
+ * fixed per connector, so that never happens for real).
+ */
+export function formsOf(entity: Entity, seq: number): { schemas: boolean; keySchemas: boolean } {
+  if (entity === 'products') return { schemas: true, keySchemas: true };
+  if (entity === 'accounts') return { schemas: false, keySchemas: false };
+  return { schemas: seq % 2 === 0, keySchemas: true };
 }
 
 /** Keys per entity, a skewed pick (a few hot keys), and each key's version. */

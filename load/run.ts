@@ -1,12 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Kafka from 'node-rdkafka';
 import pg from 'pg';
 import { ensureTopic } from '../src/kafka/producer.ts';
-import { ENTITIES, envelope, Keyspace, row, type Entity, type Row } from './events.ts';
+import { ENTITIES, envelope, formsOf, Keyspace, row, type Entity, type Row } from './events.ts';
 import { freePort } from '../bench/common.ts';
+import { summarize, type CpuProfile } from './profile-summary.ts';
 
 /**
  * `npm run load -- --rate 10000 --duration 60 [--json out.json]` (issue 6): offers a
@@ -16,7 +17,7 @@ import { freePort } from '../bench/common.ts';
  * - the mix is 70 % updates, 20 % inserts, 10 % deletes (each delete followed by its
  *   tombstone, as Debezium does), over three entities, on a skewed key distribution (a
  *   few hot keys), with rows of about 1 KB, in both converter forms (products with
- *   schemas, accounts without, shipments alternating);
+ *   schemas, accounts without, shipments' values alternating under a fixed key form);
  * - achieved events/s are events the worker committed (`sync_events_total`), over the run;
  * - latency is DESIGN §5's, from the envelope's ts_ms (set when the event is produced) to
  *   the worker's commit: the quantiles of `sync_latency_ms` over the run, and,
@@ -38,8 +39,9 @@ Offers N change events/s for SECONDS from the synthetic source node "load" to a 
 starts (or the one at --worker URL) on the local stack, and prints what was sustained:
 events/s committed, p50/p95/p99/max latency, errors and the verdict against the SLO
 (${SLO.rate.toLocaleString('en-US')} events/s, p95 < ${SLO.p95} ms). --rate max searches for the highest sustained rate.
---profile DIR writes the worker's V8 CPU profile (.cpuprofile) there; --flamegraph DIR runs
-the worker under 0x and writes its flamegraph there (DIR/flamegraph.html; \`npm run profile\`).
+--profile DIR writes the worker's V8 CPU profile (.cpuprofile) there; --flamegraph DIR does
+too, then has 0x draw it as DIR/flamegraph.html and prints where the CPU time went
+(\`npm run profile\`).
 Later options win, so \`npm run profile -- --rate 1000\` overrides the script's rate.
 Exit codes: 0 SLO met, 1 not met, 2 usage or set-up error.
 `;
@@ -101,7 +103,7 @@ class Generator {
       }
     }
     this.lsn += 8n;
-    const { topic, key, value } = envelope(entity, op, before, after, { lsn: this.lsn, txId: ++this.seq, now, schemas: entity === 'products' || (entity === 'shipments' && this.seq % 2 === 0) });
+    const { topic, key, value } = envelope(entity, op, before, after, { lsn: this.lsn, txId: ++this.seq, now, ...formsOf(entity, this.seq) });
     this.produce(topic, key, value);
     if (op === 'd') this.produce(topic, key, null); // Debezium's tombstone
     if (op === 'u' && this.seq % this.sampleEvery === 0) this.samples.push({ entity, id, version: ks.version.get(id)!, sentAt: now });
@@ -137,12 +139,10 @@ async function startWorker(group: string, o: Pick<Options, 'profileDir' | 'flame
   const logFile = path.join(dir, `${group}.log`);
   const fd = openSync(logFile, 'a');
   const worker = [path.join(ROOT, 'bin/worker-sync.js'), 'run'];
-  const prof = o.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${o.profileDir}`] : [];
-  // 0x runs the worker as its child and turns the stacks it sampled into DIR/flamegraph.html when it gets SIGTERM
-  const argv = o.flamegraphDir
-    ? [path.join(ROOT, 'node_modules/0x/cmd.js'), '--output-dir', path.resolve(o.flamegraphDir), '--title', `worker-sync under npm run load (${group})`, '--', process.execPath, ...prof, ...worker]
-    : [...prof, ...worker];
-  const proc = spawn(process.execPath, argv, {
+  // V8's own sampler, in the worker's thread; written when the worker exits after SIGTERM
+  const profDir = o.flamegraphDir ?? o.profileDir;
+  const prof = profDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(profDir)}`] : [];
+  const proc = spawn(process.execPath, [...prof, ...worker], {
     stdio: ['ignore', fd, fd],
     env: { ...process.env, WORKER_SYNC_CONFIG: path.join(ROOT, 'load/topology.yaml'), KAFKA_GROUP_ID: group, HTTP_HOST: '127.0.0.1', HTTP_PORT: String(port), LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' },
   });
@@ -158,11 +158,11 @@ async function startWorker(group: string, o: Pick<Options, 'profileDir' | 'flame
   }
 }
 
-interface Scrape { committed: number; errors: number; buckets: Array<[number, number]>; count: number }
+interface Scrape { committed: number; errors: number; buckets: Array<[number, number]>; count: number; cpuSeconds: number }
 
 async function scrape(url: string): Promise<Scrape> {
   const text = await (await fetch(`${url}/metrics`)).text();
-  const s: Scrape = { committed: 0, errors: 0, buckets: [], count: 0 };
+  const s: Scrape = { committed: 0, errors: 0, buckets: [], count: 0, cpuSeconds: 0 };
   for (const line of text.split('\n')) {
     if (line.startsWith('sync_events_total{') && line.includes('source_node="load"')) s.committed += Number(line.slice(line.lastIndexOf(' ') + 1));
     else if ((line.startsWith('sync_errors_total{') || line.startsWith('sync_dead_letters_total{')) && !line.startsWith('#')) s.errors += Number(line.slice(line.lastIndexOf(' ') + 1));
@@ -170,6 +170,7 @@ async function scrape(url: string): Promise<Scrape> {
       const le = /le="([^"]+)"/.exec(line)![1]!;
       s.buckets.push([le === '+Inf' ? Infinity : Number(le), Number(line.slice(line.lastIndexOf(' ') + 1))]);
     } else if (line.startsWith('sync_latency_ms_count{') && line.includes('source_node="load"')) s.count = Number(line.slice(line.lastIndexOf(' ') + 1));
+    else if (line.startsWith('process_cpu_seconds_total ')) s.cpuSeconds = Number(line.slice(line.lastIndexOf(' ') + 1));
   }
   return s;
 }
@@ -216,6 +217,8 @@ interface Result {
   errors: number; lag_end: number; sustained: boolean; slo_met: boolean; duration_s: number; produced: number; committed: number;
   sampled: { n: number; lost: number; p50_ms: number | null; p95_ms: number | null; max_ms: number | null };
   backlog_30s_ago: number | null;
+  /** The worker process's CPU time (user + system) per event it committed during the run. */
+  worker_cpu_us_per_event: number | null;
 }
 
 async function runAt(rate: number, o: Options, worker: string, gen: Generator, db: pg.Pool): Promise<Result> {
@@ -273,8 +276,13 @@ async function runAt(rate: number, o: Options, worker: string, gen: Generator, d
   const lagEnd = producedRun - committed;
   process.stderr.write('\n');
   // drain, so the next run starts clean and late errors are counted
-  const drainDeadline = Date.now() + 60_000;
-  while (Date.now() < drainDeadline && (await scrape(worker)).committed - startCommitted < producedRun) await sleep(250);
+  const drainStart = Date.now();
+  let drained = 0;
+  while (Date.now() - drainStart < 60_000 && (drained = (await scrape(worker)).committed - startCommitted) < producedRun) {
+    process.stderr.write(`\rdraining: ${drained} of ${producedRun} committed   `);
+    await sleep(250);
+  }
+  process.stderr.write(drained >= producedRun ? `\rdrained in ${((Date.now() - drainStart) / 1000).toFixed(1)} s          \n` : `\rnot drained after 60 s: ${producedRun - drained} events uncommitted\n`);
   await sleep(300);
   sampling = false;
   await sampler;
@@ -288,6 +296,7 @@ async function runAt(rate: number, o: Options, worker: string, gen: Generator, d
     max_ms: Math.max(maxBucket(start, end) ?? 0, pct(observed, 1) ?? 0) || null, errors: after.errors - start.errors + gen.deliveryErrors, lag_end: lagEnd,
     sustained, slo_met: sustained && p95 !== null && p95 < SLO.p95 && rateAchieved >= SLO.rate * 0.99 && rate >= SLO.rate,
     duration_s: Number(elapsed.toFixed(1)), produced: producedRun, committed, backlog_30s_ago: then,
+    worker_cpu_us_per_event: committed > 0 ? Math.round(((end.cpuSeconds - start.cpuSeconds) * 1e6) / committed) : null,
     sampled: { n: observed.length, lost, p50_ms: pct(observed, 0.5), p95_ms: pct(observed, 0.95), max_ms: pct(observed, 1) },
   };
 }
@@ -301,6 +310,7 @@ function print(r: Result): void {
     `offered ${r.rate_offered.toLocaleString('en-US')} events/s for ${r.duration_s} s; committed ${r.rate_achieved.toLocaleString('en-US')} events/s (${r.committed} of ${r.produced})`,
     `latency (sync_latency_ms): p50 ${ms(r.p50_ms)}, p95 ${ms(r.p95_ms)}, p99 ${ms(r.p99_ms)}, max ${ms(r.max_ms)}`,
     `latency sampled in the PostgreSQL target (${r.sampled.n} updates, polled every 20 ms, ${r.sampled.lost} never seen): p50 ${ms(r.sampled.p50_ms)}, p95 ${ms(r.sampled.p95_ms)}, max ${ms(r.sampled.max_ms)}`,
+    `worker CPU ${r.worker_cpu_us_per_event ?? 'n/a'} µs per committed event`,
     `errors ${r.errors}; backlog at the end ${r.lag_end} events (30 s before: ${r.backlog_30s_ago ?? 'n/a'}); ${r.sustained ? 'sustained' : 'NOT sustained'}`,
     `verdict: ${r.slo_met ? 'SLO MET' : 'SLO NOT MET'} (${SLO.rate.toLocaleString('en-US')} events/s sustained with p95 < ${SLO.p95} ms)`,
     '',
@@ -315,6 +325,10 @@ async function main(): Promise<number> {
   }
   for (const e of ENTITIES) await ensureTopic(o.brokers, `load.loadtest.${e}`, o.partitions, 1);
   const group = `worker-sync-load-${Date.now().toString(36)}`;
+  if (!o.workerUrl) {
+    const skipped = await startAtEnd(o.brokers, group, ENTITIES.map((e) => `load.loadtest.${e}`));
+    if (skipped > 0) process.stderr.write(`the new group starts after the ${skipped} events earlier runs left in the load topics\n`);
+  }
   const worker = o.workerUrl ? { url: o.workerUrl, proc: undefined, logFile: '(external worker)' } : await startWorker(group, o);
   process.stderr.write(`worker ${worker.url} (log ${worker.logFile})\n`);
   const producer = new Kafka.Producer({
@@ -379,15 +393,59 @@ async function main(): Promise<number> {
     await new Promise<void>((resolve) => producer.disconnect(() => resolve()));
     await db.end();
     if (worker.proc) {
-      if (o.flamegraphDir) process.stderr.write('stopping the worker; 0x is writing the flamegraph (this takes a while)\n');
       worker.proc.kill('SIGTERM');
       await new Promise((r) => worker.proc!.once('exit', r));
-      if (o.flamegraphDir) {
-        const html = path.join(path.resolve(o.flamegraphDir), 'flamegraph.html');
-        process.stderr.write(existsSync(html) ? `flamegraph: ${html}\n` : `0x wrote no flamegraph; see ${worker.logFile}\n`);
-      }
+      if (o.flamegraphDir) await flamegraph(path.resolve(o.flamegraphDir), group);
     }
   }
+}
+
+/**
+ * Commits the new group's offsets at the end of the load topics, so its worker measures
+ * this run's events only. (From the earliest offset it would first replay every earlier
+ * run's events, which skews every figure by however much history the stack holds.)
+ * Returns how many events it skips.
+ */
+async function startAtEnd(brokers: string, group: string, topics: string[]): Promise<number> {
+  const c = new Kafka.KafkaConsumer({ 'metadata.broker.list': brokers, 'group.id': group, 'enable.auto.commit': false }, {});
+  await new Promise<void>((resolve, reject) => c.connect({ timeout: 15_000 }, (err) => (err ? reject(err) : resolve())));
+  try {
+    const md = await new Promise<Kafka.Metadata>((resolve, reject) => c.getMetadata({ timeout: 15_000 }, (err, m) => (err ? reject(err) : resolve(m))));
+    const offsets: Kafka.TopicPartitionOffset[] = [];
+    let skipped = 0;
+    for (const t of md.topics.filter((x) => topics.includes(x.name))) {
+      for (const p of t.partitions) {
+        const w = await new Promise<Kafka.WatermarkOffsets>((resolve, reject) => c.queryWatermarkOffsets(t.name, p.id, 10_000, (err, o) => (err ? reject(err) : resolve(o))));
+        offsets.push({ topic: t.name, partition: p.id, offset: w.highOffset });
+        skipped += w.highOffset - w.lowOffset;
+      }
+    }
+    if (offsets.length > 0) c.commitSync(offsets);
+    return skipped;
+  } finally {
+    await new Promise<void>((resolve) => c.disconnect(() => resolve()));
+  }
+}
+
+/** Draws the run's CPU profile with 0x (DIR/flamegraph.html) and prints its summary. */
+async function flamegraph(dir: string, group: string): Promise<void> {
+  // Node writes one profile per thread (tsx's loader has one too): the worker's main thread has the most samples
+  const newest = readdirSync(dir).filter((f) => f.startsWith('CPU.') && f.endsWith('.cpuprofile')).map((f) => path.join(dir, f)).sort((a, b) => statSync(b).size - statSync(a).size)[0];
+  if (!newest) {
+    process.stderr.write(`the worker wrote no CPU profile into ${dir}\n`);
+    return;
+  }
+  const file = path.join(dir, `${group}.cpuprofile`);
+  renameSync(newest, file);
+  for (const f of readdirSync(dir)) if (f.startsWith('CPU.') && f.endsWith('.cpuprofile')) rmSync(path.join(dir, f));
+  process.stdout.write(`${summarize(JSON.parse(readFileSync(file, 'utf8')) as CpuProfile, ROOT)}\n`);
+  process.stderr.write('0x is drawing the flamegraph\n');
+  const code = await new Promise<number | null>((resolve) => {
+    spawn(process.execPath, [path.join(ROOT, 'node_modules/0x/cmd.js'), '--visualize-cpu-profile', file, '--title', `worker-sync under npm run load (${group})`], { stdio: ['ignore', 'ignore', 'inherit'] })
+      .once('exit', resolve);
+  });
+  const html = path.join(dir, 'flamegraph.html');
+  process.stdout.write(code === 0 && existsSync(html) ? `flamegraph: ${html}\n` : `0x could not draw ${file} (exit ${code})\n`);
 }
 
 main().then((code) => process.exit(code), (err: unknown) => {

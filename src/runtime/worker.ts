@@ -339,7 +339,9 @@ export class Worker {
     if (timedOut) this.log.warn({ graceMs }, 'Grace period ended before every lane drained; the rest resumes from the checkpoint');
     for (const s of this.stages) s.consumer.commitStored();
     await this.audit?.stop().catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'Final audit seal failed; the next owner signs the tail'));
-    await Promise.all(this.stages.map((s) => s.consumer.disconnect()));
+    // One at a time: two librdkafka consumers leaving their group at once (cooperative-sticky)
+    // was the suspect when a worker once died by signal right after its partitions were revoked.
+    for (const s of this.stages) await s.consumer.disconnect();
     await this.producer?.disconnect();
     this.redis?.disconnect();
     await this.readiness.close();
