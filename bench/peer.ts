@@ -279,7 +279,7 @@ async function main(): Promise<number> {
       events: o.events, partitions: o.partitions, keys: o.keys, final_rows: want.rows, same_rows: same, rows_only_in_jdbc: onlyJdbc, rows_only_in_worker: onlyWs,
       jdbc_sink: { seconds: round(jdbc.seconds), events_per_s: Math.round(o.events / jdbc.seconds), first_row_s: jdbc.firstRowS === null ? null : round(jdbc.firstRowS) },
       worker_sync: { seconds: round(ws.seconds), events_per_s: Math.round(o.events / ws.seconds), first_row_s: ws.firstRowS === null ? null : round(ws.firstRowS), audit_log: true },
-      ratio_worker_to_jdbc: round(jdbc.seconds / ws.seconds),
+      ratio_worker_to_jdbc: Math.round((jdbc.seconds / ws.seconds) * 100) / 100,
     };
     process.stdout.write([
       `${o.events.toLocaleString('en-US')} events (schemas on, ${o.partitions} partitions) into fresh PostgreSQL tables:`,

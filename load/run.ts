@@ -216,7 +216,9 @@ interface Result {
   rate_offered: number; rate_achieved: number; p50_ms: number | null; p95_ms: number | null; p99_ms: number | null; max_ms: number | null;
   errors: number; lag_end: number; sustained: boolean; slo_met: boolean; duration_s: number; produced: number; committed: number;
   sampled: { n: number; lost: number; p50_ms: number | null; p95_ms: number | null; max_ms: number | null };
+  /** The backlog 30 s before the end (after the first third of a shorter run), and when that was. */
   backlog_30s_ago: number | null;
+  backlog_ref_s: number | null;
   /** The worker process's CPU time (user + system) per event it committed during the run. */
   worker_cpu_us_per_event: number | null;
 }
@@ -282,12 +284,18 @@ async function runAt(rate: number, o: Options, worker: string, gen: Generator, d
     process.stderr.write(`\rdraining: ${drained} of ${producedRun} committed   `);
     await sleep(250);
   }
-  process.stderr.write(drained >= producedRun ? `\rdrained in ${((Date.now() - drainStart) / 1000).toFixed(1)} s          \n` : `\rnot drained after 60 s: ${producedRun - drained} events uncommitted\n`);
+  const drainS = (Date.now() - drainStart) / 1000;
+  // with the generator stopped, the worker has the CPU it was sharing: its catch-up rate
+  const catchUp = drainS >= 1 ? `, ${Math.round((drained - committed) / drainS)} events/s with the generator idle` : '';
+  process.stderr.write(drained >= producedRun ? `\rdrained ${drained - committed} events in ${drainS.toFixed(1)} s${catchUp}          \n` : `\rnot drained after 60 s: ${producedRun - drained} events uncommitted\n`);
   await sleep(300);
   sampling = false;
   await sampler;
   const after = await scrape(worker);
-  const then = backlog.filter(([t]) => t <= elapsed - 30).at(-1)?.[1] ?? null;
+  // "not growing over the last 30 s": the backlog 30 s before the end (in a shorter run, after
+  // its first third, so that the events in flight at any moment are not taken for growth)
+  const ref = backlog.filter(([t]) => t <= Math.max(elapsed - 30, elapsed / 3)).at(-1) ?? null;
+  const then = ref?.[1] ?? null;
   const sustained = sent >= Math.floor(rate * o.duration * 0.99) && (then === null ? lagEnd <= rate : lagEnd <= then + rate * 0.25);
   const p95 = quantile(start, end, 0.95);
   const rateAchieved = committed / elapsed;
@@ -295,7 +303,7 @@ async function runAt(rate: number, o: Options, worker: string, gen: Generator, d
     rate_offered: rate, rate_achieved: Math.round(rateAchieved), p50_ms: round(quantile(start, end, 0.5)), p95_ms: round(p95), p99_ms: round(quantile(start, end, 0.99)),
     max_ms: Math.max(maxBucket(start, end) ?? 0, pct(observed, 1) ?? 0) || null, errors: after.errors - start.errors + gen.deliveryErrors, lag_end: lagEnd,
     sustained, slo_met: sustained && p95 !== null && p95 < SLO.p95 && rateAchieved >= SLO.rate * 0.99 && rate >= SLO.rate,
-    duration_s: Number(elapsed.toFixed(1)), produced: producedRun, committed, backlog_30s_ago: then,
+    duration_s: Number(elapsed.toFixed(1)), produced: producedRun, committed, backlog_30s_ago: then, backlog_ref_s: ref === null ? null : Math.round(ref[0]),
     worker_cpu_us_per_event: committed > 0 ? Math.round(((end.cpuSeconds - start.cpuSeconds) * 1e6) / committed) : null,
     sampled: { n: observed.length, lost, p50_ms: pct(observed, 0.5), p95_ms: pct(observed, 0.95), max_ms: pct(observed, 1) },
   };
@@ -311,7 +319,7 @@ function print(r: Result): void {
     `latency (sync_latency_ms): p50 ${ms(r.p50_ms)}, p95 ${ms(r.p95_ms)}, p99 ${ms(r.p99_ms)}, max ${ms(r.max_ms)}`,
     `latency sampled in the PostgreSQL target (${r.sampled.n} updates, polled every 20 ms, ${r.sampled.lost} never seen): p50 ${ms(r.sampled.p50_ms)}, p95 ${ms(r.sampled.p95_ms)}, max ${ms(r.sampled.max_ms)}`,
     `worker CPU ${r.worker_cpu_us_per_event ?? 'n/a'} µs per committed event`,
-    `errors ${r.errors}; backlog at the end ${r.lag_end} events (30 s before: ${r.backlog_30s_ago ?? 'n/a'}); ${r.sustained ? 'sustained' : 'NOT sustained'}`,
+    `errors ${r.errors}; backlog at the end ${r.lag_end} events (at ${r.backlog_ref_s ?? 'n/a'} s: ${r.backlog_30s_ago ?? 'n/a'}); ${r.sustained ? 'sustained' : 'NOT sustained'}`,
     `verdict: ${r.slo_met ? 'SLO MET' : 'SLO NOT MET'} (${SLO.rate.toLocaleString('en-US')} events/s sustained with p95 < ${SLO.p95} ms)`,
     '',
   ].join('\n'));
@@ -324,7 +332,8 @@ async function main(): Promise<number> {
     return o === '' ? 0 : 2;
   }
   for (const e of ENTITIES) await ensureTopic(o.brokers, `load.loadtest.${e}`, o.partitions, 1);
-  const group = `worker-sync-load-${Date.now().toString(36)}`;
+  const startedAt = Date.now();
+  const group = `worker-sync-load-${startedAt.toString(36)}`;
   if (!o.workerUrl) {
     const skipped = await startAtEnd(o.brokers, group, ENTITIES.map((e) => `load.loadtest.${e}`));
     if (skipped > 0) process.stderr.write(`the new group starts after the ${skipped} events earlier runs left in the load topics\n`);
@@ -395,7 +404,7 @@ async function main(): Promise<number> {
     if (worker.proc) {
       worker.proc.kill('SIGTERM');
       await new Promise((r) => worker.proc!.once('exit', r));
-      if (o.flamegraphDir) await flamegraph(path.resolve(o.flamegraphDir), group);
+      if (o.flamegraphDir) await flamegraph(path.resolve(o.flamegraphDir), group, startedAt);
     }
   }
 }
@@ -428,16 +437,17 @@ async function startAtEnd(brokers: string, group: string, topics: string[]): Pro
 }
 
 /** Draws the run's CPU profile with 0x (DIR/flamegraph.html) and prints its summary. */
-async function flamegraph(dir: string, group: string): Promise<void> {
+async function flamegraph(dir: string, group: string, since: number): Promise<void> {
   // Node writes one profile per thread (tsx's loader has one too): the worker's main thread has the most samples
-  const newest = readdirSync(dir).filter((f) => f.startsWith('CPU.') && f.endsWith('.cpuprofile')).map((f) => path.join(dir, f)).sort((a, b) => statSync(b).size - statSync(a).size)[0];
+  const newest = readdirSync(dir).filter((f) => f.startsWith('CPU.') && f.endsWith('.cpuprofile')).map((f) => path.join(dir, f))
+    .filter((f) => statSync(f).mtimeMs >= since).sort((a, b) => statSync(b).size - statSync(a).size)[0];
   if (!newest) {
     process.stderr.write(`the worker wrote no CPU profile into ${dir}\n`);
     return;
   }
   const file = path.join(dir, `${group}.cpuprofile`);
   renameSync(newest, file);
-  for (const f of readdirSync(dir)) if (f.startsWith('CPU.') && f.endsWith('.cpuprofile')) rmSync(path.join(dir, f));
+  for (const f of readdirSync(dir)) if (f.startsWith('CPU.') && f.endsWith('.cpuprofile') && statSync(path.join(dir, f)).mtimeMs >= since) rmSync(path.join(dir, f));
   process.stdout.write(`${summarize(JSON.parse(readFileSync(file, 'utf8')) as CpuProfile, ROOT)}\n`);
   process.stderr.write('0x is drawing the flamegraph\n');
   const code = await new Promise<number | null>((resolve) => {
