@@ -144,7 +144,8 @@ async function startWorker(group: string, o: Pick<Options, 'profileDir' | 'flame
   const prof = profDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(profDir)}`] : [];
   const proc = spawn(process.execPath, [...prof, ...worker], {
     stdio: ['ignore', fd, fd],
-    env: { ...process.env, WORKER_SYNC_CONFIG: path.join(ROOT, 'load/topology.yaml'), KAFKA_GROUP_ID: group, HTTP_HOST: '127.0.0.1', HTTP_PORT: String(port), LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' },
+    // WORKER_NODE_OPTIONS: Node flags for the worker alone (the generator keeps its own)
+    env: { ...process.env, NODE_OPTIONS: process.env.WORKER_NODE_OPTIONS ?? process.env.NODE_OPTIONS ?? '', WORKER_SYNC_CONFIG: path.join(ROOT, 'load/topology.yaml'), KAFKA_GROUP_ID: group, HTTP_HOST: '127.0.0.1', HTTP_PORT: String(port), LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' },
   });
   closeSync(fd);
   const url = `http://127.0.0.1:${port}`;
