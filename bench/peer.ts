@@ -1,9 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import Kafka from 'node-rdkafka';
 import pg from 'pg';
-import { ensureTopic } from '../src/kafka/producer.ts';
+import { deleteTopic, ensureTopic } from '../src/kafka/producer.ts';
 import { envelope, Keyspace, row } from '../load/events.ts';
 import { freePort, ROOT, writeResults } from './common.ts';
 
@@ -19,7 +19,8 @@ import { freePort, ROOT, writeResults } from './common.ts';
  * Throughput is events over the time from the pipeline's start (the connector created; the
  * worker ready) until its table holds the final state. Both pipelines see the whole topic
  * at once: this measures catch-up speed, not latency.
- * Exit codes: 0 both pipelines converged to the same rows, 1 they did not, 2 usage or set-up error.
+ * Exit codes: 0 both tables hold the rows the generator expects, 1 they differ or a pipeline did not
+ * converge (timed out, or its task or worker died), 2 usage or set-up error.
  */
 
 interface Options { events: number; keys: number; partitions: number; json?: string; keep: boolean; timeoutS: number }
@@ -30,8 +31,8 @@ Sends N change events (default 200,000; schemas on; 70 % updates, 20 % inserts, 
 deletes over a skewed key space, rows of about 1 KB) into a fresh topic, then applies that
 topic to two fresh PostgreSQL tables, first with Debezium's JDBC sink connector and then
 with worker-sync (audit log on). Prints both throughputs and worker-sync / JDBC sink.
---keep leaves the tables, the topic and the topology file in place.
-Exit codes: 0 same rows in both tables, 1 they differ or a pipeline timed out, 2 usage or set-up error.
+--keep leaves the tables, the topics and the topology file in place.
+Exit codes: 0 both tables hold the expected rows, 1 they differ or a pipeline did not converge, 2 usage or set-up error.
 `;
 
 const BROKERS = process.env.KAFKA_BROKERS ?? '127.0.0.1:19092';
@@ -62,7 +63,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const bar = (done: number, total: number) => `[${'#'.repeat(Math.round((done / total) * 30)).padEnd(30)}]`;
 
 /** The final state the generator expects: live rows and the sum of their versions (qty). */
-interface Expected { rows: number; qtySum: number }
+interface Expected { rows: number; qtySum: number; ids: number[]; qtys: number[] }
 
 /** Writes the topic: `keys` inserts, then the 70/20/10 mix. Every delete is followed by its tombstone. */
 async function produceTopic(prefix: string, o: Options): Promise<Expected> {
@@ -122,8 +123,14 @@ async function produceTopic(prefix: string, o: Options): Promise<Expected> {
   await new Promise<void>((resolve) => producer.disconnect(() => resolve()));
   if (failed > 0) throw new Error(`${failed} messages were not delivered to Kafka`);
   let qtySum = 0;
-  for (const v of ks.version.values()) qtySum += v;
-  return { rows: ks.version.size, qtySum };
+  const ids: number[] = [];
+  const qtys: number[] = [];
+  for (const [id, v] of ks.version) {
+    qtySum += v;
+    ids.push(id);
+    qtys.push(v);
+  }
+  return { rows: ks.version.size, qtySum, ids, qtys };
 }
 
 /** Polls the table until it holds the expected state; returns the seconds from `t0`, and when the first row appeared. */
@@ -235,12 +242,6 @@ async function runWorker(prefix: string, table: string, group: string, db: pg.Po
   }
 }
 
-async function deleteTopic(topic: string): Promise<void> {
-  const admin = Kafka.AdminClient.create({ 'metadata.broker.list': BROKERS, 'client.id': 'worker-sync-bench-peer' });
-  await new Promise<void>((resolve) => admin.deleteTopic(topic, 30_000, () => resolve()));
-  admin.disconnect();
-}
-
 async function main(): Promise<number> {
   const o = parseArgs(process.argv.slice(2));
   if (typeof o === 'string') {
@@ -252,6 +253,7 @@ async function main(): Promise<number> {
   const topic = `${prefix}.loadtest.products`;
   const jdbcTable = `loadtest.peer_jdbc_${run}`;
   const wsTable = `loadtest.peer_ws_${run}`;
+  const group = `worker-sync-peer-${run}`;
   const db = new pg.Pool({ connectionString: PG_URL, max: 2 });
   try {
     const plugins = await connect('GET', '/connector-plugins').catch((err: Error) => { throw new Error(`Kafka Connect is not reachable at ${CONNECT_URL} (${err.message}): run \`npm run stack:up\``); });
@@ -267,16 +269,23 @@ async function main(): Promise<number> {
     process.stderr.write(`expected final state: ${want.rows} rows, qty sum ${want.qtySum}\n`);
 
     const jdbc = await runJdbcSink(topic, jdbcTable, `bench-peer-jdbc-${run}`, db, want, o);
-    if (typeof jdbc === 'string') throw new Error(jdbc);
-    const ws = await runWorker(prefix, wsTable, `worker-sync-peer-${run}`, db, want, o);
-    if (typeof ws === 'string') throw new Error(ws);
+    if (typeof jdbc === 'string') return failed(jdbc);
+    const ws = await runWorker(prefix, wsTable, group, db, want, o);
+    if (typeof ws === 'string') return failed(ws);
 
     const diff = async (a: string, b: string) => Number((await db.query<{ n: string }>(`SELECT count(*) AS n FROM (SELECT ${COLUMNS} FROM ${a} EXCEPT SELECT ${COLUMNS} FROM ${b}) d`)).rows[0]!.n);
     const onlyJdbc = await diff(jdbcTable, wsTable);
     const onlyWs = await diff(wsTable, jdbcTable);
-    const same = onlyJdbc === 0 && onlyWs === 0;
+    // and row by row against the generator: each live key, at its last version
+    const unexpected = async (t: string) => Number((await db.query<{ n: string }>(
+      `SELECT count(*) AS n FROM ((SELECT id, qty FROM ${t} EXCEPT SELECT * FROM unnest($1::bigint[], $2::int[]))
+        UNION ALL (SELECT * FROM unnest($1::bigint[], $2::int[]) EXCEPT SELECT id, qty FROM ${t})) d`, [want.ids, want.qtys])).rows[0]!.n);
+    const offJdbc = await unexpected(jdbcTable);
+    const offWs = await unexpected(wsTable);
+    const same = onlyJdbc === 0 && onlyWs === 0 && offJdbc === 0 && offWs === 0;
     const result = {
       events: o.events, partitions: o.partitions, keys: o.keys, final_rows: want.rows, same_rows: same, rows_only_in_jdbc: onlyJdbc, rows_only_in_worker: onlyWs,
+      rows_off_expected: { jdbc_sink: offJdbc, worker_sync: offWs },
       jdbc_sink: { seconds: round(jdbc.seconds), events_per_s: Math.round(o.events / jdbc.seconds), first_row_s: jdbc.firstRowS === null ? null : round(jdbc.firstRowS) },
       worker_sync: { seconds: round(ws.seconds), events_per_s: Math.round(o.events / ws.seconds), first_row_s: ws.firstRowS === null ? null : round(ws.firstRowS), audit_log: true },
       ratio_worker_to_jdbc: Math.round((jdbc.seconds / ws.seconds) * 100) / 100,
@@ -286,7 +295,8 @@ async function main(): Promise<number> {
       `  Debezium JDBC sink:       ${result.jdbc_sink.events_per_s.toLocaleString('en-US')} events/s (${result.jdbc_sink.seconds} s)`,
       `  worker-sync (audit on):   ${result.worker_sync.events_per_s.toLocaleString('en-US')} events/s (${result.worker_sync.seconds} s)`,
       `  worker-sync / JDBC sink:  ${result.ratio_worker_to_jdbc}`,
-      same ? `  final rows: identical (${want.rows} rows)` : `  final rows DIFFER: ${onlyJdbc} only in the JDBC sink's table, ${onlyWs} only in worker-sync's`,
+      same ? `  final rows: identical, and each key at the version the generator expects (${want.rows} rows)`
+        : `  final rows DIFFER: ${onlyJdbc} only in the JDBC sink's table, ${onlyWs} only in worker-sync's; off the expected (id, version): JDBC sink ${offJdbc}, worker-sync ${offWs}`,
       '',
     ].join('\n'));
     process.stderr.write(`results: ${writeResults('peer', result)}\n`);
@@ -295,10 +305,17 @@ async function main(): Promise<number> {
   } finally {
     if (!o.keep) {
       for (const t of [jdbcTable, wsTable]) await db.query(`DROP TABLE IF EXISTS ${t}`).catch(() => undefined);
-      await deleteTopic(topic).catch(() => undefined);
+      for (const t of [topic, `${group}.changes`]) await deleteTopic(BROKERS, t);
+      rmSync(path.join(ROOT, '.local/peer', `${prefix}.yaml`), { force: true });
     }
     await db.end();
   }
+}
+
+/** A pipeline that did not converge (timed out, or its task or worker died): exit code 1. */
+function failed(why: string): number {
+  process.stderr.write(`\nbench:peer: ${why}\n`);
+  return 1;
 }
 
 const round = (x: number) => Math.round(x * 10) / 10;

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Kafka from 'node-rdkafka';
 import pg from 'pg';
-import { ensureTopic } from '../src/kafka/producer.ts';
+import { deleteTopic, ensureTopic } from '../src/kafka/producer.ts';
 import { ENTITIES, envelope, formsOf, Keyspace, row, type Entity, type Row } from './events.ts';
 import { freePort } from '../bench/common.ts';
 import { summarize, type CpuProfile } from './profile-summary.ts';
@@ -403,9 +403,13 @@ async function main(): Promise<number> {
     await new Promise<void>((resolve) => producer.disconnect(() => resolve()));
     await db.end();
     if (worker.proc) {
-      worker.proc.kill('SIGTERM');
-      await new Promise((r) => worker.proc!.once('exit', r));
-      if (o.flamegraphDir) await flamegraph(path.resolve(o.flamegraphDir), group, startedAt);
+      const proc = worker.proc;
+      if (proc.exitCode === null && proc.signalCode === null) {
+        proc.kill('SIGTERM');
+        await new Promise((r) => proc.once('exit', r));
+      }
+      await deleteTopic(o.brokers, `${group}.changes`); // the worker's own; the next run's group has another
+      if (o.flamegraphDir) await flamegraph(path.resolve(o.flamegraphDir), group, proc.pid!);
     }
   }
 }
@@ -438,17 +442,18 @@ async function startAtEnd(brokers: string, group: string, topics: string[]): Pro
 }
 
 /** Draws the run's CPU profile with 0x (DIR/flamegraph.html) and prints its summary. */
-async function flamegraph(dir: string, group: string, since: number): Promise<void> {
+async function flamegraph(dir: string, group: string, pid: number): Promise<void> {
   // Node writes one profile per thread (tsx's loader has one too): the worker's main thread has the most samples
-  const newest = readdirSync(dir).filter((f) => f.startsWith('CPU.') && f.endsWith('.cpuprofile')).map((f) => path.join(dir, f))
-    .filter((f) => statSync(f).mtimeMs >= since).sort((a, b) => statSync(b).size - statSync(a).size)[0];
+  // Node names them CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile: this worker's are the ones with its pid
+  const ours = readdirSync(dir).filter((f) => f.startsWith('CPU.') && f.endsWith('.cpuprofile') && f.split('.')[3] === String(pid)).map((f) => path.join(dir, f));
+  const newest = [...ours].sort((a, b) => statSync(b).size - statSync(a).size)[0];
   if (!newest) {
     process.stderr.write(`the worker wrote no CPU profile into ${dir}\n`);
     return;
   }
   const file = path.join(dir, `${group}.cpuprofile`);
   renameSync(newest, file);
-  for (const f of readdirSync(dir)) if (f.startsWith('CPU.') && f.endsWith('.cpuprofile') && statSync(path.join(dir, f)).mtimeMs >= since) rmSync(path.join(dir, f));
+  for (const f of ours) if (f !== newest) rmSync(f); // the loader thread's
   process.stdout.write(`${summarize(JSON.parse(readFileSync(file, 'utf8')) as CpuProfile, ROOT)}\n`);
   process.stderr.write('0x is drawing the flamegraph\n');
   const code = await new Promise<number | null>((resolve) => {

@@ -126,7 +126,15 @@ export class ChangeConsumer {
   async consume(max: number): Promise<ConsumedMessage[]> {
     const first = await this.consumeNum(1, this.consumeTimeoutMs);
     if (first.length === 0 || max <= 1) return first;
-    const rest = await this.consumeNum(max - 1, 1);
+    let rest: ConsumedMessage[];
+    try {
+      rest = await this.consumeNum(max - 1, 1);
+    } catch (err) {
+      // librdkafka has moved past the first message: returning it is the only way not to
+      // skip it. The error, if it lasts, comes back on the next call.
+      this.log.warn({ err: (err as Error).message }, 'Consume failed after the first message of a batch; returning that one');
+      return first;
+    }
     return rest.length === 0 ? first : [...first, ...rest];
   }
 

@@ -112,3 +112,14 @@ export function ensureTopic(brokers: string, topic: string, partitions: number, 
     });
   });
 }
+
+/** Deletes a topic; resolves whether or not it existed (benchmarks clean up after themselves). */
+export function deleteTopic(brokers: string, topic: string): Promise<void> {
+  const admin = Kafka.AdminClient.create({ 'metadata.broker.list': brokers, 'client.id': 'worker-sync-admin' });
+  return new Promise<void>((resolve) => {
+    admin.deleteTopic(topic, 30_000, () => {
+      admin.disconnect();
+      resolve();
+    });
+  });
+}
