@@ -4,7 +4,7 @@ import path from 'node:path';
 import Kafka from 'node-rdkafka';
 import pg from 'pg';
 import { deleteTopic, ensureTopic } from '../src/kafka/producer.ts';
-import { envelope, Keyspace, row } from '../load/events.ts';
+import { envelope, Keyspace, mixOp, step } from '../load/events.ts';
 import { freePort, ROOT, writeResults } from './common.ts';
 
 /**
@@ -92,30 +92,12 @@ async function produceTopic(prefix: string, o: Options): Promise<Expected> {
     }
   };
   for (let i = 0; i < o.events; i++) {
-    const r = i < o.keys ? 0.8 : Math.random();
     const now = Date.now();
-    let op: 'c' | 'u' | 'd' = r < 0.7 ? 'u' : r < 0.9 ? 'c' : 'd';
-    let id = op === 'c' ? undefined : ks.pick();
-    if (id === undefined) op = 'c';
-    let before = null;
-    let after = null;
-    if (op === 'c') {
-      id = ks.insert();
-      after = row(id, 1, now * 1000);
-    } else {
-      const v = ks.version.get(id!)!;
-      before = row(id!, v, now * 1000);
-      if (op === 'u') {
-        ks.version.set(id!, v + 1);
-        after = row(id!, v + 1, now * 1000);
-      } else {
-        ks.remove(id!);
-      }
-    }
+    const c = step(ks, i < o.keys ? 'c' : mixOp(Math.random()), now * 1000);
     lsn += 8n;
-    const e = envelope('products', op, before, after, { lsn, txId: i + 1, now, schemas: true, prefix });
+    const e = envelope('products', c.op, c.before, c.after, { lsn, txId: i + 1, now, schemas: true, prefix });
     await send(e.topic, e.key, e.value);
-    if (op === 'd') await send(e.topic, e.key, null);
+    if (c.op === 'd') await send(e.topic, e.key, null);
     if (i % 5000 === 0) process.stderr.write(`\rproducing ${bar(i, o.events)} ${i}/${o.events}   `);
   }
   while (delivered + failed < sent) await sleep(50);

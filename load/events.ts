@@ -112,3 +112,28 @@ export class Keyspace {
     this.version.delete(id);
   }
 }
+
+export type MixOp = 'c' | 'u' | 'd';
+
+/** The load mix: 70 % updates, 20 % inserts, 10 % deletes, from a uniform draw in [0, 1). */
+export const mixOp = (r: number): MixOp => (r < 0.7 ? 'u' : r < 0.9 ? 'c' : 'd');
+
+/**
+ * Applies one change to the key space and returns its images. An update or delete with no
+ * live key left becomes an insert, so `op` is the change actually made.
+ */
+export function step(ks: Keyspace, op: MixOp, nowUs: number): { op: MixOp; id: number; before: Row | null; after: Row | null } {
+  const picked = op === 'c' ? undefined : ks.pick();
+  if (picked === undefined) {
+    const id = ks.insert();
+    return { op: 'c', id, before: null, after: row(id, 1, nowUs) };
+  }
+  const v = ks.version.get(picked)!;
+  const before = row(picked, v, nowUs);
+  if (op === 'u') {
+    ks.version.set(picked, v + 1);
+    return { op, id: picked, before, after: row(picked, v + 1, nowUs) };
+  }
+  ks.remove(picked);
+  return { op, id: picked, before, after: null };
+}

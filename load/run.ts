@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import Kafka from 'node-rdkafka';
 import pg from 'pg';
 import { deleteTopic, ensureTopic } from '../src/kafka/producer.ts';
-import { ENTITIES, envelope, formsOf, Keyspace, row, type Entity, type Row } from './events.ts';
+import { ENTITIES, envelope, formsOf, Keyspace, mixOp, step, type Entity, type MixOp } from './events.ts';
 import { freePort } from '../bench/common.ts';
 import { summarize, type CpuProfile } from './profile-summary.ts';
 
@@ -80,33 +80,15 @@ class Generator {
   }
 
   /** One change event; returns the number of change events (tombstones not counted). */
-  emit(op: 'c' | 'u' | 'd', entity: Entity): number {
+  emit(op: MixOp, entity: Entity): number {
     const ks = this.keys.get(entity)!;
     const now = Date.now();
-    const nowUs = now * 1000;
-    let id: number | undefined;
-    let before: Row | null = null;
-    let after: Row | null = null;
-    if (op === 'c') {
-      id = ks.insert();
-      after = row(id, 1, nowUs);
-    } else {
-      id = ks.pick();
-      if (id === undefined) return this.emit('c', entity);
-      const v = ks.version.get(id)!;
-      before = row(id, v, nowUs);
-      if (op === 'u') {
-        ks.version.set(id, v + 1);
-        after = row(id, v + 1, nowUs);
-      } else {
-        ks.remove(id);
-      }
-    }
+    const c = step(ks, op, now * 1000);
     this.lsn += 8n;
-    const { topic, key, value } = envelope(entity, op, before, after, { lsn: this.lsn, txId: ++this.seq, now, ...formsOf(entity, this.seq) });
+    const { topic, key, value } = envelope(entity, c.op, c.before, c.after, { lsn: this.lsn, txId: ++this.seq, now, ...formsOf(entity, this.seq) });
     this.produce(topic, key, value);
-    if (op === 'd') this.produce(topic, key, null); // Debezium's tombstone
-    if (op === 'u' && this.seq % this.sampleEvery === 0) this.samples.push({ entity, id, version: ks.version.get(id)!, sentAt: now });
+    if (c.op === 'd') this.produce(topic, key, null); // Debezium's tombstone
+    if (c.op === 'u' && this.seq % this.sampleEvery === 0) this.samples.push({ entity, id: c.id, version: ks.version.get(c.id)!, sentAt: now });
     return 1;
   }
 
@@ -125,7 +107,7 @@ class Generator {
   next(): number {
     const r = Math.random();
     const entity = ENTITIES[Math.floor(Math.random() * ENTITIES.length)]!;
-    this.produced += this.emit(r < 0.7 ? 'u' : r < 0.9 ? 'c' : 'd', entity);
+    this.produced += this.emit(mixOp(r), entity);
     return 1;
   }
 }
@@ -222,6 +204,8 @@ interface Result {
   backlog_ref_s: number | null;
   /** The worker process's CPU time (user + system) per event it committed during the run. */
   worker_cpu_us_per_event: number | null;
+  /** Events/s the worker committed while draining the backlog after the generator stopped (null: under 1 s of backlog). */
+  catch_up_per_s: number | null;
 }
 
 async function runAt(rate: number, o: Options, worker: string, gen: Generator, db: pg.Pool): Promise<Result> {
@@ -287,7 +271,8 @@ async function runAt(rate: number, o: Options, worker: string, gen: Generator, d
   }
   const drainS = (Date.now() - drainStart) / 1000;
   // with the generator stopped, the worker has the CPU it was sharing: its catch-up rate
-  const catchUp = drainS >= 1 ? `, ${Math.round((drained - committed) / drainS)} events/s with the generator idle` : '';
+  const catchUpPerS = drainS >= 1 ? Math.round((drained - committed) / drainS) : null;
+  const catchUp = catchUpPerS === null ? '' : `, ${catchUpPerS} events/s with the generator idle`;
   process.stderr.write(drained >= producedRun ? `\rdrained ${drained - committed} events in ${drainS.toFixed(1)} s${catchUp}          \n` : `\rnot drained after 60 s: ${producedRun - drained} events uncommitted\n`);
   await sleep(300);
   sampling = false;
@@ -305,6 +290,7 @@ async function runAt(rate: number, o: Options, worker: string, gen: Generator, d
     max_ms: Math.max(maxBucket(start, end) ?? 0, pct(observed, 1) ?? 0) || null, errors: after.errors - start.errors + gen.deliveryErrors, lag_end: lagEnd,
     sustained, slo_met: sustained && p95 !== null && p95 < SLO.p95 && rateAchieved >= SLO.rate * 0.99 && rate >= SLO.rate,
     duration_s: Number(elapsed.toFixed(1)), produced: producedRun, committed, backlog_30s_ago: then, backlog_ref_s: ref === null ? null : Math.round(ref[0]),
+    catch_up_per_s: catchUpPerS,
     worker_cpu_us_per_event: committed > 0 ? Math.round(((end.cpuSeconds - start.cpuSeconds) * 1e6) / committed) : null,
     sampled: { n: observed.length, lost, p50_ms: pct(observed, 0.5), p95_ms: pct(observed, 0.95), max_ms: pct(observed, 1) },
   };

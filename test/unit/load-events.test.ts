@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { loadTopology } from '../../src/config/topology.ts';
 import { DebeziumDecoder } from '../../src/events/debezium.ts';
 import type { ChangeEvent } from '../../src/events/change-event.ts';
-import { ENTITIES, envelope, formsOf, row } from '../../load/events.ts';
+import { ENTITIES, envelope, formsOf, Keyspace, mixOp, row, step } from '../../load/events.ts';
 
 /** The load generator's events decode through the worker's own decoder, in both converter forms. */
 const topology = loadTopology(path.resolve('load/topology.yaml'));
@@ -43,6 +43,17 @@ describe('load generator events', () => {
       expect(keys.size, entity).toBe(1);
       expect(values.size, entity).toBe(entity === 'shipments' ? 2 : 1); // shipments still carries both value forms
     }
+  });
+
+  it('steps the key space: an insert adds a key at version 1, an update bumps it, a delete removes it, and with no key left both become inserts', () => {
+    const ks = new Keyspace(100);
+    expect(step(ks, 'u', 0)).toMatchObject({ op: 'c', id: 100, before: null, after: { id: 100, qty: 1 } });
+    expect(step(ks, 'u', 0)).toMatchObject({ op: 'u', id: 100, before: { qty: 1 }, after: { qty: 2 } });
+    expect(ks.version.get(100)).toBe(2);
+    expect(step(ks, 'd', 0)).toMatchObject({ op: 'd', id: 100, before: { qty: 2 }, after: null });
+    expect(ks.live).toEqual([]);
+    expect(step(ks, 'd', 0)).toMatchObject({ op: 'c', id: 101 });
+    expect([0, 0.69, 0.7, 0.89, 0.9, 0.99].map(mixOp)).toEqual(['u', 'u', 'c', 'c', 'd', 'd']);
   });
 
   it('maps to the two target-only nodes and reads only the load topics', () => {
