@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import Kafka from 'node-rdkafka';
 import pg from 'pg';
 import { deleteTopic, ensureTopic } from '../src/kafka/producer.ts';
+import { commitAtEnd } from '../src/kafka/consumer.ts';
 import { ENTITIES, envelope, formsOf, Keyspace, mixOp, step, type Entity, type MixOp } from './events.ts';
 import { freePort } from '../bench/common.ts';
 import { summarize, type CpuProfile } from './profile-summary.ts';
@@ -322,7 +323,10 @@ async function main(): Promise<number> {
   const startedAt = Date.now();
   const group = `worker-sync-load-${startedAt.toString(36)}`;
   if (!o.workerUrl) {
-    const skipped = await startAtEnd(o.brokers, group, ENTITIES.map((e) => `load.loadtest.${e}`));
+    // its worker measures this run's events only: from the earliest offset it would first
+    // replay every earlier run's events, which skews every figure by however much history
+    // the stack holds
+    const skipped = await commitAtEnd(o.brokers, group, ENTITIES.map((e) => `load.loadtest.${e}`));
     if (skipped > 0) process.stderr.write(`the new group starts after the ${skipped} events earlier runs left in the load topics\n`);
   }
   const worker = o.workerUrl ? { url: o.workerUrl, proc: undefined, logFile: '(external worker)' } : await startWorker(group, o);
@@ -397,33 +401,6 @@ async function main(): Promise<number> {
       await deleteTopic(o.brokers, `${group}.changes`); // the worker's own; the next run's group has another
       if (o.flamegraphDir) await flamegraph(path.resolve(o.flamegraphDir), group, proc.pid!);
     }
-  }
-}
-
-/**
- * Commits the new group's offsets at the end of the load topics, so its worker measures
- * this run's events only. (From the earliest offset it would first replay every earlier
- * run's events, which skews every figure by however much history the stack holds.)
- * Returns how many events it skips.
- */
-async function startAtEnd(brokers: string, group: string, topics: string[]): Promise<number> {
-  const c = new Kafka.KafkaConsumer({ 'metadata.broker.list': brokers, 'group.id': group, 'enable.auto.commit': false }, {});
-  await new Promise<void>((resolve, reject) => c.connect({ timeout: 15_000 }, (err) => (err ? reject(err) : resolve())));
-  try {
-    const md = await new Promise<Kafka.Metadata>((resolve, reject) => c.getMetadata({ timeout: 15_000 }, (err, m) => (err ? reject(err) : resolve(m))));
-    const offsets: Kafka.TopicPartitionOffset[] = [];
-    let skipped = 0;
-    for (const t of md.topics.filter((x) => topics.includes(x.name))) {
-      for (const p of t.partitions) {
-        const w = await new Promise<Kafka.WatermarkOffsets>((resolve, reject) => c.queryWatermarkOffsets(t.name, p.id, 10_000, (err, o) => (err ? reject(err) : resolve(o))));
-        offsets.push({ topic: t.name, partition: p.id, offset: w.highOffset });
-        skipped += w.highOffset - w.lowOffset;
-      }
-    }
-    if (offsets.length > 0) c.commitSync(offsets);
-    return skipped;
-  } finally {
-    await new Promise<void>((resolve) => c.disconnect(() => resolve()));
   }
 }
 

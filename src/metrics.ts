@@ -219,6 +219,12 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly checkpointGaps = new Counter({
+    name: 'sync_checkpoint_gaps_total',
+    help: 'Batches that started past their partition checkpoint and were read again from it (never committed past a gap)',
+    registers: [this.registry],
+  });
+
   readonly lanesActive = new Gauge({
     name: 'sync_lanes_active',
     help: 'Lanes processing a batch right now (bounded by QUEUE_CONCURRENCY)',

@@ -66,6 +66,19 @@ const STATEMENTS = [
   `ALTER TABLE sync_dead_letters DROP CONSTRAINT IF EXISTS sync_dead_letters_status_check`,
   `ALTER TABLE sync_dead_letters ADD CONSTRAINT sync_dead_letters_status_check CHECK (status IN ('open', 'replaying', 'replayed', 'discarded'))`,
   `CREATE INDEX IF NOT EXISTS sync_dead_letters_parked_idx ON sync_dead_letters (entity, record_key) WHERE status = 'open'`,
+  // The payload of a dead letter too large to travel the changes topic (WS_TOO_LARGE, or an
+  // undecodable message past KAFKA_MAX_MESSAGE_BYTES once base64): ingest keeps it here, the
+  // dead letter's record travels without it, and the sync stage's commit moves it into
+  // sync_dead_letters, in the same transaction as the dead letter itself.
+  `CREATE TABLE IF NOT EXISTS sync_staged_payloads (
+     consumer_group text        NOT NULL,
+     topic          text        NOT NULL,
+     partition      integer     NOT NULL,
+     "offset"       bigint      NOT NULL,
+     payload        bytea       NOT NULL,
+     staged_at      timestamptz NOT NULL DEFAULT now(),
+     PRIMARY KEY (consumer_group, topic, partition, "offset")
+   )`,
   SYNC_METADATA_DDL,
   `CREATE TABLE IF NOT EXISTS sync_nodes (
      id   smallint PRIMARY KEY,

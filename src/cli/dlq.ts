@@ -2,7 +2,7 @@ import pg from 'pg';
 import { Redis } from 'ioredis';
 import { DebeziumDecoder } from '../events/debezium.ts';
 import { decodeChangeRecord, encodeChange, routingKey } from '../events/change-codec.ts';
-import { ChangeProducer, type OutMessage } from '../kafka/producer.ts';
+import { ChangeProducer, recordBytes, recordLimit, type OutMessage } from '../kafka/producer.ts';
 import { DLQ_REDIS_KEY, mirrorEntry } from '../runtime/sync-stage.ts';
 import { createLogger } from '../log.ts';
 import { errorMessage } from '../errors.ts';
@@ -132,6 +132,10 @@ async function replay(db: pg.Client, args: string[], cfg: Loaded): Promise<numbe
         const ev = decoder.decode({ topic: row.topic, partition: row.partition, offset: Number(row.offset), value: row.payload });
         out = 'tombstone' in ev ? null : { topic: cfg.env.changesTopic, key: routingKey(ev), value: encodeChange(ev) };
       }
+      const limit = recordLimit(cfg.env.kafkaMaxMessageBytes);
+      if (out && recordBytes(out) > limit) {
+        throw new Error(`still too large for the changes topic: ${recordBytes(out)} bytes, and KAFKA_MAX_MESSAGE_BYTES leaves ${limit}; raise it (with the topic's max.message.bytes) to replay`);
+      }
       ready.push({ row, out });
     } catch (err) {
       if (key) blocked.add(key);
@@ -143,7 +147,7 @@ async function replay(db: pg.Client, args: string[], cfg: Loaded): Promise<numbe
     const readyIds = ready.map((r) => r.row.id);
     // 'replaying' releases the park, so the re-driven changes are not parked again.
     await db.query(`UPDATE sync_dead_letters SET status = 'replaying' WHERE id = ANY($1)`, [readyIds]);
-    const producer = new ChangeProducer(cfg.brokers, `${cfg.env.workerId}-dlq`, createLogger('warn', 'worker-sync-dlq'));
+    const producer = new ChangeProducer(cfg.brokers, `${cfg.env.workerId}-dlq`, createLogger('warn', 'worker-sync-dlq'), cfg.env.kafkaMaxMessageBytes);
     try {
       await producer.connect();
       const messages = ready.flatMap((r) => (r.out ? [r.out] : []));

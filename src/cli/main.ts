@@ -35,7 +35,9 @@ Environment (validated at start-up; a bad value exits 2 naming it):
   QUEUE_CONCURRENCY   lanes processing at once (default 4)
   EMERGENCY_STOP      true: consume nothing, keep /health, /metrics and the API up
   RESET_CHECKPOINT    true: seek every owned partition to the PostgreSQL checkpoint
-  HTTP_PORT           operating surface port (default 3003)
+  HTTP_PORT           operating surface port (default 3003); API_PORT (3001), API_TOKEN[_FILE] turns the API on
+  HTTP_ENGINE         uws or node (default: uWebSockets.js, falling back to node:http where it does not load)
+  KAFKA_MAX_MESSAGE_BYTES  the largest changes record (default 1000000): producer, changes topic and fetch sizes
   BATCH_SIZE, BATCH_WAIT_MS, MAX_BUFFERED_EVENTS, SHUTDOWN_GRACE_MS, LOG_LEVEL, WORKER_ID
 
 Exit codes: 0 ok, 1 runtime failure or unhealthy, 2 bad configuration or usage.
@@ -76,9 +78,23 @@ async function run(): Promise<number> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // The fatal-error policy: an exception nothing caught, or a rejection nothing handled,
+  // leaves the worker in a state no one can reason about. Log it, report not ready, and
+  // exit 1 at once: the orchestrator restarts the process, which resumes from the
+  // PostgreSQL checkpoints (nothing uncommitted is acknowledged).
+  const fatal = (what: string, err: unknown) => {
+    log.fatal({ err: errorMessage(err), stack: err instanceof Error ? err.stack : undefined }, `${what}: exiting`);
+    worker.markFatal(`${what}: ${errorMessage(err)}`);
+    process.exitCode = 1;
+    process.exit(1);
+  };
+  process.on('uncaughtException', (err) => fatal('Uncaught exception', err));
+  process.on('unhandledRejection', (reason) => fatal('Unhandled rejection', reason));
   await worker.start().catch((err: unknown) => {
     if (!stopping) throw err; // a signal arrived during start-up: the stop handler exits
   });
+  if (cfg.env.testFault === 'uncaught-exception') setTimeout(() => { throw new Error('test fault: an exception nobody catches'); }, 200);
+  if (cfg.env.testFault === 'unhandled-rejection') setTimeout(() => void Promise.reject(new Error('test fault: a rejection nobody handles')), 200);
   return new Promise<number>(() => undefined); // runs until a signal
 }
 

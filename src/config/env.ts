@@ -18,6 +18,8 @@ export interface EnvConfig {
   resetCheckpoint: boolean;
   httpHost: string;
   httpPort: number;
+  /** HTTP_ENGINE: uWebSockets.js, node:http, or (unset) uWebSockets.js falling back to node:http. */
+  httpEngine: 'auto' | 'uws' | 'node';
   /** The API (port 3001); it runs only when a token is configured. */
   apiPort: number;
   apiToken: string | undefined;
@@ -37,8 +39,17 @@ export interface EnvConfig {
   changesTopic: string;
   changesPartitions: number;
   changesReplication: number;
+  /**
+   * KAFKA_MAX_MESSAGE_BYTES: the largest Kafka message the worker produces or fetches. It
+   * sets the producer's message.max.bytes, the changes topic's max.message.bytes (when the
+   * worker creates it) and the consumers' fetch sizes together. A change whose record would
+   * not fit becomes a WS_TOO_LARGE dead letter.
+   */
+  kafkaMaxMessageBytes: number;
   logLevel: string;
   workerId: string;
+  /** Test-only: a fault raised once the worker runs, to prove the process's fatal-error policy. */
+  testFault: TestFault | undefined;
   /** Test-only crash points; honoured only when WORKER_SYNC_TEST_HOOKS=1. */
   testCrashPoint: CrashPoint | undefined;
   /** Test-only: the crash point arms once this many new changes were applied (stray or replayed events do not trip it). */
@@ -47,6 +58,8 @@ export interface EnvConfig {
 
 export const CRASH_POINTS = ['after-target-write', 'after-audit-copy', 'after-commit'] as const;
 export type CrashPoint = (typeof CRASH_POINTS)[number];
+export const TEST_FAULTS = ['uncaught-exception', 'unhandled-rejection'] as const;
+export type TestFault = (typeof TEST_FAULTS)[number];
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
@@ -106,6 +119,10 @@ export function parseEnv(env: Env = process.env): EnvConfig {
   if (crash !== undefined && !testHooks) {
     throw new ConfigError('WORKER_SYNC_TEST_CRASH_POINT', 'is a test-only setting and needs WORKER_SYNC_TEST_HOOKS=1');
   }
+  const fault = oneOf(env, 'WORKER_SYNC_TEST_FAULT', TEST_FAULTS, undefined);
+  if (fault !== undefined && !testHooks) {
+    throw new ConfigError('WORKER_SYNC_TEST_FAULT', 'is a test-only setting and needs WORKER_SYNC_TEST_HOOKS=1');
+  }
   return {
     configFile: path.resolve(str(env, 'WORKER_SYNC_CONFIG') ?? path.join(PROJECT_ROOT, 'deploy/local/worker-sync.yaml')),
     kafkaBrokers: str(env, 'KAFKA_BROKERS'),
@@ -117,6 +134,7 @@ export function parseEnv(env: Env = process.env): EnvConfig {
     resetCheckpoint: bool(env, 'RESET_CHECKPOINT'),
     httpHost: str(env, 'HTTP_HOST') ?? '0.0.0.0',
     httpPort: port('HTTP_PORT', 3003),
+    httpEngine: oneOf(env, 'HTTP_ENGINE', ['uws', 'node'] as const, undefined) ?? 'auto',
     apiPort: port('API_PORT', 3001),
     apiToken: secret(env, 'API_TOKEN'),
     controlPollMs: int(env, 'CONTROL_POLL_MS', 1000, 50, 60_000),
@@ -131,9 +149,11 @@ export function parseEnv(env: Env = process.env): EnvConfig {
     changesTopic: str(env, 'CHANGES_TOPIC') ?? `${str(env, 'KAFKA_GROUP_ID') ?? 'worker-sync-group'}.changes`,
     changesPartitions: int(env, 'CHANGES_PARTITIONS', 15, 1, 10_000),
     changesReplication: int(env, 'CHANGES_REPLICATION', 1, 1, 10),
+    kafkaMaxMessageBytes: int(env, 'KAFKA_MAX_MESSAGE_BYTES', 1_000_000, 10_000, 1_000_000_000),
     logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info') ?? 'info',
     workerId: str(env, 'WORKER_ID') ?? str(env, 'HOSTNAME') ?? `worker-${process.pid}`,
     testCrashPoint: crash,
+    testFault: fault,
     testCrashAfter: testHooks ? int(env, 'WORKER_SYNC_TEST_CRASH_AFTER', 0, 0, 1_000_000_000) : 0,
   };
 }

@@ -19,6 +19,8 @@ export interface DeadLetterRecord {
   payload: string | null;
   /** 'debezium': the source message; 'change': a routed change that waited behind a parked key. */
   payloadKind: 'debezium' | 'change';
+  /** The payload was too large to travel with the record: it waits in sync_staged_payloads. */
+  payloadStaged?: boolean;
 }
 
 export type ChangeRecord = { event: ChangeEvent } | { dead: DeadLetterRecord };

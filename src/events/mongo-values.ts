@@ -2,7 +2,7 @@ import { Binary, Decimal128, Double, Int32, Long } from 'mongodb';
 import type { EntityConfig } from '../config/topology.ts';
 import type { ColumnType } from './column-types.ts';
 import type { Row } from './change-event.ts';
-import { decimalFromText, integerFrom, microsToTimestamp, toCanonical, ValueError, type Canonical } from './values.ts';
+import { decimalFromText, deeperThan, integerFrom, MAX_JSON_DEPTH, microsToTimestamp, toCanonical, ValueError, type Canonical } from './values.ts';
 
 /**
  * MongoDB values (DESIGN §5). Debezium's MongoDB connector emits documents as Extended
@@ -87,19 +87,23 @@ function plainJson(v: unknown, what: string): unknown {
 /** One field of an Extended JSON document to the canonical form of its column type. */
 export function fromExtendedJson(raw: unknown, type: ColumnType, what: string): Canonical {
   if (raw === null || raw === undefined) return null;
-  if (type.kind === 'json') return plainJson(raw, what) as Canonical;
+  if (type.kind === 'json') {
+    // Extended JSON wraps scalars in one more level ({"$numberLong": …}): allow for it
+    if (deeperThan(raw, MAX_JSON_DEPTH + 1)) throw new ValueError(`${what}: JSON nested deeper than ${MAX_JSON_DEPTH} levels`);
+    return plainJson(raw, what) as Canonical;
+  }
   const w = unwrap(raw, what);
   if (!w) return toCanonical(raw, type, undefined, what);
   switch (w.t) {
     case 'number':
       switch (type.kind) {
-        case 'smallint': case 'integer': case 'bigint': return integerFrom(w.text, what);
+        case 'smallint': case 'integer': case 'bigint': return integerFrom(w.text, what, type.kind);
         case 'double': case 'float': {
           const n = Number(w.text);
           if (!Number.isFinite(n)) throw new ValueError(`${what}: ${w.text} has no SQL double`);
           return n;
         }
-        case 'decimal': return decimalFromText(w.text, type.scale);
+        case 'decimal': return decimalFromText(w.text, type, what);
         case 'text': return w.text;
         case 'boolean': return Number(w.text) !== 0;
         default: throw new ValueError(`${what}: a number cannot be a ${type.kind}`);
@@ -138,7 +142,8 @@ export function toBson(v: Canonical | undefined, type: ColumnType): unknown {
     case 'smallint': case 'integer': case 'bigint': {
       const n = typeof v === 'number' ? v : Number(v);
       if (Number.isSafeInteger(n) && n >= -2147483648 && n <= 2147483647 && type.kind !== 'bigint') return new Int32(n);
-      return Long.fromString(String(v));
+      // Long.fromString wraps silently beyond int64: check first
+      return Long.fromString(String(integerFrom(typeof v === 'number' ? v : String(v), 'value', 'bigint')));
     }
     case 'double': case 'float': return new Double(v as number);
     case 'decimal': return Decimal128.fromString(v as string);

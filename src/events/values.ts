@@ -39,6 +39,7 @@ const pad = (n: number, w: number) => String(n).padStart(w, '0');
 /** Days since 1970-01-01 to "YYYY-MM-DD" (proleptic Gregorian, UTC). */
 export function daysToDate(days: number): string {
   const d = new Date(days * 86_400_000);
+  if (!Number.isInteger(days) || Number.isNaN(d.getTime())) throw new ValueError(`date out of range: ${days} days`);
   return `${pad(d.getUTCFullYear(), 4)}-${pad(d.getUTCMonth() + 1, 2)}-${pad(d.getUTCDate(), 2)}`;
 }
 
@@ -55,6 +56,7 @@ export function microsToTimestamp(micros: number | bigint): string {
 }
 
 function microsToTime(micros: number): string {
+  if (!Number.isInteger(micros) || micros < 0 || micros > 86_400_000_000) throw new ValueError(`time of day out of range: ${micros} µs`);
   const totalSec = Math.floor(micros / 1_000_000);
   const frac = micros - totalSec * 1_000_000;
   return `${pad(Math.floor(totalSec / 3600), 2)}:${pad(Math.floor(totalSec / 60) % 60, 2)}:${pad(totalSec % 60, 2)}.${pad(frac, 6)}`;
@@ -71,44 +73,68 @@ export function zonedToUtc(iso: string): string {
   return `${microsToTimestamp(BigInt(ms) * 1000n).slice(0, 20)}${fracDigits}Z`;
 }
 
+/** The declared shape of a decimal column: at most `precision` digits, `scale` of them after the point. */
+export interface DecimalShape {
+  precision: number;
+  scale: number;
+}
+
+/**
+ * The longest Connect Decimal the worker reads, in bytes: 1,233 digits, past the 1,000 a
+ * decimal column may declare (column-types.ts), with room for trailing zeros. Longer byte
+ * strings are refused before any arithmetic: converting them costs time quadratic in their
+ * length.
+ */
+const MAX_DECIMAL_BYTES = 512;
+
 /** Big-endian two's complement bytes (Kafka Connect Decimal) to a bigint. */
 export function unscaledFromBytes(buf: Buffer): bigint {
   if (buf.length === 0) return 0n;
-  let v = 0n;
-  for (const b of buf) v = (v << 8n) | BigInt(b);
-  if (buf[0]! & 0x80) v -= 1n << BigInt(buf.length * 8);
-  return v;
+  if (buf.length > MAX_DECIMAL_BYTES) throw new ValueError(`decimal of ${buf.length} bytes: longer than any declared precision`);
+  const v = BigInt(`0x${buf.toString('hex')}`);
+  return buf[0]! & 0x80 ? v - (1n << BigInt(buf.length * 8)) : v;
 }
 
-/** An unscaled integer at `scale` rendered as a decimal string at `targetScale` (exact, half-up when narrowing). */
-export function formatDecimal(unscaled: bigint, scale: number, targetScale: number): string {
-  let v = unscaled;
-  if (targetScale > scale) v *= 10n ** BigInt(targetScale - scale);
-  else if (targetScale < scale) {
-    const div = 10n ** BigInt(scale - targetScale);
-    const q = v / div;
-    const r = v % div;
-    const half = div / 2n;
-    v = r >= half ? q + 1n : r <= -half ? q - 1n : q;
-  }
-  const neg = v < 0n;
-  const digits = (neg ? -v : v).toString().padStart(targetScale + 1, '0');
-  const int = digits.slice(0, digits.length - targetScale);
-  const frac = targetScale > 0 ? `.${digits.slice(digits.length - targetScale)}` : '';
-  return `${neg ? '-' : ''}${int}${frac}`;
+/**
+ * The canonical text of (-1)^negative × digits × 10^-scale in a decimal(p,s) column:
+ * exactly s fraction digits. A value that does not fit is refused, never rounded: more
+ * fraction digits than s (other than trailing zeros), or more than p - s integer digits.
+ * `scale` may be negative (an exponent) and arbitrarily large: the work done is bounded
+ * by the length of `digits` and by p, so an exponent of 10^9 costs nothing (DESIGN §3,
+ * invariant 7: numbers from events must not make the worker do unbounded work).
+ */
+export function fitDecimal(negative: boolean, digits: string, scale: number, shape: DecimalShape, what = 'value'): string {
+  if (!Number.isFinite(scale) || !Number.isInteger(scale)) throw new ValueError(`${what}: decimal scale ${scale} is not an integer`);
+  let lead = 0;
+  while (lead < digits.length && digits.charCodeAt(lead) === 0x30) lead++;
+  let end = digits.length;
+  while (end > lead && digits.charCodeAt(end - 1) === 0x30) end--;
+  const s = shape.scale;
+  if (end === lead) return s > 0 ? `0.${'0'.repeat(s)}` : '0';
+  const significant = digits.slice(lead, end);
+  const fraction = scale - (digits.length - end); // fraction digits once trailing zeros are dropped
+  const intDigits = significant.length - fraction;
+  const shown = `${negative ? '-' : ''}${significant.length > 40 ? `${significant.slice(0, 40)}…` : significant}e${-fraction}`;
+  if (fraction > s) throw new ValueError(`${what}: ${shown} has more than ${s} fraction digits for decimal(${shape.precision},${s}); it is not rounded`);
+  if (intDigits > shape.precision - s) throw new ValueError(`${what}: ${shown} does not fit decimal(${shape.precision},${s})`);
+  const full = significant + '0'.repeat(s - fraction); // s - fraction <= precision - 1
+  const int = full.length > s ? full.slice(0, full.length - s) : '0';
+  const frac = full.length > s ? full.slice(full.length - s) : full.padStart(s, '0');
+  return `${negative ? '-' : ''}${int}${s > 0 ? `.${frac}` : ''}`;
 }
 
-/** A decimal written as text ("12.5", "-3", "1e2") to canonical form at `scale`. */
-export function decimalFromText(raw: string, scale: number): string {
+/** An unscaled integer at `scale` rendered in canonical form for `shape` (exact, or refused). */
+export function formatDecimal(unscaled: bigint, scale: number, shape: DecimalShape, what = 'value'): string {
+  const negative = unscaled < 0n;
+  return fitDecimal(negative, (negative ? -unscaled : unscaled).toString(), scale, shape, what);
+}
+
+/** A decimal written as text ("12.5", "-3", "1e2") to canonical form for `shape`. */
+export function decimalFromText(raw: string, shape: DecimalShape, what = 'value'): string {
   const m = /^([+-])?(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?$/.exec(raw.trim());
-  if (!m || (m[2] === '' && (m[3] ?? '') === '')) throw new ValueError(`not a decimal: "${raw}"`);
-  const digits = `${m[2] ?? ''}${m[3] ?? ''}` || '0';
+  if (!m || (m[2] === '' && (m[3] ?? '') === '')) throw new ValueError(`${what}: not a decimal: "${raw.length > 60 ? `${raw.slice(0, 60)}…` : raw}"`);
   const exp = Number(m[4] ?? 0);
-  const srcScale = (m[3] ?? '').length - exp;
-  let unscaled = BigInt(digits);
-  if (m[1] === '-') unscaled = -unscaled;
-  if (srcScale < 0) return formatDecimal(unscaled * 10n ** BigInt(-srcScale), 0, scale);
-  return formatDecimal(unscaled, srcScale, scale);
+  return fitDecimal(m[1] === '-', `${m[2] ?? ''}${m[3] ?? ''}`, (m[3] ?? '').length - exp, shape, what);
 }
 
 function base64(raw: unknown, what: string): Buffer {
@@ -122,24 +148,39 @@ function asNumber(raw: unknown, what: string): number {
   throw new ValueError(`${what}: expected a number, got ${JSON.stringify(raw)}`);
 }
 
+const INT_RANGE: Record<'smallint' | 'integer' | 'bigint', [bigint, bigint]> = {
+  smallint: [-32768n, 32767n],
+  integer: [-2147483648n, 2147483647n],
+  bigint: [-9223372036854775808n, 9223372036854775807n],
+};
+
 /**
  * An integer column's canonical form: a number while it is exact as a double, else its
- * decimal digits as a string (int64 beyond 2^53, read exactly by parseJsonLossless).
+ * decimal digits as a string (int64 beyond 2^53, read exactly by parseJsonLossless). A
+ * value outside the declared type's range is refused, never wrapped.
  */
-export function integerFrom(raw: unknown, what: string): number | string {
+export function integerFrom(raw: unknown, what: string, kind: 'smallint' | 'integer' | 'bigint' = 'bigint'): number | string {
+  const [min, max] = INT_RANGE[kind];
   if (typeof raw === 'string' && /^-?\d+$/.test(raw)) {
+    if (raw.length > 21) throw new ValueError(`${what}: ${raw.slice(0, 24)}… is outside ${kind}`);
+    const b = BigInt(raw);
+    if (b < min || b > max) throw new ValueError(`${what}: ${raw} is outside ${kind}`);
     const n = Number(raw);
-    return Number.isSafeInteger(n) ? n : BigInt(raw).toString();
+    return Number.isSafeInteger(n) ? n : b.toString();
   }
   const n = asNumber(raw, what);
   if (!Number.isInteger(n)) throw new ValueError(`${what}: expected an integer, got ${n}`);
   checkExact(n);
+  if (BigInt(n) < min || BigInt(n) > max) throw new ValueError(`${what}: ${n} is outside ${kind}`);
   return n;
 }
 
 /** Microseconds (or another unit) given as a number or as exact digits. */
 function exactInt(raw: unknown, what: string): bigint {
-  if (typeof raw === 'string' && /^-?\d+$/.test(raw)) return BigInt(raw);
+  if (typeof raw === 'string' && /^-?\d+$/.test(raw)) {
+    if (raw.length > 21) throw new ValueError(`${what}: ${raw.slice(0, 24)}… is beyond int64`);
+    return BigInt(raw);
+  }
   const n = asNumber(raw, what);
   checkExact(n);
   return BigInt(Math.round(n));
@@ -147,11 +188,14 @@ function exactInt(raw: unknown, what: string): bigint {
 
 function parseJsonText(raw: unknown, what: string): Canonical {
   if (typeof raw !== 'string') return raw as Canonical;
+  let v: Canonical;
   try {
-    return JSON.parse(raw) as Canonical;
+    v = JSON.parse(raw) as Canonical;
   } catch {
     throw new ValueError(`${what}: invalid JSON text`);
   }
+  if (deeperThan(v, MAX_JSON_DEPTH)) throw new ValueError(`${what}: JSON nested deeper than ${MAX_JSON_DEPTH} levels`);
+  return v;
 }
 
 function timestampFrom(raw: unknown, schemaName: string | undefined, precision: number, what: string): string {
@@ -185,12 +229,13 @@ export function toCanonical(raw: unknown, type: ColumnType, schema: FieldSchema 
   // PostgreSQL text and jsonb cannot hold NUL, so such a value could be neither audited
   // nor synced to PostgreSQL: refuse it here, where it becomes a dead letter.
   if (typeof raw === 'string' && raw.includes('\u0000') && type.kind !== 'bytes') throw new ValueError(`${what}: text contains a NUL character`);
+  if (typeof raw === 'object' && deeperThan(raw, MAX_JSON_DEPTH)) throw new ValueError(`${what}: JSON nested deeper than ${MAX_JSON_DEPTH} levels`);
   const logical = schema?.name;
   switch (type.kind) {
     case 'smallint':
     case 'integer':
     case 'bigint':
-      return integerFrom(raw, what);
+      return integerFrom(raw, what, type.kind);
     case 'double':
     case 'float':
       return asNumber(raw, what);
@@ -224,24 +269,45 @@ export function toCanonical(raw: unknown, type: ColumnType, schema: FieldSchema 
     case 'timestamp':
       return timestampFrom(raw, logical, type.precision, what);
     case 'decimal':
-      return decimalFrom(raw, type.scale, schema, what);
+      return decimalFrom(raw, type, schema, what);
   }
 }
 
-function decimalFrom(raw: unknown, scale: number, schema: FieldSchema | undefined, what: string): string {
+function decimalFrom(raw: unknown, shape: DecimalShape, schema: FieldSchema | undefined, what: string): string {
   if (schema?.name === 'io.debezium.data.VariableScaleDecimal' || (typeof raw === 'object' && raw !== null && 'scale' in raw && 'value' in raw)) {
     const s = raw as { scale: unknown; value: unknown };
-    return formatDecimal(unscaledFromBytes(base64(s.value, what)), asNumber(s.scale, what), scale);
+    return formatDecimal(unscaledFromBytes(base64(s.value, what)), asNumber(s.scale, what), shape, what);
   }
-  if (typeof raw === 'number') return decimalFromText(String(raw), scale);
-  if (typeof raw !== 'string') throw new ValueError(`${what}: expected a decimal, got ${JSON.stringify(raw)}`);
+  if (typeof raw === 'number') return decimalFromText(String(raw), shape, what);
+  if (typeof raw !== 'string') throw new ValueError(`${what}: expected a decimal, got ${JSON.stringify(raw)?.slice(0, 80)}`);
   if (schema === undefined || schema.name === 'org.apache.kafka.connect.data.Decimal') {
-    if (schema?.type === 'string') return decimalFromText(raw, scale);
-    const srcScale = schema?.parameters?.scale === undefined ? scale : Number(schema.parameters.scale);
+    if (schema?.type === 'string') return decimalFromText(raw, shape, what);
+    const srcScale = schema?.parameters?.scale === undefined ? shape.scale : asNumber(schema.parameters.scale, `${what} (schema scale)`);
     // Schemas off: precise mode sends base64 bytes, whose alphabet has no '.' or '-';
     // text with either is string mode. Digits alone are read as base64 (precise mode).
-    if (schema === undefined && /[.-]/.test(raw)) return decimalFromText(raw, scale);
-    return formatDecimal(unscaledFromBytes(base64(raw, what)), srcScale, scale);
+    if (schema === undefined && /[.-]/.test(raw)) return decimalFromText(raw, shape, what);
+    return formatDecimal(unscaledFromBytes(base64(raw, what)), srcScale, shape, what);
   }
-  return decimalFromText(raw, scale);
+  return decimalFromText(raw, shape, what);
+}
+
+/**
+ * The deepest JSON a json column takes: MySQL's limit for its JSON type, and well inside
+ * what every recursive step downstream (digests, key sorting, JSON.stringify) handles.
+ * A deeper document is a bad value, not a stack overflow in the sync stage.
+ */
+export const MAX_JSON_DEPTH = 100;
+
+/** Whether a parsed JSON value nests deeper than `max` (iterative, and stops at the first too deep). */
+export function deeperThan(v: unknown, max: number): boolean {
+  if (typeof v !== 'object' || v === null) return false;
+  const stack: Array<{ v: object; d: number }> = [{ v, d: 1 }];
+  while (stack.length > 0) {
+    const { v: x, d } = stack.pop()!;
+    if (d > max) return true;
+    for (const c of Array.isArray(x) ? x : Object.values(x)) {
+      if (typeof c === 'object' && c !== null) stack.push({ v: c as object, d: d + 1 });
+    }
+  }
+  return false;
 }

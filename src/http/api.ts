@@ -88,7 +88,7 @@ function apiValue(raw: unknown, type: ColumnType, what: string): Canonical {
   if (raw === null) return null;
   if (type.kind === 'decimal') {
     if (typeof raw !== 'string' && typeof raw !== 'number') throw new ValueError(`${what}: expected a decimal as text or a number`);
-    return decimalFromText(String(raw), type.scale);
+    return decimalFromText(String(raw), type, what);
   }
   if (type.kind === 'bytes' && (typeof raw !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(raw))) throw new ValueError(`${what}: expected base64 text`);
   return toCanonical(raw, type, undefined, what);

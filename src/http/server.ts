@@ -37,11 +37,43 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-const MAX_BODY = 1 << 20;
+/**
+ * What a client may send before it is refused (DESIGN §9: both engines survive malformed
+ * requests and refuse oversized ones before reading them):
+ * - a body over `maxBodyBytes` gets 413 as soon as its length is known (Content-Length) or
+ *   exceeded (chunked), before the handler, and so before auth, sees any of it;
+ * - a request target over `maxUrlBytes` gets 414; headers over `maxHeaderBytes` get 431;
+ * - a request line neither engine can parse gets 400 from node:http; uWebSockets.js leaves
+ *   an absolute-form target (`GET http://[ HTTP/1.1`) unanswered until its idle timeout
+ *   closes the connection. Neither engine calls a handler for it;
+ * - a client that has not sent its headers within `headersTimeoutMs`, or its whole request
+ *   within `requestTimeoutMs`, is cut off (408). uWebSockets.js applies its own 10 s idle
+ *   timeout to headers.
+ */
+export interface HttpLimits {
+  maxBodyBytes: number;
+  maxUrlBytes: number;
+  maxHeaderBytes: number;
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+}
+
+export const DEFAULT_LIMITS: HttpLimits = {
+  maxBodyBytes: 1 << 20,
+  maxUrlBytes: 2048,
+  maxHeaderBytes: 16 * 1024,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+};
+
+/** `HTTP_ENGINE`: uWebSockets.js, node:http, or (unset) uWebSockets.js where its binary loads and node:http elsewhere. */
+export type HttpEngine = 'auto' | 'uws' | 'node';
+
 const STATUS_TEXT: Record<number, string> = {
   200: '200 OK', 201: '201 Created', 202: '202 Accepted', 204: '204 No Content', 400: '400 Bad Request',
-  401: '401 Unauthorized', 404: '404 Not Found', 405: '405 Method Not Allowed', 409: '409 Conflict',
-  413: '413 Payload Too Large', 500: '500 Internal Server Error', 503: '503 Service Unavailable',
+  401: '401 Unauthorized', 404: '404 Not Found', 405: '405 Method Not Allowed', 408: '408 Request Timeout', 409: '409 Conflict',
+  413: '413 Payload Too Large', 414: '414 URI Too Long', 431: '431 Request Header Fields Too Large', 500: '500 Internal Server Error',
+  503: '503 Service Unavailable',
 };
 
 export function json(status: number, value: unknown): HttpResponse {
@@ -92,15 +124,18 @@ async function dispatch(routes: Route[], req: HttpRequest, log: Logger): Promise
   }
 }
 
-export async function startHttpServer(host: string, port: number, routes: Route[], log: Logger, opts: { forceNode?: boolean } = {}): Promise<RunningServer> {
-  if (!opts.forceNode) {
+export async function startHttpServer(host: string, port: number, routes: Route[], log: Logger, opts: { engine?: HttpEngine; limits?: Partial<HttpLimits> } = {}): Promise<RunningServer> {
+  const limits = { ...DEFAULT_LIMITS, ...opts.limits };
+  const engine = opts.engine ?? 'auto';
+  if (engine !== 'node') {
     try {
-      return await startUws(host, port, routes, log);
+      return await startUws(host, port, routes, log, limits);
     } catch (err) {
+      if (engine === 'uws') throw new Error(`HTTP_ENGINE=uws: uWebSockets.js cannot start: ${(err as Error).message}`);
       log.warn({ err: (err as Error).message }, 'uWebSockets.js could not start; falling back to node:http');
     }
   }
-  return startNodeHttp(host, port, routes, log);
+  return startNodeHttp(host, port, routes, log, limits);
 }
 
 /* The subset of the uWebSockets.js API used here. */
@@ -110,12 +145,13 @@ interface UwsResponse {
   cork(cb: () => void): UwsResponse;
   writeStatus(s: string): UwsResponse;
   writeHeader(k: string, v: string): UwsResponse;
-  end(body?: string | Buffer): UwsResponse;
+  end(body?: string | Buffer, closeConnection?: boolean): UwsResponse;
 }
 interface UwsRequest {
   getMethod(): string;
   getUrl(): string;
   getQuery(): string | undefined;
+  getHeader(name: string): string;
   forEach(cb: (k: string, v: string) => void): void;
 }
 interface UwsApp {
@@ -128,42 +164,83 @@ interface UwsModule {
   us_socket_local_port(socket: unknown): number;
 }
 
-function startUws(host: string, port: number, routes: Route[], log: Logger): Promise<RunningServer> {
+/** The refusal for a request line or header block the server will not serve, or undefined. */
+function refuseHead(target: string, contentLength: string | undefined, limits: HttpLimits): HttpResponse | undefined {
+  if (Buffer.byteLength(target) > limits.maxUrlBytes) return json(414, { error: `request target longer than ${limits.maxUrlBytes} bytes` });
+  if (contentLength !== undefined && contentLength !== '') {
+    if (!/^\d+$/.test(contentLength)) return json(400, { error: 'malformed content-length' });
+    if (Number(contentLength) > limits.maxBodyBytes) return json(413, { error: `body larger than ${limits.maxBodyBytes} bytes` });
+  }
+  return undefined;
+}
+
+const tooLarge = (limits: HttpLimits) => json(413, { error: `body larger than ${limits.maxBodyBytes} bytes` });
+
+function startUws(host: string, port: number, routes: Route[], log: Logger, limits: HttpLimits): Promise<RunningServer> {
   const require = createRequire(import.meta.url);
   const uws = require('uWebSockets.js') as UwsModule;
   const app = uws.App();
   app.any('/*', (res, req) => {
-    let aborted = false;
-    res.onAborted(() => { aborted = true; });
-    const headers: Record<string, string> = {};
-    req.forEach((k, v) => { headers[k] = v; });
-    const method = req.getMethod().toUpperCase();
-    const path = req.getUrl();
-    const query = new URLSearchParams(req.getQuery() ?? '');
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const send = (r: HttpResponse) => {
-      if (aborted) return;
+    let done = false;
+    let timer: NodeJS.Timeout | undefined;
+    res.onAborted(() => {
+      done = true;
+      if (timer) clearTimeout(timer);
+    });
+    // answer once; a refusal closes the connection, so an unread body is never read
+    const send = (r: HttpResponse, close = false) => {
+      if (done) return;
+      done = true;
+      if (timer) clearTimeout(timer);
       res.cork(() => {
         res.writeStatus(STATUS_TEXT[r.status] ?? String(r.status));
         res.writeHeader('content-type', r.contentType ?? 'text/plain; charset=utf-8');
-        res.end(r.body);
+        res.end(r.body, close);
       });
     };
-    if (method === 'GET' || method === 'HEAD') {
-      void dispatch(routes, { method, path, query, headers, body: Buffer.alloc(0) }, log).then(send);
-      return;
-    }
-    res.onData((chunk, isLast) => {
-      size += chunk.byteLength;
-      if (size <= MAX_BODY) chunks.push(Buffer.from(chunk.slice(0)));
-      if (!isLast) return;
-      if (size > MAX_BODY) {
-        send(json(413, { error: 'body too large' }));
+    try {
+      const method = req.getMethod().toUpperCase();
+      const path = req.getUrl();
+      const rawQuery = req.getQuery() ?? '';
+      const refused = refuseHead(rawQuery === '' ? path : `${path}?${rawQuery}`, req.getHeader('content-length'), limits);
+      if (refused) {
+        send(refused, true);
         return;
       }
-      void dispatch(routes, { method, path, query, headers, body: Buffer.concat(chunks) }, log).then(send);
-    });
+      const headers: Record<string, string> = {};
+      let headerBytes = 0;
+      req.forEach((k, v) => {
+        headers[k] = v;
+        headerBytes += k.length + v.length + 4;
+      });
+      if (headerBytes > limits.maxHeaderBytes) {
+        send(json(431, { error: `headers larger than ${limits.maxHeaderBytes} bytes` }), true);
+        return;
+      }
+      const query = new URLSearchParams(rawQuery);
+      if (method === 'GET' || method === 'HEAD') {
+        void dispatch(routes, { method, path, query, headers, body: Buffer.alloc(0) }, log).then((r) => send(r));
+        return;
+      }
+      timer = setTimeout(() => send(json(408, { error: `request not complete within ${limits.requestTimeoutMs} ms` }), true), limits.requestTimeoutMs);
+      const chunks: Buffer[] = [];
+      let size = 0;
+      res.onData((chunk, isLast) => {
+        if (done) return;
+        size += chunk.byteLength;
+        if (size > limits.maxBodyBytes) {
+          send(tooLarge(limits), true);
+          return;
+        }
+        chunks.push(Buffer.from(chunk.slice(0)));
+        if (!isLast) return;
+        if (timer) clearTimeout(timer);
+        void dispatch(routes, { method, path, query, headers, body: Buffer.concat(chunks) }, log).then((r) => send(r));
+      });
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'HTTP request refused');
+      send(json(400, { error: 'malformed request' }), true);
+    }
   });
   return new Promise((resolve, reject) => {
     app.listen(host, port, (socket) => {
@@ -180,28 +257,71 @@ function startUws(host: string, port: number, routes: Route[], log: Logger): Pro
   });
 }
 
-function startNodeHttp(host: string, port: number, routes: Route[], log: Logger): Promise<RunningServer> {
-  const server = http.createServer((req, res) => {
-    const url = new URL(req.url ?? '/', 'http://x');
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size <= MAX_BODY) chunks.push(c);
-    });
-    req.on('end', () => {
-      const send = (r: HttpResponse) => {
-        res.writeHead(r.status, { 'content-type': r.contentType ?? 'text/plain; charset=utf-8' });
-        res.end(r.body);
-      };
-      if (size > MAX_BODY) {
-        send(json(413, { error: 'body too large' }));
+function startNodeHttp(host: string, port: number, routes: Route[], log: Logger, limits: HttpLimits): Promise<RunningServer> {
+  const server = http.createServer({
+    // Node answers 431 past maxHeaderSize, 400 to a request line it cannot parse, and 408
+    // past the timeouts, checked every connectionsCheckingInterval
+    maxHeaderSize: limits.maxHeaderBytes,
+    headersTimeout: limits.headersTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    connectionsCheckingInterval: Math.max(100, Math.min(1000, limits.headersTimeoutMs / 2)),
+  }, (req, res) => {
+    let done = false;
+    const send = (r: HttpResponse, close = false) => {
+      if (done || res.writableEnded) return;
+      done = true;
+      const headers: Record<string, string> = { 'content-type': r.contentType ?? 'text/plain; charset=utf-8' };
+      if (close) headers.connection = 'close';
+      res.writeHead(r.status, headers);
+      res.end(r.body);
+      // an unread body is not read to the end: the connection goes
+      if (close) res.once('finish', () => req.destroy());
+    };
+    try {
+      const target = req.url ?? '/';
+      const refused = refuseHead(target, req.headers['content-length'], limits);
+      if (refused) {
+        send(refused, true);
         return;
       }
-      const headers: Record<string, string> = {};
-      for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string') headers[k] = v;
-      void dispatch(routes, { method: (req.method ?? 'GET').toUpperCase(), path: url.pathname, query: url.searchParams, headers, body: Buffer.concat(chunks) }, log).then(send);
-    });
+      let url: URL;
+      try {
+        url = new URL(target, 'http://x');
+      } catch {
+        send(json(400, { error: 'malformed request target' }), true);
+        return;
+      }
+      const chunks: Buffer[] = [];
+      let size = 0;
+      req.on('error', () => undefined); // a client that goes away mid-body
+      req.on('data', (c: Buffer) => {
+        if (done) return;
+        size += c.length;
+        if (size > limits.maxBodyBytes) {
+          send(tooLarge(limits), true);
+          return;
+        }
+        chunks.push(c);
+      });
+      req.on('end', () => {
+        if (done) return;
+        const headers: Record<string, string> = {};
+        for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string') headers[k] = v;
+        void dispatch(routes, { method: (req.method ?? 'GET').toUpperCase(), path: url.pathname, query: url.searchParams, headers, body: Buffer.concat(chunks) }, log).then((r) => send(r));
+      });
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'HTTP request refused');
+      send(json(400, { error: 'malformed request' }), true);
+    }
+  });
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    // Node's own answers, made explicit: they must never reach an uncaught handler
+    const code = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+    if (err.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    socket.end(`HTTP/1.1 ${STATUS_TEXT[code]}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
   });
   return new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -210,7 +330,10 @@ function startNodeHttp(host: string, port: number, routes: Route[], log: Logger)
       resolve({
         engine: 'node:http',
         port: typeof addr === 'object' && addr ? addr.port : port,
-        close: () => new Promise<void>((r) => server.close(() => r())),
+        close: () => new Promise<void>((r) => {
+          server.close(() => r());
+          server.closeAllConnections();
+        }),
       });
     });
   });

@@ -28,6 +28,8 @@ export interface ConsumerOptions {
   groupId: string;
   clientId: string;
   consumeTimeoutMs: number;
+  /** KAFKA_MAX_MESSAGE_BYTES: a partition's fetch takes at least one message this large. */
+  maxMessageBytes?: number;
 }
 
 const ERR_ASSIGN = Kafka.CODES.ERRORS.ERR__ASSIGN_PARTITIONS;
@@ -64,6 +66,11 @@ export class ChangeConsumer {
         'heartbeat.interval.ms': 1000,
         'topic.metadata.refresh.interval.ms': 5000,
         'fetch.wait.max.ms': 20,
+        // librdkafka's defaults, raised together with KAFKA_MAX_MESSAGE_BYTES: a fetch must be
+        // able to carry the largest message the worker produces (receive ≥ fetch + 512)
+        'fetch.message.max.bytes': Math.max(1_048_576, opts.maxMessageBytes ?? 0),
+        'fetch.max.bytes': Math.max(52_428_800, opts.maxMessageBytes ?? 0),
+        'receive.message.max.bytes': Math.max(100_000_000, Math.max(52_428_800, opts.maxMessageBytes ?? 0) + 512),
         'socket.keepalive.enable': true,
         rebalance_cb(this: Kafka.KafkaConsumer, err: Kafka.LibrdKafkaError, assignment: Kafka.Assignment[]) {
           const parts = assignment.map((a) => ({ topic: a.topic, partition: a.partition }));
@@ -172,6 +179,16 @@ export class ChangeConsumer {
     }
   }
 
+  /** Moves an owned partition's fetch position; what was fetched past it is discarded by librdkafka. */
+  seek(topic: string, partition: number, offset: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.consumer.seek({ topic, partition, offset }, 5000, (err) => {
+        if (err) reject(new WorkerSyncError('WS_KAFKA', `seek of ${topic}/${partition} to ${offset} failed: ${err.message}`, { cause: err, retryable: true }));
+        else resolve();
+      });
+    });
+  }
+
   highWatermark(topic: string, partition: number): number | undefined {
     try {
       return this.consumer.getWatermarkOffsets(topic, partition).highOffset;
@@ -197,5 +214,31 @@ export class ChangeConsumer {
       }
       this.consumer.disconnect(() => resolve());
     });
+  }
+}
+
+/**
+ * Commits a consumer group's offsets at the current end of `topics`, so a new group starts
+ * with what arrives from now on instead of the topics' whole history (load runs, tests).
+ * Returns how many messages it skips.
+ */
+export async function commitAtEnd(brokers: string, group: string, topics: string[]): Promise<number> {
+  const c = new Kafka.KafkaConsumer({ 'metadata.broker.list': brokers, 'group.id': group, 'enable.auto.commit': false }, {});
+  await new Promise<void>((resolve, reject) => c.connect({ timeout: 15_000 }, (err) => (err ? reject(err) : resolve())));
+  try {
+    const md = await new Promise<Kafka.Metadata>((resolve, reject) => c.getMetadata({ timeout: 15_000 }, (err, m) => (err ? reject(err) : resolve(m))));
+    const offsets: Kafka.TopicPartitionOffset[] = [];
+    let skipped = 0;
+    for (const t of md.topics.filter((x) => topics.includes(x.name))) {
+      for (const p of t.partitions) {
+        const w = await new Promise<Kafka.WatermarkOffsets>((resolve, reject) => c.queryWatermarkOffsets(t.name, p.id, 10_000, (err, o) => (err ? reject(err) : resolve(o))));
+        offsets.push({ topic: t.name, partition: p.id, offset: w.highOffset });
+        skipped += w.highOffset - w.lowOffset;
+      }
+    }
+    if (offsets.length > 0) c.commitSync(offsets);
+    return skipped;
+  } finally {
+    await new Promise<void>((resolve) => c.disconnect(() => resolve()));
   }
 }

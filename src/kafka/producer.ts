@@ -8,6 +8,22 @@ export interface OutMessage {
   value: Buffer;
 }
 
+/**
+ * Room left for a record's framing inside message.max.bytes: librdkafka refuses a message
+ * whose key, value and record overhead exceed it, and the broker measures the whole record
+ * batch against the topic's max.message.bytes.
+ */
+export const RECORD_FRAMING_BYTES = 512;
+
+/** The bytes of key and value a message may carry under `maxMessageBytes` (KAFKA_MAX_MESSAGE_BYTES). */
+export function recordLimit(maxMessageBytes: number): number {
+  return maxMessageBytes - RECORD_FRAMING_BYTES;
+}
+
+export function recordBytes(m: { key: string; value: Buffer }): number {
+  return Buffer.byteLength(m.key) + m.value.length;
+}
+
 /** Counts the delivery reports of one batch; settles when all are in or one failed. */
 class BatchDelivery {
   private pending: number;
@@ -39,10 +55,11 @@ class BatchDelivery {
 export class ChangeProducer {
   private readonly producer: Kafka.Producer;
 
-  constructor(brokers: string, clientId: string, log: Logger) {
+  constructor(brokers: string, clientId: string, log: Logger, maxMessageBytes = 1_000_000) {
     this.producer = new Kafka.Producer({
       'metadata.broker.list': brokers,
       'client.id': `${clientId}-router`,
+      'message.max.bytes': maxMessageBytes,
       'enable.idempotence': true,
       'linger.ms': 2,
       'compression.codec': 'lz4',

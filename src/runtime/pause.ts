@@ -38,10 +38,14 @@ export class PauseGate {
     return true;
   }
 
-  /** Resolves when not paused, or when the worker stops (the caller then commits nothing). */
-  wait(): Promise<void> {
-    if (!this.paused || this.stopped) return Promise.resolve();
-    return new Promise((resolve) => this.waiters.push(resolve));
+  /**
+   * Resolves true when not paused, false when the worker stops while paused: the caller
+   * then commits nothing, and what it holds is read again after the restart.
+   */
+  wait(): Promise<boolean> {
+    if (!this.paused) return Promise.resolve(true);
+    if (this.stopped) return Promise.resolve(false);
+    return new Promise((resolve) => this.waiters.push(() => resolve(!this.paused)));
   }
 
   get stopping(): boolean {

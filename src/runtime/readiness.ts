@@ -16,6 +16,12 @@ export class Readiness {
   private readonly probes = new Map<string, Probe>();
   private readonly state = new Map<string, DependencyState>();
   private timer: NodeJS.Timeout | undefined;
+  private fatal: string | undefined;
+
+  /** Not ready from now on, whatever the probes say: the process is about to exit. */
+  fail(detail: string): void {
+    this.fatal = detail;
+  }
 
   add(name: string, probe: Probe): void {
     this.probes.set(name, probe);
@@ -46,6 +52,10 @@ export class Readiness {
       const s = this.state.get(name) ?? { ok: false, detail: 'not checked yet', checkedAt: new Date(0).toISOString() };
       deps[name] = s;
       if (!s.ok) ready = false;
+    }
+    if (this.fatal !== undefined) {
+      deps.process = { ok: false, detail: this.fatal, checkedAt: new Date().toISOString() };
+      ready = false;
     }
     return { ready, dependencies: deps };
   }

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { CheckpointFencedError, errorMessage } from '../errors.ts';
+import { CheckpointFencedError, CheckpointGapError, errorMessage, isTransient } from '../errors.ts';
 import type { Redis } from 'ioredis';
 import { decodeChangeRecord, encodeChange, routingKey, type DeadLetterRecord } from '../events/change-codec.ts';
 import type { ChangeProducer } from '../kafka/producer.ts';
@@ -14,13 +14,16 @@ import type { Metrics } from '../metrics.ts';
 import type { Logger } from '../log.ts';
 import type { CrashPoint } from '../config/env.ts';
 import type { CheckpointStore, Checkpoint } from './checkpoint-store.ts';
-import type { Lane, LaneHost } from './lane.ts';
+import type { BatchOutcome, Lane, LaneHost } from './lane.ts';
 import type { Semaphore } from './semaphore.ts';
 import type { PauseGate } from './pause.ts';
 import { EpochFencedError, type AuditWriter } from '../audit/audit-writer.ts';
 import { backoff, type ConsumeLoop } from './consume-loop.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A batch fails this often, not for want of a server, before it is split; and a record alone, before it is dead-lettered. */
+export const DETERMINISTIC_TRIES = 3;
 
 /** The runbook's Redis LIST of failed work (`redis-cli LLEN bull:sync:failed`). */
 export const DLQ_REDIS_KEY = 'bull:sync:failed';
@@ -130,26 +133,46 @@ export class SyncStage implements LaneHost {
   }
 
   /** A pause holds every lane before it cuts its next batch, so what arrives meanwhile is applied together on resume. */
-  gate(): Promise<void> {
+  gate(): Promise<boolean> {
     return this.o.pause.wait();
   }
 
-  async processBatch(lane: Lane, batch: ConsumedMessage[]): Promise<void> {
-    // Stopped while paused: commit nothing and store no offset; the batch is read again on restart.
-    if (this.o.pause.isPaused) return;
+  async processBatch(lane: Lane, batch: ConsumedMessage[]): Promise<BatchOutcome> {
+    // Paused after the lane passed its gate: the batch stays queued, uncommitted, and is
+    // cut again on resume (or read again after a restart, if the worker stops meanwhile).
+    if (this.o.pause.isPaused) return 'held';
+    const cp = lane.checkpoint;
+    if (cp !== null && batch[0]!.offset > cp.nextOffset) return this.reread(lane, cp.nextOffset, batch[0]!.offset);
+    const outcome = await this.processRange(lane, batch, true);
+    if (outcome === 'done') lane.rereads = 0;
+    return outcome;
+  }
+
+  /**
+   * Processes `batch` until it commits. A transient failure (a node or the control
+   * database unreachable, a lock conflict) is retried in order, for as long as it lasts.
+   * Any other failure that repeats is taken to be some record's fault (DESIGN §3,
+   * invariant 7): the batch is split in halves, which commit one after the other, until
+   * the record at fault stands alone; after DETERMINISTIC_TRIES failures alone, with the
+   * control database and every node answering, it becomes a WS_INTERNAL dead letter and
+   * its key is parked.
+   */
+  private async processRange(lane: Lane, batch: ConsumedMessage[], whole: boolean): Promise<BatchOutcome> {
     let parsed = await this.retryForever('dead-letter lookup', () => this.parse(lane, batch));
     let result: SyncBatchResult | undefined;
     let committed: { dead: DeadLetterRecord[]; ids: string[] } | undefined;
+    const first = batch[0]!.offset;
+    const nextOffset = batch[batch.length - 1]!.offset + 1;
+    let failures = 0;
     for (let attempt = 0; ; attempt++) {
-      if (lane.revoked) return;
+      if (lane.revoked) return 'held';
       try {
-        const nextOffset = batch[batch.length - 1]!.offset + 1;
         if (lane.checkpoint !== null && nextOffset <= lane.checkpoint.nextOffset) break; // all seen
         result = await this.o.engine.process(this.o.pool, parsed.events);
         if (this.o.crashPoint) this.synced += result.counts.causal; // new changes only: a replayed history does not arm it
         await this.propagateTruncates(result);
         this.crash('after-target-write');
-        committed = await this.commit(lane, nextOffset, parsed, result);
+        committed = await this.commit(lane, first, nextOffset, parsed, result);
         break;
       } catch (err) {
         if (err instanceof EpochFencedError) {
@@ -157,7 +180,7 @@ export class SyncStage implements LaneHost {
           // claim it back if nobody else is writing (the checkpoint CAS still fences).
           this.o.log.warn({ lane: lane.logId, err: err.message }, 'Audit log epoch moved under us; reclaiming');
           await sleep(backoff(attempt));
-          if (lane.revoked) return;
+          if (lane.revoked) return 'held';
           this.epochs.set(lane.logId, await this.retryForever('audit log claim', () => this.o.audit.claim(this.o.pool, lane.logId, this.o.workerId)));
           lane.checkpoint = await this.o.checkpoints.load(lane.topic, lane.partition).catch(() => lane.checkpoint);
           parsed = await this.retryForever('dead-letter lookup', () => this.parse(lane, batch));
@@ -169,15 +192,65 @@ export class SyncStage implements LaneHost {
           parsed = await this.retryForever('dead-letter lookup', () => this.parse(lane, batch));
           continue;
         }
+        if (err instanceof CheckpointGapError) return this.reread(lane, err.nextOffset, err.firstOffset);
         this.o.metrics.commitFailures.inc();
-        this.o.log.error({ lane: lane.logId, attempt, err: errorMessage(err) }, 'Sync batch failed; retrying in order');
+        if (isTransient(err)) {
+          this.o.log.error({ lane: lane.logId, attempt, err: errorMessage(err) }, 'Sync batch failed; retrying in order');
+          await sleep(backoff(attempt));
+          continue;
+        }
+        failures++;
+        this.o.log.error({ lane: lane.logId, attempt, failures, events: batch.length, from: first, err: errorMessage(err) }, 'Sync batch failed, not for want of a server; retrying, then isolating the record at fault');
+        if (batch.length > 1 && failures >= (whole ? DETERMINISTIC_TRIES : 1)) {
+          const half = batch.length >> 1;
+          const left = await this.processRange(lane, batch.slice(0, half), false);
+          return left === 'done' ? this.processRange(lane, batch.slice(half), false) : left;
+        }
+        if (batch.length === 1 && failures >= DETERMINISTIC_TRIES && await this.dependenciesAnswer()) {
+          parsed = { events: [], dead: [internalLetter(batch[0]!, parsed, err)], duplicates: 0 };
+          this.o.log.error({ lane: lane.logId, offset: first, key: parsed.dead[0]!.recordKey, err: errorMessage(err) }, 'A record keeps failing: it goes to the dead letters (WS_INTERNAL) and its key is parked');
+          failures = 0; // the dead letter's own commit gets its retries
+          continue;
+        }
         await sleep(backoff(attempt));
       }
     }
     if (result && committed) this.observe(committed.dead, result);
     if (committed && committed.dead.length > 0) await this.mirror(committed.dead, committed.ids);
     if (parsed.duplicates > 0) this.o.metrics.duplicates.labels('checkpoint').inc(parsed.duplicates);
-    this.consumer.storeOffset(lane.topic, lane.partition, batch[batch.length - 1]!.offset + 1);
+    this.consumer.storeOffset(lane.topic, lane.partition, nextOffset);
+    return 'done';
+  }
+
+  /**
+   * The batch starts past the checkpoint (DESIGN §3, invariant 8): what lies between was
+   * never committed here. Seek the partition back to the checkpoint, so it is read again
+   * in order; the lane drops what it buffered. Repeats back off, and keep logging, until
+   * the missing offsets arrive.
+   */
+  private async reread(lane: Lane, nextOffset: number, firstOffset: number): Promise<BatchOutcome> {
+    this.o.metrics.checkpointGaps.inc();
+    const again = lane.rereads++ > 0;
+    const detail = { lane: lane.logId, nextOffset, firstOffset, rereads: lane.rereads };
+    if (again) this.o.log.error(detail, 'Batch still starts past the checkpoint; reading the partition again from it');
+    else this.o.log.warn(detail, 'Batch starts past the checkpoint; reading the partition again from it');
+    if (again) await sleep(backoff(lane.rereads));
+    await this.consumer.seek(lane.topic, lane.partition, nextOffset).catch((err: unknown) => {
+      this.o.log.warn({ lane: lane.logId, err: errorMessage(err) }, 'Seek to the checkpoint failed; the next batch tries again');
+    });
+    return 'reread';
+  }
+
+  /** The control database and every target answer: a failure that persists meanwhile is not theirs. */
+  private async dependenciesAnswer(): Promise<boolean> {
+    try {
+      await this.o.pool.query('SELECT 1');
+      await this.o.engine.ping();
+      return true;
+    } catch (err) {
+      this.o.log.warn({ err: errorMessage(err) }, 'A dependency does not answer: the failure is retried, not blamed on the record');
+      return false;
+    }
   }
 
   /**
@@ -198,7 +271,7 @@ export class SyncStage implements LaneHost {
     }
   }
 
-  private async commit(lane: Lane, nextOffset: number, parsed: Parsed, result: SyncBatchResult): Promise<{ dead: DeadLetterRecord[]; ids: string[] }> {
+  private async commit(lane: Lane, firstOffset: number, nextOffset: number, parsed: Parsed, result: SyncBatchResult): Promise<{ dead: DeadLetterRecord[]; ids: string[] }> {
     const started = performance.now();
     const dead = [...parsed.dead, ...result.rejected.map(rejectedLetter)];
     let ids: string[] = [];
@@ -236,7 +309,7 @@ export class SyncStage implements LaneHost {
       await saveConflicts(client, this.o.groupId, result);
       for (const [entity, states] of result.states) await this.o.store.save(client, entity, states);
       const next = { nextOffset, logId: lane.logId, lastSeq: seq };
-      await this.o.checkpoints.advance(client, lane.topic, lane.partition, lane.checkpoint, next, this.o.workerId);
+      await this.o.checkpoints.advance(client, lane.topic, lane.partition, lane.checkpoint, next, this.o.workerId, firstOffset);
       this.crash('after-audit-copy');
       await client.query('COMMIT');
       lane.checkpoint = next;
@@ -330,6 +403,26 @@ export class SyncStage implements LaneHost {
   }
 }
 
+/**
+ * A changes record whose processing kept failing on its own (DESIGN §3, invariant 7): the
+ * error, the record as it travelled, and its key, which is parked behind it.
+ */
+function internalLetter(msg: ConsumedMessage, parsed: Parsed, err: unknown): DeadLetterRecord {
+  const ev = parsed.events[0];
+  const error = `${err instanceof Error ? err.name : 'Error'}: ${errorMessage(err)}`.slice(0, 2000);
+  if (ev) {
+    return {
+      reason: 'WS_INTERNAL', error, topic: ev.position.topic, partition: ev.position.partition, offset: ev.position.offset, entity: ev.entity, node: ev.node,
+      recordKey: ev.keyText, payload: msg.value?.toString('base64') ?? null, payloadKind: 'change',
+    };
+  }
+  const d = parsed.dead[0];
+  return {
+    reason: 'WS_INTERNAL', error, topic: d?.topic ?? msg.topic, partition: d?.partition ?? msg.partition, offset: d?.offset ?? msg.offset, entity: d?.entity ?? null,
+    node: d?.node ?? null, recordKey: d?.recordKey ?? null, payload: msg.value?.toString('base64') ?? null, payloadKind: 'change',
+  };
+}
+
 /** A change whose record a target node kept refusing (DESIGN §6): dead-lettered, its key parked. */
 function rejectedLetter(r: RejectedEvent): DeadLetterRecord {
   const ev = r.event;
@@ -358,5 +451,19 @@ async function insertDeadLetters(client: pg.PoolClient, group: string, dls: Dead
     `INSERT INTO sync_dead_letters (reason, error, topic, partition, "offset", entity, source_node, record_key, payload, payload_kind, consumer_group) VALUES ${tuples.join(', ')} RETURNING id`,
     params,
   );
-  return rows.map((r) => r.id);
+  const ids = rows.map((r) => r.id);
+  // Payloads too large for the changes topic waited in sync_staged_payloads: they move into
+  // their dead letters in this same transaction.
+  const staged = ids.filter((_, i) => dls[i]!.payloadStaged === true);
+  if (staged.length > 0) {
+    await client.query(
+      `WITH moved AS (
+         DELETE FROM sync_staged_payloads s USING sync_dead_letters d
+         WHERE d.id = ANY($1::bigint[]) AND s.consumer_group = d.consumer_group AND s.topic = d.topic AND s.partition = d.partition AND s."offset" = d."offset"
+         RETURNING d.id, s.payload)
+       UPDATE sync_dead_letters d SET payload = moved.payload FROM moved WHERE d.id = moved.id`,
+      [staged],
+    );
+  }
+  return ids;
 }

@@ -5,7 +5,7 @@ import { PROJECT_ROOT, type EnvConfig } from '../config/env.ts';
 import type { Topology } from '../config/topology.ts';
 import { DebeziumDecoder } from '../events/debezium.ts';
 import { ChangeConsumer, tpKey, type TopicPartition } from '../kafka/consumer.ts';
-import { ChangeProducer, ensureTopic } from '../kafka/producer.ts';
+import { ChangeProducer, ensureTopic, recordLimit } from '../kafka/producer.ts';
 import { Metrics } from '../metrics.ts';
 import type { Logger } from '../log.ts';
 import { migrateControlSchema, registerNodes } from '../audit/control-schema.ts';
@@ -37,12 +37,6 @@ import { ConfigError, errorMessage } from '../errors.ts';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** librdkafka's logical offset for a partition's first message. */
 const OFFSET_BEGINNING = -2;
-
-/** MariaDB/MySQL ER_LOCK_DEADLOCK and ER_LOCK_WAIT_TIMEOUT, PostgreSQL deadlock_detected and lock_not_available. */
-function isLockConflict(err: Error): boolean {
-  const e = err as { errno?: number; code?: string };
-  return e.errno === 1213 || e.errno === 1205 || e.code === '40P01' || e.code === '55P03';
-}
 
 export interface WorkerSettings {
   env: EnvConfig;
@@ -107,11 +101,12 @@ export class Worker {
 
   private async startAll(): Promise<void> {
     const { env, topology, brokers } = this.settings;
+    const httpOpts = { engine: env.httpEngine };
     this.http = await startHttpServer(env.httpHost, env.httpPort, [
       { method: 'GET', path: '/health', handler: () => json(200, { status: 'ok', uptimeSeconds: Math.round(process.uptime()) }) },
       { method: 'GET', path: '/ready', handler: () => this.ready() },
       { method: 'GET', path: '/metrics', handler: async () => ({ status: 200, body: await this.metrics.registry.metrics(), contentType: this.metrics.registry.contentType }) },
-    ], this.log);
+    ], this.log, httpOpts);
     this.log.info({ port: this.http.port, engine: this.http.engine }, 'Operating surface listening (/health, /ready, /metrics)');
 
     this.codec = selectCodec();
@@ -143,6 +138,18 @@ export class Worker {
       });
     }
 
+    // The API comes up before consumption starts, and under EMERGENCY_STOP too (DESIGN §8):
+    // an operator must be able to look and pause while nothing is consumed.
+    if (env.apiToken) {
+      this.api = await startHttpServer(env.httpHost, env.apiPort, apiRoutes({
+        pool: this.pool, groupId: env.groupId, topology, token: env.apiToken, pause: this.pause,
+        kick: () => void this.conflicts?.tick(), status: () => this.status(),
+      }), this.log, httpOpts);
+      this.log.info({ port: this.api.port }, 'API listening (/sync/*, bearer token required)');
+    } else {
+      this.log.warn('API_TOKEN (or API_TOKEN_FILE) is not set: the API on port 3001 is off');
+    }
+
     this.metrics.emergencyStop.set(env.emergencyStop ? 1 : 0);
     if (env.emergencyStop) {
       this.log.warn('EMERGENCY_STOP=true: consuming nothing; /health, /metrics and the API stay up');
@@ -150,10 +157,12 @@ export class Worker {
       return;
     }
 
-    await this.retry(`changes topic ${env.changesTopic}`, () => ensureTopic(brokers, env.changesTopic, env.changesPartitions, env.changesReplication));
+    await this.retry(`changes topic ${env.changesTopic}`, () => ensureTopic(brokers, env.changesTopic, env.changesPartitions, env.changesReplication, {
+      'cleanup.policy': 'delete', 'max.message.bytes': String(env.kafkaMaxMessageBytes),
+    }));
     await this.retry(`audit checkpoint topic ${env.auditCheckpointTopic}`, () => ensureTopic(brokers, env.auditCheckpointTopic, 1, env.changesReplication, { 'cleanup.policy': 'delete', 'retention.ms': '-1' }));
     this.preloaded = await this.retry('checkpoint preload', () => this.checkpoints.loadAll([env.changesTopic]));
-    this.producer = new ChangeProducer(brokers, env.workerId, this.log);
+    this.producer = new ChangeProducer(brokers, env.workerId, this.log, env.kafkaMaxMessageBytes);
     await this.retry('Kafka producer', () => this.producer!.connect());
 
     if (this.settings.redisUrl) {
@@ -167,7 +176,7 @@ export class Worker {
         this.metrics.nodeErrors.labels(node).inc();
         // A deadlock or lock timeout says nothing about the node's health: the batch is
         // retried. Nor does a row the node refuses: it is retried on halves, then rejected.
-        if (!result.rowLevel && !isLockConflict(result.error)) circuits.failure(node, result.error);
+        if (result.kind === 'unavailable') circuits.failure(node, result.error);
         return;
       }
       circuits.success(node);
@@ -177,6 +186,7 @@ export class Worker {
     const ingest = new IngestStage({
       semaphore: this.semaphore, batchSize: env.batchSize, decoder: new DebeziumDecoder(topology), producer: this.producer,
       changesTopic: env.changesTopic, topology, metrics: this.metrics, log: this.log,
+      pool: this.pool, groupId: env.groupId, maxRecordBytes: recordLimit(env.kafkaMaxMessageBytes),
     });
     this.conflicts = new ConflictService({
       pool: this.pool, groupId: env.groupId, topology, changesTopic: env.changesTopic, metrics: this.metrics, log: this.log, pause: this.pause,
@@ -184,15 +194,6 @@ export class Worker {
     });
     await this.conflicts.tick(); // a paused deployment starts paused
     this.conflicts.start();
-    if (env.apiToken) {
-      this.api = await startHttpServer(env.httpHost, env.apiPort, apiRoutes({
-        pool: this.pool, groupId: env.groupId, topology, token: env.apiToken, pause: this.pause,
-        kick: () => void this.conflicts?.tick(), status: () => this.status(),
-      }), this.log);
-      this.log.info({ port: this.api.port }, 'API listening (/sync/*, bearer token required)');
-    } else {
-      this.log.warn('API_TOKEN (or API_TOKEN_FILE) is not set: the API on port 3001 is off');
-    }
     const sync = new SyncStage(this.semaphore, env.batchSize, {
       pool: this.pool, engine, store, checkpoints: this.checkpoints, metrics: this.metrics, log: this.log,
       workerId: env.workerId, groupId: env.groupId, crashPoint: env.testCrashPoint, crashAfter: env.testCrashAfter, redis: this.redis,
@@ -227,7 +228,7 @@ export class Worker {
     const env = this.settings.env;
     const lanes = new Map<string, Lane>();
     const consumer = new ChangeConsumer(
-      { brokers: this.settings.brokers, groupId: env.groupId, clientId: `${env.workerId}-${name}`, consumeTimeoutMs: env.batchWaitMs },
+      { brokers: this.settings.brokers, groupId: env.groupId, clientId: `${env.workerId}-${name}`, consumeTimeoutMs: env.batchWaitMs, maxMessageBytes: env.kafkaMaxMessageBytes },
       { assigned: (parts) => this.onAssigned(name, host, lanes, parts), revoked: (parts) => this.onRevoked(name, lanes, parts) },
       this.log,
     );
@@ -320,6 +321,15 @@ export class Worker {
         await sleep(backoff(attempt));
       }
     }
+  }
+
+  /**
+   * The process's fatal-error policy (an uncaught exception, an unhandled rejection): the
+   * worker reports itself not ready at once; the caller exits non-zero. Nothing carries on
+   * in a state nobody can reason about.
+   */
+  markFatal(detail: string): void {
+    this.readiness.fail(detail);
   }
 
   /** SIGTERM: stop fetching, let in-flight and buffered batches commit, store offsets, leave. */

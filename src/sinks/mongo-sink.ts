@@ -3,9 +3,8 @@ import type { EntityConfig, EntityNodeMapping } from '../config/topology.ts';
 import type { Row } from '../events/change-event.ts';
 import { fromDriver, toBson } from '../events/mongo-values.ts';
 import type { DeleteRow, RowOutcome, Sink, SinkResult, UpsertRow } from './sink.ts';
+import { failureKind, errorMessage, TargetError } from '../errors.ts';
 
-/** Write errors that are the document's fault, reported per row: a duplicate key on a secondary unique index, a failed schema validation. */
-const ROW_ERRORS = new Set([11000, 121]);
 
 /**
  * MongoDB sink (DESIGN §2, §6). One unordered `bulkWrite` per batch: compare-and-set
@@ -15,7 +14,11 @@ const ROW_ERRORS = new Set([11000, 121]);
  * at the new version, or already gone, is not written) and after (a row holding the new
  * version was written by us; one holding another was not). Writes outside a transaction
  * cannot be rolled back, so a row MongoDB refuses is reported as rejected while the others
- * stand; the caller retries it alone and then dead-letters it.
+ * stand; the caller retries it alone and then dead-letters it. That is every write error
+ * MongoDB reports for one document (a duplicate key on a secondary unique index, a failed
+ * validation, a field name it refuses, a document too large), and every value that has no
+ * BSON form (a decimal beyond Decimal128's 34 digits); only the errors that say the server
+ * is unreachable or busy fail the whole batch (errors.ts, failureKind).
  */
 export class MongoSink implements Sink {
   readonly node: string;
@@ -62,7 +65,16 @@ export class MongoSink implements Sink {
     return out;
   }
 
+  /** Failures leave as TargetError, classified here, where the driver's error is understood. */
   async applyBatch(entity: EntityConfig, upserts: UpsertRow[], deletes: DeleteRow[]): Promise<SinkResult> {
+    try {
+      return await this.write(entity, upserts, deletes);
+    } catch (err) {
+      throw TargetError.from(this.node, err);
+    }
+  }
+
+  private async write(entity: EntityConfig, upserts: UpsertRow[], deletes: DeleteRow[]): Promise<SinkResult> {
     const { coll, mapping, vfield } = this.target(entity);
     const keyText = (k: Row) => JSON.stringify([k[entity.key[0]!]]);
     const same = (a: Buffer | null | undefined, b: Buffer | null) => ((a ?? null) === null ? b === null : b !== null && a!.equals(b));
@@ -74,8 +86,15 @@ export class MongoSink implements Sink {
     const dl: RowOutcome[] = deletes.map(() => 'applied');
     upserts.forEach((u, i) => {
       const k = keyText(u.key);
-      const _id = this.id(entity, u.key);
-      const doc = this.document(entity, mapping, u.row);
+      let _id: unknown;
+      let doc: Document;
+      try {
+        _id = this.id(entity, u.key);
+        doc = this.document(entity, mapping, u.row);
+      } catch (err) {
+        up[i] = { rejected: `no BSON form: ${errorMessage(err)}` };
+        return;
+      }
       if (!vfield) {
         ops.push({ updateOne: { filter: { _id } as never, update: { $set: doc }, upsert: true } });
       } else if (before.has(k) && same(before.get(k), u.version)) {
@@ -105,7 +124,8 @@ export class MongoSink implements Sink {
     } catch (err) {
       if (!(err instanceof MongoBulkWriteError)) throw err;
       const writeErrors = Array.isArray(err.writeErrors) ? err.writeErrors : [err.writeErrors];
-      if (writeErrors.length === 0 || writeErrors.some((w) => !ROW_ERRORS.has(w.code))) throw err;
+      // one document's write error is that document's, unless it says the server is unwell
+      if (writeErrors.length === 0 || writeErrors.some((w) => failureKind({ name: 'MongoServerError', code: w.code }) !== 'failed')) throw err;
       for (const w of writeErrors) refused.set(w.index, w.errmsg ?? `MongoDB error ${w.code}`);
     }
 

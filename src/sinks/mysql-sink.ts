@@ -4,6 +4,7 @@ import type { ColumnType } from '../events/column-types.ts';
 import type { Row } from '../events/change-event.ts';
 import { decimalFromText, integerFrom, type Canonical } from '../events/values.ts';
 import { quoteMy, type DeleteRow, type Sink, type SinkResult, type UpsertRow, type WriteOutcome } from './sink.ts';
+import { TargetError } from '../errors.ts';
 
 /** Canonical value to a mysql2 parameter. Timestamps go without 'T' and zone (session is UTC). */
 export function toMyParam(v: Canonical | undefined, t: ColumnType): unknown {
@@ -22,9 +23,9 @@ export function toMyParam(v: Canonical | undefined, t: ColumnType): unknown {
 export function fromMyValue(v: unknown, t: ColumnType): Canonical {
   if (v === null || v === undefined) return null;
   switch (t.kind) {
-    case 'smallint': case 'integer': case 'bigint': return integerFrom(String(v), 'value');
+    case 'smallint': case 'integer': case 'bigint': return integerFrom(String(v), 'value', t.kind);
     case 'double': case 'float': return Number(v);
-    case 'decimal': return decimalFromText(String(v), t.scale);
+    case 'decimal': return decimalFromText(String(v), t);
     case 'boolean': return Number(v) !== 0;
     case 'json': return (typeof v === 'string' ? JSON.parse(v) : v) as Canonical;
     case 'bytes': return Buffer.isBuffer(v) ? v.toString('base64') : Buffer.from(String(v)).toString('base64');
@@ -102,7 +103,16 @@ export class MySqlSink implements Sink {
     return out;
   }
 
+  /** Failures leave as TargetError, classified here, where the driver's error is understood. */
   async applyBatch(entity: EntityConfig, upserts: UpsertRow[], deletes: DeleteRow[]): Promise<SinkResult> {
+    try {
+      return await this.write(entity, upserts, deletes);
+    } catch (err) {
+      throw TargetError.from(this.node, err);
+    }
+  }
+
+  private async write(entity: EntityConfig, upserts: UpsertRow[], deletes: DeleteRow[]): Promise<SinkResult> {
     const { table, col, vcol } = this.target(entity);
     const conn = await this.pool.getConnection();
     try {

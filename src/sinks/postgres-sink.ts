@@ -6,6 +6,7 @@ import type { ColumnType } from '../events/column-types.ts';
 import type { Row } from '../events/change-event.ts';
 import { decimalFromText, integerFrom, type Canonical } from '../events/values.ts';
 import { quotePg, type DeleteRow, type Sink, type SinkResult, type UpsertRow, type WriteOutcome } from './sink.ts';
+import { TargetError } from '../errors.ts';
 
 /** The PostgreSQL type each canonical value is cast to from its text form. */
 function pgCast(t: ColumnType): string {
@@ -37,9 +38,9 @@ export function toPgText(v: Canonical | undefined, t: ColumnType): string | null
 export function fromPgText(text: string | null, t: ColumnType): Canonical {
   if (text === null) return null;
   switch (t.kind) {
-    case 'smallint': case 'integer': case 'bigint': return integerFrom(String(text), 'value');
+    case 'smallint': case 'integer': case 'bigint': return integerFrom(String(text), 'value', t.kind);
     case 'double': case 'float': return Number(text);
-    case 'decimal': return decimalFromText(text, t.scale);
+    case 'decimal': return decimalFromText(text, t);
     case 'boolean': return text === 't' || text === 'true';
     case 'json': return JSON.parse(text) as Canonical;
     case 'bytes': return Buffer.from(text.replace(/^\\x/, ''), 'hex').toString('base64');
@@ -156,7 +157,16 @@ FROM k LEFT JOIN ${target} x ON ${keyMatch('x', 'k')} ORDER BY k._o`;
     return st;
   }
 
+  /** Failures leave as TargetError, classified here, where the driver's error is understood. */
   async applyBatch(entity: EntityConfig, upserts: UpsertRow[], deletes: DeleteRow[]): Promise<SinkResult> {
+    try {
+      return await this.write(entity, upserts, deletes);
+    } catch (err) {
+      throw TargetError.from(this.node, err);
+    }
+  }
+
+  private async write(entity: EntityConfig, upserts: UpsertRow[], deletes: DeleteRow[]): Promise<SinkResult> {
     const mapping = entity.nodes.get(this.node);
     if (!mapping) throw new Error(`entity ${entity.name} has no table on node ${this.node}`);
     const st = this.sql(entity, mapping);

@@ -56,19 +56,6 @@ export interface Sink {
   close(): Promise<void>;
 }
 
-/**
- * Whether a failed statement was refused for what its rows hold (SQLSTATE class 22, data
- * exception, or 23, integrity constraint violation) rather than for the node's health.
- * Such a statement is retried on halves until the rows at fault stand alone (DESIGN §6);
- * anything else (a connection lost, a deadlock) is retried whole and may open the circuit.
- */
-export function isRowError(err: unknown): boolean {
-  const e = err as { code?: unknown; sqlState?: unknown } | null;
-  if (!e || typeof e !== 'object') return false;
-  const state = typeof e.sqlState === 'string' ? e.sqlState : typeof e.code === 'string' && /^[0-9A-Z]{5}$/.test(e.code) ? e.code : '';
-  return state.startsWith('22') || state.startsWith('23');
-}
-
 export function quotePg(ident: string): string {
   return `"${ident.replace(/"/g, '""')}"`;
 }

@@ -4,8 +4,8 @@ import type { ChangeEvent, Row } from '../events/change-event.ts';
 import { positionKey } from '../events/source-position.ts';
 import { decode, encode } from '../clock/codec.ts';
 import { format, type VersionVector } from '../clock/version-vector.ts';
-import { isRowError, type Sink, type UpsertRow, type DeleteRow, type WriteOutcome } from '../sinks/sink.ts';
-import { errorMessage } from '../errors.ts';
+import type { Sink, UpsertRow, DeleteRow, WriteOutcome } from '../sinks/sink.ts';
+import { errorMessage, TargetError, type FailureKind } from '../errors.ts';
 import { mongoForm } from '../events/mongo-values.ts';
 import { classify, recordOutcome, resolveOpen, type Decision, type PlannedWrite } from './classify.ts';
 import { emptyState, rowDigest, type RecordState } from './record-state.ts';
@@ -62,9 +62,10 @@ export const REJECT_AFTER = 3;
 
 /**
  * Told about every sink statement: its node, duration, and per-row outcomes, or the
- * error and whether it was the rows' fault (which says nothing of the node's health).
+ * error and what kind of failure the sink found it to be (only `unavailable` says
+ * anything of the node's health).
  */
-export type SinkObserver = (node: string, durationMs: number, result: WriteOutcome[] | { error: Error; rowLevel: boolean }) => void;
+export type SinkObserver = (node: string, durationMs: number, result: WriteOutcome[] | { error: Error; kind: FailureKind }) => void;
 
 export type Logger = { debug(o: object, m: string): void; warn(o: object, m: string): void; isLevelEnabled(l: string): boolean };
 
@@ -97,6 +98,11 @@ export class SyncEngine {
     this.nodePriority = new Map([...topology.nodes.values()].map((n) => [n.name, n.priority]));
     this.store = store;
     this.log = log;
+  }
+
+  /** Every target node answers (asked before a persistent failure is blamed on a record). */
+  async ping(): Promise<void> {
+    await Promise.all([...this.sinks.values()].map((s) => s.ping()));
   }
 
   async process(db: pg.Pool, events: ChangeEvent[]): Promise<SyncBatchResult> {
@@ -291,11 +297,11 @@ export class SyncEngine {
       try {
         res = await sink.applyBatch(entity, upserts, deletes);
       } catch (err) {
-        const rowLevel = isRowError(err);
-        this.observe(sink.node, performance.now() - started, { error: err as Error, rowLevel });
-        if (!rowLevel) throw err;
+        const failure = TargetError.from(sink.node, err);
+        this.observe(sink.node, performance.now() - started, { error: failure, kind: failure.kind });
+        if (failure.kind !== 'rows') throw failure;
         if (chunk.length > 1) pending.unshift(chunk.slice(0, chunk.length >> 1), chunk.slice(chunk.length >> 1));
-        else await refusedAlone(chunk[0]!, errorMessage(err));
+        else await refusedAlone(chunk[0]!, errorMessage(failure.cause ?? failure));
         continue;
       }
       const outcomes: WriteOutcome[] = [];

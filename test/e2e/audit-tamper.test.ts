@@ -7,6 +7,7 @@ import type pg from 'pg';
 import { generateSigningKey, signCheckpoint, type SigningKey } from '../../src/audit/signing.ts';
 import { ROOT, freshKeyBase, pgApp, pgControl, stack, waitFor } from '../support/stack.ts';
 import { settle, startWorker } from '../support/worker-process.ts';
+import { forgetGroup } from '../support/cleanup.ts';
 
 /**
  * The signed audit log against tampering (DESIGN §7, issue 5): a real worker writes and
@@ -82,6 +83,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const t of ['rows', 'cps', 'logs']) await control?.query(`DROP TABLE IF EXISTS ${backup}_${t}`);
+  if (control) await forgetGroup(control, group, [topic]); // its logs are damaged on purpose and signed by a key of its own
   await Promise.all([app?.end(), control?.end()]);
 });
 

@@ -1,11 +1,12 @@
 import { spawnSync } from 'node:child_process';
-import { writeFileSync, mkdtempSync } from 'node:fs';
+import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type pg from 'pg';
 import { ROOT, freshKeyBase, pgApp, pgControl, waitFor } from '../support/stack.ts';
-import { counterSum, startWorker, type WorkerHandle } from '../support/worker-process.ts';
+import { counterSum, freePort, startWorker, type WorkerHandle } from '../support/worker-process.ts';
+import { forgetGroup } from '../support/cleanup.ts';
 
 /** The runbook's variables (EMERGENCY_STOP, RESET_CHECKPOINT), SIGTERM, and start-up validation. */
 let app: pg.Pool;
@@ -22,10 +23,17 @@ afterEach(async () => {
 });
 
 afterAll(async () => {
+  for (const f of forget.splice(0)) await f();
   await Promise.all([app?.end(), control?.end()]);
 });
 
+const forget: Array<() => Promise<void>> = [];
+
 async function start(group: string, env: Record<string, string> = {}): Promise<WorkerHandle> {
+  return startIn(group, env);
+}
+
+async function startIn(group: string, env: Record<string, string> = {}): Promise<WorkerHandle> {
   const w = await startWorker(group, env);
   running.push(w);
   await w.ready();
@@ -52,7 +60,13 @@ async function audited(group: string, base: number, n: number): Promise<{ log_id
 describe('EMERGENCY_STOP', () => {
   it('consumes nothing while /health and /metrics stay up, and loses nothing', async () => {
     const group = `e2e-estop-${Date.now().toString(36)}`;
-    const stopped = await start(group, { EMERGENCY_STOP: 'true' });
+    const apiPort = await freePort();
+    const stopped = await start(group, { EMERGENCY_STOP: 'true', API_TOKEN: 'estop-token', API_PORT: String(apiPort) });
+    // the API stays up too (issue 12, defect 6): an operator can look, and needs the token
+    const status = await fetch(`http://127.0.0.1:${apiPort}/sync/status`, { headers: { authorization: 'Bearer estop-token' } });
+    expect(status.status).toBe(200);
+    expect(await status.json()).toMatchObject({ group, emergencyStop: true, lanes: [] });
+    expect((await fetch(`http://127.0.0.1:${apiPort}/sync/status`)).status).toBe(401);
     const base = freshKeyBase();
     await insertOrders(base, 3);
     await new Promise((r) => setTimeout(r, 4000));
@@ -69,6 +83,19 @@ describe('EMERGENCY_STOP', () => {
   });
 });
 
+describe('the fatal-error policy (issue 12, defect 3)', () => {
+  for (const fault of ['uncaught-exception', 'unhandled-rejection']) {
+    it(`logs a ${fault} and exits 1 at once`, async () => {
+      const w = await start(`e2e-fatal-${Date.now().toString(36)}`, { WORKER_SYNC_TEST_HOOKS: '1', WORKER_SYNC_TEST_FAULT: fault });
+      const exit = await Promise.race([w.exited, new Promise((r) => setTimeout(() => r('still running'), 20_000))]);
+      expect(exit).toEqual({ code: 1, signal: null });
+      const log = readFileSync(w.logFile, 'utf8');
+      expect(log).toMatch(fault === 'uncaught-exception' ? /"msg":"Uncaught exception: exiting"/ : /"msg":"Unhandled rejection: exiting"/);
+      expect(log).toMatch(/test fault/);
+    });
+  }
+});
+
 /** Until MariaDB's echoes of the worker's writes for these orders are back and consumed. */
 async function echoesSettled(base: number, n: number): Promise<void> {
   await waitFor('the echoes from MariaDB', async () => {
@@ -83,6 +110,11 @@ async function echoesSettled(base: number, n: number): Promise<void> {
 describe('RESET_CHECKPOINT', () => {
   it('seeks to the PostgreSQL checkpoint, whatever Kafka committed', async () => {
     const group = `e2e-reset-${Date.now().toString(36)}`;
+    // its own checkpoint topic: the restore below truncates the group's logs, which verify
+    // rightly reports; the suite forgets them afterwards (issue 12, defect 7)
+    const topic = `${group}.audit-checkpoints`;
+    const start = (g: string, env: Record<string, string> = {}) => startIn(g, { AUDIT_CHECKPOINT_TOPIC: topic, ...env });
+    forget.push(() => forgetGroup(control, group, [topic]));
     const base = freshKeyBase();
     const first = await start(group);
     await insertOrders(base, 5);

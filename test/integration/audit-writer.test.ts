@@ -8,6 +8,7 @@ import { generateSigningKey } from '../../src/audit/signing.ts';
 import { leafHash, rootOf, treeRoot } from '../../src/audit/merkle.ts';
 import { migrateControlSchema } from '../../src/audit/control-schema.ts';
 import { stack } from '../support/stack.ts';
+import { forgetGroup } from '../support/cleanup.ts';
 import { insertAuditRows, type AuditRowInput } from '../../src/audit/audit-rows.ts';
 import { streamLeafRows } from '../../src/audit/leaf.ts';
 import { rowLeaf, verifyLog } from '../../src/audit/verify.ts';
@@ -22,7 +23,11 @@ beforeAll(async () => {
   writer = new AuditWriter(generateSigningKey(path.join(mkdtempSync(path.join(os.tmpdir(), 'ws-aw-')), 'k.pem')), { leaves: 4, ms: 3_600_000 });
 });
 
+/** One group for the suite's logs, forgotten at the end: they are signed by a key of their own. */
+const group = `it-audit-${Date.now().toString(36)}`;
+
 afterAll(async () => {
+  if (pool) await forgetGroup(pool, group);
   await pool?.end();
 });
 
@@ -43,7 +48,7 @@ async function inTx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
 
 describe('AuditWriter', () => {
   it('refuses at commit a writer holding a stale epoch', async () => {
-    const log = `it-audit-${Date.now().toString(36)}:t/0`;
+    const log = `${group}:t/0`;
     const zombie = await writer.claim(pool, log, 'worker-a');
     const owner = await writer.claim(pool, log, 'worker-b'); // the partition moved
     expect(owner).toBe(zombie + 1);
@@ -55,7 +60,7 @@ describe('AuditWriter', () => {
   });
 
   it('keeps the frontier and signs a checkpoint at its first commit, at every 4th leaf, and when sealed, chained', async () => {
-    const log = `it-audit-${Date.now().toString(36)}:t/1`;
+    const log = `${group}:t/1`;
     const epoch = await writer.claim(pool, log, 'worker-a');
     const leaves = Array.from({ length: 10 }, (_, i) => leafHash(Buffer.from(`leaf ${i}`)));
     await inTx((c) => writer.append(c, log, epoch, 0, leaves.slice(0, 3))); // signed: 3 (the first)
@@ -77,7 +82,7 @@ describe('AuditWriter', () => {
 
 describe('leaf format 2 on the real table', () => {
   it('reads back, from what PostgreSQL holds, exactly the leaf hashes the writer computed, whatever the values', async () => {
-    const log = `it-audit-${Date.now().toString(36)}:t/2`;
+    const log = `${group}:t/2`;
     const epoch = await writer.claim(pool, log, 'worker-a');
     const odd = ['Zoë 😀', 'tab\there', 'new\nline', 'back\\slash', 'quote"d', '{brace}', 'NULL', '', ' spaced ', 'comma,here', '\u0001ctl', 'ümlaut'];
     const rows: AuditRowInput[] = odd.map((text, i) => ({

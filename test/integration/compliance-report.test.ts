@@ -9,6 +9,7 @@ import { insertAuditRows, type AuditRowInput } from '../../src/audit/audit-rows.
 import { migrateControlSchema } from '../../src/audit/control-schema.ts';
 import { generateSigningKey } from '../../src/audit/signing.ts';
 import { ROOT, stack } from '../support/stack.ts';
+import { forgetGroup } from '../support/cleanup.ts';
 
 /**
  * The compliance report and the CSV export over a known set of audit rows, conflicts and
@@ -81,6 +82,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  if (pool) await forgetGroup(pool, group); // it damages its log on purpose
   await pool?.query('DELETE FROM sync_conflicts WHERE consumer_group = $1', [group]);
   await pool?.query('DELETE FROM sync_dead_letters WHERE consumer_group = $1', [group]);
   await pool?.end();

@@ -4,7 +4,8 @@ import { parseTopology, type EntityConfig, type Topology } from '../../src/confi
 import { loadTopology } from '../../src/config/topology.ts';
 import { PostgresSink } from '../../src/sinks/postgres-sink.ts';
 import { MySqlSink } from '../../src/sinks/mysql-sink.ts';
-import { isRowError, type Sink, type UpsertRow } from '../../src/sinks/sink.ts';
+import type { Sink, UpsertRow } from '../../src/sinks/sink.ts';
+import { failureKind, TargetError } from '../../src/errors.ts';
 import { encode } from '../../src/clock/codec.ts';
 import { fromObject } from '../../src/clock/version-vector.ts';
 import type { Row } from '../../src/events/change-event.ts';
@@ -108,12 +109,14 @@ for (const name of ['PostgresSink (unnest)', 'PostgresSink (COPY staging)', 'MyS
       await sink().applyBatch(handles, [{ key: { id }, row: { id, handle, qty: 1 }, version: v1, expected: null, expectAbsent: true }], []);
       // MariaDB's ON DUPLICATE KEY UPDATE would have updated row `id` in place of inserting `id + 1`
       const err = await sink().applyBatch(handles, [{ key: { id: id + 1 }, row: { id: id + 1, handle, qty: 2 }, version: v1, expected: null, expectAbsent: true }], []).catch((e: unknown) => e);
-      expect(isRowError(err)).toBe(true);
+      expect(err).toBeInstanceOf(TargetError);
+      expect((err as TargetError).kind).toBe('rows');
+      expect((err as TargetError).code).toBe('WS_TARGET_REJECTED');
       expect(await sink().read(handles, [{ id }, { id: id + 1 }])).toEqual([{ row: { id, handle, qty: 1 }, version: v1 }, null]);
       // a check constraint is a row error too; a lost connection would not be
       const check = await sink().applyBatch(handles, [{ key: { id }, row: { id, handle, qty: -1 }, version: v2, expected: v1, expectAbsent: false }], []).catch((e: unknown) => e);
-      expect(isRowError(check)).toBe(true);
-      expect(isRowError(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }))).toBe(false);
+      expect(failureKind(check)).toBe('rows');
+      expect(failureKind(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }))).toBe('unavailable');
     });
 
     it('round-trips edge values unchanged', async () => {

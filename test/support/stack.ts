@@ -37,6 +37,9 @@ export function maria(): mysql.Pool {
   return mysql.createPool({ uri: stack().mariadb.url, connectionLimit: 4 });
 }
 
+/** The demo connectors' topics (deploy/local/stack.sh CDC_TOPICS). */
+export const CDC_TOPICS = ['pg.public.customers', 'pg.public.orders', 'pg.public.type_probe', 'maria.app.customers', 'maria.app.orders', 'maria.app.type_probe'];
+
 /** Keys unique to one test run, far from the demo's and from each other's. */
 export function freshKeyBase(): number {
   return 1_000_000_000 + Math.floor(Math.random() * 8_000_000) * 1000;

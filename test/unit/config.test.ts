@@ -85,3 +85,32 @@ describe('topology', () => {
     expect(m.topic).toBe('pg.public.clients');
   });
 });
+
+describe('failure kinds (errors.ts): classified once, where they happen', () => {
+  it('tells rows, an unavailable node, a busy one and the rest apart', async () => {
+    const { failureKind, isTransient, TargetError } = await import('../../src/errors.ts');
+    const e = (props: Record<string, unknown>, message = 'x') => Object.assign(new Error(message), props);
+    expect(failureKind(e({ code: '23505' }))).toBe('rows'); // PostgreSQL unique violation
+    expect(failureKind(e({ code: '22003' }))).toBe('rows'); // numeric out of range
+    expect(failureKind(e({ errno: 1062, sqlState: '23000', code: 'ER_DUP_ENTRY' }))).toBe('rows');
+    expect(failureKind(e({ errno: 1153, sqlState: '08S01', code: 'ER_NET_PACKET_TOO_LARGE' }))).toBe('rows');
+    expect(failureKind(e({ code: 'ECONNREFUSED' }))).toBe('unavailable');
+    expect(failureKind(e({ code: '57P01' }))).toBe('unavailable'); // admin shutdown
+    expect(failureKind(e({ code: '42P01' }))).toBe('unavailable'); // a table the topology names is missing
+    expect(failureKind(e({ code: 'PROTOCOL_CONNECTION_LOST', fatal: true }))).toBe('unavailable');
+    expect(failureKind(e({}, 'Connection terminated unexpectedly'))).toBe('unavailable');
+    expect(failureKind(e({ name: 'MongoServerSelectionError' }))).toBe('unavailable');
+    expect(failureKind(e({ name: 'MongoServerError', code: 10107 }))).toBe('unavailable'); // not writable primary
+    expect(failureKind(e({ errno: 1213, code: 'ER_LOCK_DEADLOCK' }))).toBe('busy');
+    expect(failureKind(e({ code: '40P01' }))).toBe('busy');
+    expect(failureKind(e({ name: 'MongoServerError', code: 112 }))).toBe('busy');
+    // what nothing says will pass on a retry
+    expect(failureKind(new RangeError('Maximum call stack size exceeded'))).toBe('failed');
+    expect(failureKind(e({ name: 'MongoServerError', code: 52 }))).toBe('failed'); // a $-prefixed field name
+    expect(failureKind(e({ name: 'BSONError' }, '"1234567890123456789012345678901234567" is not a valid Decimal128 string - inexact rounding'))).toBe('failed');
+    expect(isTransient(new TypeError('undefined is not an object'))).toBe(false);
+    expect(isTransient(e({ code: 'ETIMEDOUT' }))).toBe(true);
+    const t = TargetError.from('maria', e({ errno: 1205 }));
+    expect([t.code, t.kind, t.retryable, t.message]).toEqual(['WS_TARGET_BUSY', 'busy', true, 'maria: x']);
+  });
+});

@@ -134,6 +134,10 @@ describe('DebeziumDecoder, malformed input', () => {
     ['a bad decimal', Buffer.from(JSON.stringify(envelope('c', null, row({ balance: 12 as unknown as string, id: 'x' })))), 'WS_DECODE_BAD_VALUE'],
     ['invalid JSON column text', Buffer.from(JSON.stringify(envelope('c', null, row({ tags: '{nope' })))), 'WS_DECODE_BAD_VALUE'],
     ['a missing key', Buffer.from(JSON.stringify(envelope('c', null, row({ id: null })))), 'WS_DECODE_MALFORMED'],
+    // issue 12, defects 4 and 5: values that used to cost unbounded work, or overflow the stack later on
+    ['JSON text nested 3,000 deep', Buffer.from(JSON.stringify(envelope('c', null, row({ tags: `${'['.repeat(3000)}${']'.repeat(3000)}` })))), 'WS_DECODE_BAD_VALUE'],
+    ['a decimal exponent bomb', Buffer.from(JSON.stringify(envelope('c', null, row({ balance: '1.e10000000' })))), 'WS_DECODE_BAD_VALUE'],
+    ['an id beyond int64', Buffer.from(`{"op":"c","source":{},"after":{"id":99999999999999999999999,"name":"n"}}`), 'WS_DECODE_BAD_VALUE'],
   ];
   for (const [what, value, code] of cases) {
     it(`rejects ${what} with ${code}`, () => {
@@ -147,6 +151,21 @@ describe('DebeziumDecoder, malformed input', () => {
       expect((caught as DecodeError).code).toBe(code);
     });
   }
+
+  it('rejects a scale bomb in the schema (schemas on) without doing the arithmetic', () => {
+    const bomb = withSchema(envelope('c', null, row({ balance: 'AQ==' })));
+    const fields = (bomb.schema.fields[1] as { fields: Array<{ field: string; parameters?: Record<string, string> }> }).fields;
+    fields.find((f) => f.field === 'balance')!.parameters = { scale: '100000000' };
+    const started = Date.now();
+    let caught: unknown;
+    try {
+      decoder.decode(msg('pg.public.customers', bomb));
+    } catch (err) {
+      caught = err;
+    }
+    expect((caught as DecodeError).code).toBe('WS_DECODE_BAD_VALUE');
+    expect(Date.now() - started).toBeLessThan(1000); // it spent over 8 minutes in BigInt exponentiation before
+  });
 
   it('rejects a topic no entity maps', () => {
     expect(() => decoder.decode(msg('other.topic', envelope('c', null, row())))).toThrow(/not mapped/);

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import net from 'node:net';
 import { pino } from 'pino';
 import { json, startHttpServer, type RunningServer } from '../../src/http/server.ts';
 
@@ -17,7 +18,7 @@ for (const forceNode of [false, true]) {
         { method: 'GET', path: '/health', handler: () => json(200, { status: 'ok' }) },
         { method: 'POST', path: '/echo', handler: (req) => json(200, { got: JSON.parse(req.body.toString()), q: req.query.get('x'), auth: req.headers.authorization }) },
         { method: 'GET', path: '/boom', handler: () => { throw new Error('kaput'); } },
-      ], log, { forceNode });
+      ], log, { engine: forceNode ? 'node' : 'uws' });
       expect(server.engine).toBe(forceNode ? 'node:http' : 'uWebSockets.js');
       const base = `http://127.0.0.1:${server.port}`;
       const health = await fetch(`${base}/health`);
@@ -32,5 +33,97 @@ for (const forceNode of [false, true]) {
       expect(boom.status).toBe(500);
       expect(await boom.json()).toEqual({ error: 'internal error' });
     });
+  });
+}
+
+/** Writes raw bytes to the server and collects what comes back until it closes the connection or `waitMs` passes. */
+function raw(port: number, chunks: Array<string | Buffer>, opts: { waitMs?: number; gapMs?: number } = {}): Promise<{ status: number | null; text: string; closed: boolean; ms: number }> {
+  return new Promise((resolve) => {
+    const started = Date.now();
+    const sock = net.connect(port, '127.0.0.1');
+    let text = '';
+    let closed = false;
+    const finish = () => {
+      const m = /^HTTP\/1\.1 (\d{3})/.exec(text);
+      resolve({ status: m ? Number(m[1]) : null, text, closed, ms: Date.now() - started });
+      sock.destroy();
+    };
+    const timer = setTimeout(finish, opts.waitMs ?? 3000);
+    sock.on('data', (d) => { text += d.toString('latin1'); });
+    sock.on('error', () => undefined);
+    sock.on('close', () => { closed = true; clearTimeout(timer); finish(); });
+    sock.on('connect', async () => {
+      for (const c of chunks) {
+        if (sock.destroyed) break;
+        sock.write(c);
+        if (opts.gapMs) await new Promise((r) => setTimeout(r, opts.gapMs));
+      }
+    });
+  });
+}
+
+for (const engine of ['uws', 'node'] as const) {
+  describe(`HTTP_ENGINE=${engine} against hostile clients (issue 12, defect 3)`, () => {
+    let calls = 0;
+    const start = () => startHttpServer('127.0.0.1', 0, [
+      { method: 'GET', path: '/health', handler: () => json(200, { status: 'ok' }) },
+      { method: 'POST', path: '/echo', handler: (req) => { calls++; return json(200, { bytes: req.body.length }); } },
+    ], log, { engine, limits: { maxBodyBytes: 1000, maxUrlBytes: 256, headersTimeoutMs: 400, requestTimeoutMs: 600 } });
+    const healthy = async () => (await fetch(`http://127.0.0.1:${server!.port}/health`)).status;
+
+    it('answers a malformed request line with 400 and keeps serving', async () => {
+      server = await start();
+      for (const line of ['GET http://[ HTTP/1.1', 'GET /health HTTP/9.9', '\u0000\u0001\u0002 garbage', 'GET  HTTP/1.1']) {
+        const r = await raw(server.port, [`${line}\r\nhost: x\r\n\r\n`], { waitMs: 1000 });
+        // node:http answers 400; uWebSockets.js answers 400, closes, or leaves an absolute-form
+        // target unanswered until its idle timeout. Never a handler's answer.
+        if (engine === 'node') expect(r.status, `${line}: ${r.text.slice(0, 60)}`).toBe(400);
+        else expect(r.status === null || r.status >= 400, `${line}: ${r.text.slice(0, 60)}`).toBe(true);
+        expect(await healthy()).toBe(200);
+      }
+    });
+
+    it('refuses an over-long request target with 414 and over-long headers with 431', async () => {
+      server = await start();
+      expect((await raw(server.port, [`GET /health?x=${'a'.repeat(300)} HTTP/1.1\r\nhost: x\r\n\r\n`])).status).toBe(414);
+      const big = await raw(server.port, [`GET /health HTTP/1.1\r\nhost: x\r\nx-big: ${'b'.repeat(40_000)}\r\n\r\n`]);
+      expect(big.status, big.text.slice(0, 60)).toBe(431);
+      expect(await healthy()).toBe(200);
+    });
+
+    it('refuses a body over the cap with 413 before reading it, and before the handler (and its auth) runs', async () => {
+      server = await start();
+      calls = 0;
+      // the length is declared, the body never sent: the answer must not wait for it
+      const declared = await raw(server.port, ['POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 50000000\r\n\r\n'], { waitMs: 2000 });
+      expect(declared.status).toBe(413);
+      expect(declared.ms).toBeLessThan(1500);
+      const chunk = `${(600).toString(16)}\r\n${'c'.repeat(600)}\r\n`;
+      const chunked = await raw(server.port, ['POST /echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n', chunk, chunk, chunk], { gapMs: 20 });
+      expect(chunked.status).toBe(413);
+      expect(calls).toBe(0);
+      const ok = await fetch(`http://127.0.0.1:${server.port}/echo`, { method: 'POST', body: 'x'.repeat(1000) });
+      expect(await ok.json()).toEqual({ bytes: 1000 });
+      expect(calls).toBe(1);
+    });
+
+    it('cuts off a client that sends its body too slowly (408), and keeps serving others', async () => {
+      server = await start();
+      const slow = raw(server.port, ['POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n', 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j'], { gapMs: 150, waitMs: 4000 });
+      expect(await healthy()).toBe(200);
+      const r = await slow;
+      expect(r.status === 408 || (r.status === null && r.closed), r.text.slice(0, 60)).toBe(true);
+      expect(r.ms).toBeLessThan(3000);
+      expect(await healthy()).toBe(200);
+    });
+
+    it('closes a connection whose headers never complete', async () => {
+      server = await start();
+      // node:http applies headersTimeoutMs; uWebSockets.js its own 10 s idle timeout
+      const r = await raw(server.port, ['GET /health HTTP/1.1\r\nhost: x\r\n'], { waitMs: 15_000 });
+      expect(r.closed).toBe(true);
+      expect(r.ms).toBeLessThan(engine === 'node' ? 3000 : 14_000);
+      expect(await healthy()).toBe(200);
+    }, 20_000);
   });
 }

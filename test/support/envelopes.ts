@@ -1,0 +1,53 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import Kafka from 'node-rdkafka';
+import { ROOT, stack } from './stack.ts';
+
+/**
+ * Debezium envelopes made from the recorded ones (test/fixtures/debezium), for tests that
+ * put messages onto a real connector topic themselves: the exact shape the connector
+ * emits, with the key, images and position a test needs.
+ */
+const fixture = (name: string) => JSON.parse(readFileSync(path.join(ROOT, 'test/fixtures/debezium', name), 'utf8')) as Record<string, unknown>;
+
+type Obj = Record<string, unknown>;
+
+/** A `pg.public.customers` change (schemas on), as the PostgreSQL connector writes it. */
+export function pgCustomerEnvelope(op: 'c' | 'u' | 'd', id: number, row: { name?: string; balance?: string | null } = {}, lsn = 1_000_000_000 + id % 1_000_000): { key: string; value: string } {
+  const doc = fixture('pg.customers.u.json') as { schema: unknown; payload: Obj };
+  const base = doc.payload.after as Obj;
+  const image = { ...base, id, name: row.name ?? `customer ${id}`, balance: row.balance === undefined ? base.balance : row.balance, _sync_version: null };
+  const source = { ...(doc.payload.source as Obj), lsn, sequence: JSON.stringify([String(lsn), String(lsn)]), ts_ms: Date.now() };
+  const payload = { ...doc.payload, op, before: op === 'c' ? null : image, after: op === 'd' ? null : image, source, ts_ms: Date.now() };
+  return { key: JSON.stringify({ schema: (fixture('pg.customers.u.key.json') as Obj).schema, payload: { id } }), value: JSON.stringify({ schema: doc.schema, payload }) };
+}
+
+/** A producer for raw messages onto connector topics; messages up to 64 MB (lz4 keeps what the broker sees small). */
+export async function rawProducer(): Promise<{ send(topic: string, key: string | Buffer | null, value: string | Buffer | null): Promise<void>; close(): Promise<void> }> {
+  const producer = new Kafka.Producer({ 'metadata.broker.list': stack().kafka.bootstrap, dr_cb: true, 'message.max.bytes': 64 * 1024 * 1024, 'compression.codec': 'lz4', 'linger.ms': 5 });
+  await new Promise<void>((resolve, reject) => producer.connect({}, (err) => (err ? reject(err) : resolve())));
+  producer.setPollInterval(10);
+  const pending = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
+  let n = 0;
+  producer.on('delivery-report', (err, report) => {
+    const p = pending.get(report.opaque as number);
+    pending.delete(report.opaque as number);
+    if (err) p?.reject(new Error(err.message));
+    else p?.resolve();
+  });
+  return {
+    send(topic, key, value) {
+      const id = n++;
+      return new Promise<void>((resolve, reject) => {
+        pending.set(id, { resolve, reject });
+        try {
+          producer.produce(topic, null, value === null ? null : Buffer.from(value), key === null ? null : Buffer.from(key), Date.now(), id);
+        } catch (err) {
+          pending.delete(id);
+          reject(err as Error);
+        }
+      });
+    },
+    close: () => new Promise<void>((resolve) => producer.flush(10_000, () => producer.disconnect(() => resolve()))),
+  };
+}
