@@ -23,7 +23,7 @@ export function pgCustomerEnvelope(op: 'c' | 'u' | 'd', id: number, row: { name?
 }
 
 /** A producer for raw messages onto connector topics; messages up to 64 MB (lz4 keeps what the broker sees small). */
-export async function rawProducer(): Promise<{ send(topic: string, key: string | Buffer | null, value: string | Buffer | null): Promise<void>; close(): Promise<void> }> {
+export async function rawProducer(): Promise<{ send(topic: string, key: string | Buffer | null, value: string | Buffer | null, partition?: number): Promise<void>; close(): Promise<void> }> {
   const producer = new Kafka.Producer({ 'metadata.broker.list': stack().kafka.bootstrap, dr_cb: true, 'message.max.bytes': 64 * 1024 * 1024, 'compression.codec': 'lz4', 'linger.ms': 5 });
   await new Promise<void>((resolve, reject) => producer.connect({}, (err) => (err ? reject(err) : resolve())));
   producer.setPollInterval(10);
@@ -36,12 +36,12 @@ export async function rawProducer(): Promise<{ send(topic: string, key: string |
     else p?.resolve();
   });
   return {
-    send(topic, key, value) {
+    send(topic, key, value, partition) {
       const id = n++;
       return new Promise<void>((resolve, reject) => {
         pending.set(id, { resolve, reject });
         try {
-          producer.produce(topic, null, value === null ? null : Buffer.from(value), key === null ? null : Buffer.from(key), Date.now(), id);
+          producer.produce(topic, partition ?? null, value === null ? null : Buffer.from(value), key === null ? null : Buffer.from(key), Date.now(), id);
         } catch (err) {
           pending.delete(id);
           reject(err as Error);
