@@ -4,6 +4,9 @@
 #   bash deploy/local/stack.sh up              start everything (idempotent)
 #   bash deploy/local/stack.sh down [--purge]  stop everything (--purge: also delete data)
 #   bash deploy/local/stack.sh status [--json] one line per service, or one JSON object
+#   bash deploy/local/stack.sh start|stop|restart|kill SERVICE
+#                                              one service (kafka, connect, postgres, mariadb, redis):
+#                                              the chaos suite's outages; kill is SIGKILL
 #
 # Services (all on 127.0.0.1, all state under <repo>/.local/stack/):
 #   Kafka 4.3 KRaft broker+controller  19092 / 19093   (STACK_KAFKA_PORT / STACK_KAFKA_CONTROLLER_PORT)
@@ -810,12 +813,51 @@ cmd_status() {
   ((all)) && return 0 || return 1
 }
 
+# pid of a running service, for kill
+service_pid() {
+  case $1 in
+    kafka) read_pid "$KAFKA_PID" ;;
+    connect) read_pid "$CONNECT_PID" ;;
+    mariadb) read_pid "$MARIADB_PID" ;;
+    redis) read_pid "$REDIS_PID" ;;
+    postgres) pg_init_vars && read_pid "$PG_DATA/postmaster.pid" ;;
+  esac
+}
+
+cmd_service() {
+  local action=$1 svc=${2:-} pid
+  case $svc in
+    kafka | connect | postgres | mariadb | redis) ;;
+    *) fail "$action" - "unknown service '${svc}' (kafka, connect, postgres, mariadb, redis)" ;;
+  esac
+  with_lock
+  mkdir -p "$LOG_DIR" "$RUN_DIR" "$SOCK_DIR"
+  case $action in
+    start) "start_$svc" ;;
+    stop) "stop_$svc" ;;
+    restart) "stop_$svc" && "start_$svc" ;;
+    kill)
+      pid=$(service_pid "$svc")
+      if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+        log "$svc: SIGKILL (pid $pid)"
+        kill -KILL "$pid"
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+      else
+        log "$svc: not running"
+      fi
+      ;;
+  esac
+  if [[ $action == start || $action == restart ]] && [[ $svc == kafka ]]; then ensure_topics; fi
+}
+
 usage() {
   cat >&2 <<EOF
 usage: bash deploy/local/stack.sh <command>
   up                start the local stack (idempotent)
   down [--purge]    stop it; --purge also deletes .local/stack data (keeps resolved jars)
   status [--json]   service status; exit 0 when everything is up and connectors RUNNING
+  start|stop|restart|kill SERVICE
+                    one of kafka, connect, postgres, mariadb, redis (kill: SIGKILL)
 EOF
 }
 
@@ -826,6 +868,7 @@ main() {
     up) cmd_up "$@" ;;
     down) cmd_down "$@" ;;
     status) cmd_status "$@" ;;
+    start | stop | restart | kill) cmd_service "$cmd" "$@" ;;
     -h | --help | help) usage ;;
     *)
       usage

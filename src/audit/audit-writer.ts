@@ -79,6 +79,7 @@ export class AuditWriter {
   /** Signs a checkpoint for everything the log holds beyond its last one (when due, or always with force). Returns whether it did. */
   async seal(pool: pg.Pool, logId: string, epoch: number, onlyIfDue = true): Promise<boolean> {
     const client = await pool.connect();
+    let broken: Error | undefined;
     try {
       await client.query('BEGIN');
       const log = await this.lock(client, logId, epoch);
@@ -91,9 +92,10 @@ export class AuditWriter {
     } catch (err) {
       await client.query('ROLLBACK').catch(() => undefined);
       if (err instanceof EpochFencedError) return false;
+      broken = err as Error; // the pool drops a client whose transaction failed
       throw err;
     } finally {
-      client.release();
+      client.release(broken);
     }
   }
 

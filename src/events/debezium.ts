@@ -85,7 +85,13 @@ export class DebeziumDecoder {
       return this.decodeDocument(msg, parseJson(text, JSON.parse), route.entity, route.mapping);
     } catch (err) {
       if (!(err instanceof PrecisionLost)) throw err;
+    }
+    try {
       return this.decodeDocument(msg, parseJson(text, parseJsonLossless), route.entity, route.mapping);
+    } catch (err) {
+      // still inexact once its digits are read exactly: written as a float (1e300), not an integer
+      if (err instanceof PrecisionLost) throw new DecodeError('WS_DECODE_BAD_VALUE', err.message, err);
+      throw err;
     }
   }
 

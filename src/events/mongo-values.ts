@@ -2,7 +2,7 @@ import { Binary, Decimal128, Double, Int32, Long } from 'mongodb';
 import type { EntityConfig } from '../config/topology.ts';
 import type { ColumnType } from './column-types.ts';
 import type { Row } from './change-event.ts';
-import { decimalFromText, deeperThan, integerFrom, MAX_JSON_DEPTH, microsToTimestamp, toCanonical, ValueError, type Canonical } from './values.ts';
+import { checkJson, decimalFromText, deeperThan, integerFrom, MAX_JSON_DEPTH, microsToTimestamp, toCanonical, ValueError, type Canonical } from './values.ts';
 
 /**
  * MongoDB values (DESIGN §5). Debezium's MongoDB connector emits documents as Extended
@@ -90,7 +90,9 @@ export function fromExtendedJson(raw: unknown, type: ColumnType, what: string): 
   if (type.kind === 'json') {
     // Extended JSON wraps scalars in one more level ({"$numberLong": …}): allow for it
     if (deeperThan(raw, MAX_JSON_DEPTH + 1)) throw new ValueError(`${what}: JSON nested deeper than ${MAX_JSON_DEPTH} levels`);
-    return plainJson(raw, what) as Canonical;
+    const v = plainJson(raw, what) as Canonical;
+    checkJson(v, what);
+    return v;
   }
   const w = unwrap(raw, what);
   if (!w) return toCanonical(raw, type, undefined, what);

@@ -30,8 +30,8 @@ export class ValueError extends Error {}
  */
 export class PrecisionLost extends Error {}
 
-function checkExact(n: number): void {
-  if (Number.isInteger(n) && !Number.isSafeInteger(n)) throw new PrecisionLost();
+function checkExact(n: number, what: string): void {
+  if (Number.isInteger(n) && !Number.isSafeInteger(n)) throw new PrecisionLost(`${what}: ${n} is not exact as a double`);
 }
 
 const pad = (n: number, w: number) => String(n).padStart(w, '0');
@@ -170,7 +170,7 @@ export function integerFrom(raw: unknown, what: string, kind: 'smallint' | 'inte
   }
   const n = asNumber(raw, what);
   if (!Number.isInteger(n)) throw new ValueError(`${what}: expected an integer, got ${n}`);
-  checkExact(n);
+  checkExact(n, what);
   if (BigInt(n) < min || BigInt(n) > max) throw new ValueError(`${what}: ${n} is outside ${kind}`);
   return n;
 }
@@ -182,7 +182,7 @@ function exactInt(raw: unknown, what: string): bigint {
     return BigInt(raw);
   }
   const n = asNumber(raw, what);
-  checkExact(n);
+  checkExact(n, what);
   return BigInt(Math.round(n));
 }
 
@@ -194,16 +194,23 @@ function parseJsonText(raw: unknown, what: string): Canonical {
   } catch {
     throw new ValueError(`${what}: invalid JSON text`);
   }
-  if (deeperThan(v, MAX_JSON_DEPTH)) throw new ValueError(`${what}: JSON nested deeper than ${MAX_JSON_DEPTH} levels`);
+  checkJson(v, what);
   return v;
+}
+
+/** Year, month, day, hour, minute, second (regex groups 1-6) name a real moment. */
+function validDateTime(m: RegExpExecArray): boolean {
+  const [y, mo, d, h, mi, sec] = [1, 2, 3, 4, 5, 6].map((i) => Number(m[i]));
+  const t = new Date(Date.UTC(y!, mo! - 1, d!, h!, mi!, sec!));
+  return t.getUTCFullYear() === y && t.getUTCMonth() === mo! - 1 && t.getUTCDate() === d && h! < 24 && mi! < 60 && sec! < 60;
 }
 
 function timestampFrom(raw: unknown, schemaName: string | undefined, precision: number, what: string): string {
   if (typeof raw === 'string' && !/^-?\d+$/.test(raw)) {
     // Some connectors (and time.precision.mode=connect adapters) emit ISO text.
-    const m = /^(\d{4,}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?Z?$/.exec(raw);
-    if (!m) throw new ValueError(`${what}: not a timestamp: "${raw}"`);
-    return `${m[1]}T${m[2]}.${(m[3] ?? '').padEnd(6, '0').slice(0, 6)}`;
+    const m = /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z?$/.exec(raw);
+    if (!m || !validDateTime(m)) throw new ValueError(`${what}: not a timestamp: "${raw.slice(0, 60)}"`);
+    return `${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}.${(m[7] ?? '').padEnd(6, '0').slice(0, 6)}`;
   }
   const n = exactInt(raw, what);
   switch (schemaName) {
@@ -229,7 +236,7 @@ export function toCanonical(raw: unknown, type: ColumnType, schema: FieldSchema 
   // PostgreSQL text and jsonb cannot hold NUL, so such a value could be neither audited
   // nor synced to PostgreSQL: refuse it here, where it becomes a dead letter.
   if (typeof raw === 'string' && raw.includes('\u0000') && type.kind !== 'bytes') throw new ValueError(`${what}: text contains a NUL character`);
-  if (typeof raw === 'object' && deeperThan(raw, MAX_JSON_DEPTH)) throw new ValueError(`${what}: JSON nested deeper than ${MAX_JSON_DEPTH} levels`);
+  if (typeof raw === 'object') checkJson(raw, what);
   const logical = schema?.name;
   switch (type.kind) {
     case 'smallint':
@@ -300,14 +307,34 @@ export const MAX_JSON_DEPTH = 100;
 
 /** Whether a parsed JSON value nests deeper than `max` (iterative, and stops at the first too deep). */
 export function deeperThan(v: unknown, max: number): boolean {
-  if (typeof v !== 'object' || v === null) return false;
+  return jsonFault(v, max) === 'depth';
+}
+
+/**
+ * The first reason a parsed JSON value cannot be stored: nested deeper than `max`, or a NUL
+ * in a string or a key (PostgreSQL's jsonb, which the record state and the targets use,
+ * cannot hold one). Iterative, so a deep document cannot overflow the stack here.
+ */
+export function jsonFault(v: unknown, max: number): 'depth' | 'nul' | undefined {
+  if (typeof v === 'string') return v.includes('\u0000') ? 'nul' : undefined;
+  if (typeof v !== 'object' || v === null) return undefined;
   const stack: Array<{ v: object; d: number }> = [{ v, d: 1 }];
   while (stack.length > 0) {
     const { v: x, d } = stack.pop()!;
-    if (d > max) return true;
+    if (d > max) return 'depth';
+    if (!Array.isArray(x)) for (const k of Object.keys(x)) if (k.includes('\u0000')) return 'nul';
     for (const c of Array.isArray(x) ? x : Object.values(x)) {
-      if (typeof c === 'object' && c !== null) stack.push({ v: c as object, d: d + 1 });
+      if (typeof c === 'string') {
+        if (c.includes('\u0000')) return 'nul';
+      } else if (typeof c === 'object' && c !== null) stack.push({ v: c as object, d: d + 1 });
     }
   }
-  return false;
+  return undefined;
+}
+
+/** Refuses a JSON value that cannot be stored (jsonFault). */
+export function checkJson(v: unknown, what: string): void {
+  const fault = jsonFault(v, MAX_JSON_DEPTH);
+  if (fault === 'depth') throw new ValueError(`${what}: JSON nested deeper than ${MAX_JSON_DEPTH} levels`);
+  if (fault === 'nul') throw new ValueError(`${what}: JSON holds a NUL character, which PostgreSQL's jsonb cannot store`);
 }

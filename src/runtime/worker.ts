@@ -1,4 +1,5 @@
-import pg from 'pg';
+import type pg from 'pg';
+import { guardedPool } from '../pg-pool.ts';
 import { Redis } from 'ioredis';
 import path from 'node:path';
 import { PROJECT_ROOT, type EnvConfig } from '../config/env.ts';
@@ -86,8 +87,8 @@ export class Worker {
     this.settings = settings;
     this.log = log;
     this.semaphore = new Semaphore(settings.env.queueConcurrency);
-    this.pool = new pg.Pool({ connectionString: settings.controlUrl, max: settings.env.queueConcurrency + 2, connectionTimeoutMillis: 5000 });
-    this.pool.on('error', (err) => log.warn({ err: err.message }, 'Idle control-database connection failed'));
+    this.pool = guardedPool({ connectionString: settings.controlUrl, max: settings.env.queueConcurrency + 2, connectionTimeoutMillis: 5000 },
+      (err) => log.warn({ err: err.message }, 'Control-database connection failed'));
     this.checkpoints = new CheckpointStore(this.pool, settings.env.groupId);
   }
 

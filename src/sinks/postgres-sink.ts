@@ -6,7 +6,8 @@ import type { ColumnType } from '../events/column-types.ts';
 import type { Row } from '../events/change-event.ts';
 import { decimalFromText, integerFrom, type Canonical } from '../events/values.ts';
 import { quotePg, type DeleteRow, type Sink, type SinkResult, type UpsertRow, type WriteOutcome } from './sink.ts';
-import { TargetError } from '../errors.ts';
+import { failureKind, TargetError } from '../errors.ts';
+import { guardedPool } from '../pg-pool.ts';
 
 /** The PostgreSQL type each canonical value is cast to from its text form. */
 function pgCast(t: ColumnType): string {
@@ -94,8 +95,8 @@ export class PostgresSink implements Sink {
   constructor(node: string, url: string, poolSize = 4, mode: PgUpsertMode = 'unnest') {
     this.node = node;
     this.mode = mode;
-    this.pool = new pg.Pool({ connectionString: url, max: poolSize, connectionTimeoutMillis: 5000 });
-    this.pool.on('error', () => undefined);
+    // a lost connection surfaces as the failed statement's TargetError; the listener only keeps it from being uncaught
+    this.pool = guardedPool({ connectionString: url, max: poolSize, connectionTimeoutMillis: 5000 }, () => undefined);
   }
 
   private sql(entity: EntityConfig, mapping: EntityNodeMapping): Statements {
@@ -171,6 +172,7 @@ FROM k LEFT JOIN ${target} x ON ${keyMatch('x', 'k')} ORDER BY k._o`;
     if (!mapping) throw new Error(`entity ${entity.name} has no table on node ${this.node}`);
     const st = this.sql(entity, mapping);
     const client = await this.pool.connect();
+    let broken: Error | undefined;
     try {
       await client.query('BEGIN');
       let up: WriteOutcome[] = [];
@@ -194,9 +196,10 @@ FROM k LEFT JOIN ${target} x ON ${keyMatch('x', 'k')} ORDER BY k._o`;
     } catch (err) {
       await client.query('ROLLBACK').catch(() => undefined);
       this.staged.delete(client); // a staging table created in this transaction is gone
+      if (failureKind(err) === 'unavailable') broken = err as Error; // the pool drops the client
       throw err;
     } finally {
-      client.release();
+      client.release(broken);
     }
   }
 

@@ -23,22 +23,28 @@ export function pgCustomerEnvelope(op: 'c' | 'u' | 'd', id: number, row: { name?
 }
 
 /** A producer for raw messages onto connector topics; messages up to 64 MB (lz4 keeps what the broker sees small). */
-export async function rawProducer(): Promise<{ send(topic: string, key: string | Buffer | null, value: string | Buffer | null, partition?: number): Promise<void>; close(): Promise<void> }> {
+export interface RawProducer {
+  /** Resolves with the message's offset once the broker has it. */
+  send(topic: string, key: string | Buffer | null, value: string | Buffer | null, partition?: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+export async function rawProducer(): Promise<RawProducer> {
   const producer = new Kafka.Producer({ 'metadata.broker.list': stack().kafka.bootstrap, dr_cb: true, 'message.max.bytes': 64 * 1024 * 1024, 'compression.codec': 'lz4', 'linger.ms': 5 });
   await new Promise<void>((resolve, reject) => producer.connect({}, (err) => (err ? reject(err) : resolve())));
   producer.setPollInterval(10);
-  const pending = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
+  const pending = new Map<number, { resolve: (offset: number) => void; reject: (e: Error) => void }>();
   let n = 0;
   producer.on('delivery-report', (err, report) => {
     const p = pending.get(report.opaque as number);
     pending.delete(report.opaque as number);
     if (err) p?.reject(new Error(err.message));
-    else p?.resolve();
+    else p?.resolve(report.offset);
   });
   return {
     send(topic, key, value, partition) {
       const id = n++;
-      return new Promise<void>((resolve, reject) => {
+      return new Promise<number>((resolve, reject) => {
         pending.set(id, { resolve, reject });
         try {
           producer.produce(topic, partition ?? null, value === null ? null : Buffer.from(value), key === null ? null : Buffer.from(key), Date.now(), id);

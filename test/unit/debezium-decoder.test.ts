@@ -137,6 +137,8 @@ describe('DebeziumDecoder, malformed input', () => {
     // issue 12, defects 4 and 5: values that used to cost unbounded work, or overflow the stack later on
     ['JSON text nested 3,000 deep', Buffer.from(JSON.stringify(envelope('c', null, row({ tags: `${'['.repeat(3000)}${']'.repeat(3000)}` })))), 'WS_DECODE_BAD_VALUE'],
     ['a decimal exponent bomb', Buffer.from(JSON.stringify(envelope('c', null, row({ balance: '1.e10000000' })))), 'WS_DECODE_BAD_VALUE'],
+    ['a float where an exact integer belongs', Buffer.from(`{"op":"c","source":{},"after":{"id":1e300,"name":"n"}}`), 'WS_DECODE_BAD_VALUE'],
+    ['a NUL inside a JSON column', Buffer.from(JSON.stringify(envelope('c', null, row({ tags: '{"s":"a\\u0000b"}' })))), 'WS_DECODE_BAD_VALUE'],
     ['an id beyond int64', Buffer.from(`{"op":"c","source":{},"after":{"id":99999999999999999999999,"name":"n"}}`), 'WS_DECODE_BAD_VALUE'],
   ];
   for (const [what, value, code] of cases) {

@@ -103,6 +103,9 @@ describe('values that do not fit their column (issue 12, defects 4 and 5)', () =
     expect(() => toCanonical(deep(MAX_JSON_DEPTH + 1), t('json'), undefined, 'x')).toThrow(/deeper than 100/);
     expect(() => toCanonical(JSON.parse(deep(5000)), t('json'), undefined, 'x')).toThrow(/deeper than 100/);
     expect(() => toCanonical(JSON.parse(deep(5000)), t('text'), undefined, 'x')).toThrow(/deeper than 100/);
+    expect(() => toCanonical('{"s": "nul\\u0000"}', t('json'), undefined, 'x')).toThrow(/NUL/);
+    expect(() => toCanonical({ 'k\u0000': 1 }, t('json'), undefined, 'x')).toThrow(/NUL/);
+    expect(toCanonical('{"$where": 1, "a.b": {"$gt": 2}}', t('json'), undefined, 'x')).toEqual({ $where: 1, 'a.b': { $gt: 2 } });
     expect(deeperThan({ a: [{ b: 1 }] }, 3)).toBe(false);
     expect(deeperThan({ a: [{ b: {} }] }, 3)).toBe(true);
   });
@@ -113,6 +116,9 @@ describe('values that do not fit their column (issue 12, defects 4 and 5)', () =
     expect(() => toCanonical(86_400_000_001, t('time'), { type: 'int64', name: 'io.debezium.time.MicroTime' }, 'x')).toThrow(/time of day/);
     expect(() => toCanonical(-1, t('time'), { type: 'int64', name: 'io.debezium.time.MicroTime' }, 'x')).toThrow(/time of day/);
     expect(toCanonical(86_400_000_000, t('time'), { type: 'int64', name: 'io.debezium.time.MicroTime' }, 'x')).toBe('24:00:00.000000');
+    expect(() => toCanonical('2026-13-45T99:99:99', t('timestamp(6)'), undefined, 'x')).toThrow(/not a timestamp/);
+    expect(() => toCanonical('2026-02-29 00:00:00', t('timestamp(6)'), undefined, 'x')).toThrow(/not a timestamp/);
+    expect(toCanonical('2028-02-29 23:59:59.5', t('timestamp(6)'), undefined, 'x')).toBe('2028-02-29T23:59:59.500000');
   });
 });
 
