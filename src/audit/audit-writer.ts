@@ -60,8 +60,10 @@ export class AuditWriter {
     const log = await this.lock(client, logId, epoch);
     if (Number(log.tree_size) !== lastSeq) {
       // Both move in one transaction, so they differ only when sync_db was restored in part.
-      throw new WorkerSyncError('WS_INTERNAL', `audit log ${logId} holds ${log.tree_size} leaves but its checkpoint says ${lastSeq}: `
-        + 'was sync_db restored without audit_logs and audit_checkpoints? Restore them with the rest of the backup');
+      // The control database's state, not a record's fault: the lane retries in order (it
+      // stops here) until an operator restores the rest, and nothing is dead-lettered.
+      throw new WorkerSyncError('WS_CONTROL_DB', `audit log ${logId} holds ${log.tree_size} leaves but its checkpoint says ${lastSeq}: `
+        + 'was sync_db restored without audit_logs and audit_checkpoints? Restore them with the rest of the backup', { retryable: true });
     }
     let f: Frontier = { size: lastSeq, roots: log.frontier };
     let signed: Signed = { size: Number(log.checkpoint_size), hash: log.checkpoint_hash, at: log.checkpoint_at?.getTime() ?? 0 };

@@ -3,7 +3,7 @@ import { Redis } from 'ioredis';
 import { DebeziumDecoder } from '../events/debezium.ts';
 import { decodeChangeRecord, encodeChange, routingKey } from '../events/change-codec.ts';
 import { ChangeProducer, recordBytes, recordLimit, type OutMessage } from '../kafka/producer.ts';
-import { DLQ_REDIS_KEY, mirrorEntry } from '../runtime/sync-stage.ts';
+import { DLQ_REDIS_KEY, mirrorEntry } from '../runtime/dead-letters.ts';
 import { createLogger } from '../log.ts';
 import { errorMessage } from '../errors.ts';
 import type { Loaded } from './main.ts';

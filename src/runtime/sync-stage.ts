@@ -8,13 +8,14 @@ import type { ChangeConsumer, ConsumedMessage } from '../kafka/consumer.ts';
 import { changeRow, conflictRow, insertAuditRows, resolveRow, type AuditRowInput } from '../audit/audit-rows.ts';
 import { saveConflicts } from '../sync/conflict-store.ts';
 import { encode } from '../clock/codec.ts';
-import type { RejectedEvent, SyncBatchResult, SyncEngine } from '../sync/sync-engine.ts';
+import type { SyncBatchResult, SyncEngine } from '../sync/sync-engine.ts';
 import type { StateStore } from '../sync/state-store.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Logger } from '../log.ts';
 import type { CrashPoint } from '../config/env.ts';
 import type { CheckpointStore, Checkpoint } from './checkpoint-store.ts';
 import type { BatchOutcome, Lane, LaneHost } from './lane.ts';
+import { DLQ_REDIS_KEY, insertDeadLetters, internalLetter, mirrorEntry, rejectedLetter } from './dead-letters.ts';
 import type { Semaphore } from './semaphore.ts';
 import type { PauseGate } from './pause.ts';
 import { EpochFencedError, type AuditWriter } from '../audit/audit-writer.ts';
@@ -25,8 +26,6 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** A batch fails this often, not for want of a server, before it is split; and a record alone, before it is dead-lettered. */
 export const DETERMINISTIC_TRIES = 3;
 
-/** The runbook's Redis LIST of failed work (`redis-cli LLEN bull:sync:failed`). */
-export const DLQ_REDIS_KEY = 'bull:sync:failed';
 
 interface Parsed {
   events: ChangeEvent[];
@@ -197,6 +196,15 @@ export class SyncStage implements LaneHost {
         if (isTransient(err)) {
           this.o.log.error({ lane: lane.logId, attempt, err: errorMessage(err) }, 'Sync batch failed; retrying in order');
           await sleep(backoff(attempt));
+          continue;
+        }
+        // Another owner may have committed meanwhile (its rows then collide with ours before
+        // the checkpoint's compare-and-set is reached): that is a fence, not a record's fault.
+        const cp = await this.o.checkpoints.load(lane.topic, lane.partition).catch(() => lane.checkpoint);
+        if ((cp?.nextOffset ?? null) !== (lane.checkpoint?.nextOffset ?? null)) {
+          this.o.log.warn({ lane: lane.logId, err: errorMessage(err) }, 'Checkpoint moved under us; reloading it');
+          lane.checkpoint = cp;
+          parsed = await this.retryForever('dead-letter lookup', () => this.parse(lane, batch));
           continue;
         }
         failures++;
@@ -403,67 +411,3 @@ export class SyncStage implements LaneHost {
   }
 }
 
-/**
- * A changes record whose processing kept failing on its own (DESIGN §3, invariant 7): the
- * error, the record as it travelled, and its key, which is parked behind it.
- */
-function internalLetter(msg: ConsumedMessage, parsed: Parsed, err: unknown): DeadLetterRecord {
-  const ev = parsed.events[0];
-  const error = `${err instanceof Error ? err.name : 'Error'}: ${errorMessage(err)}`.slice(0, 2000);
-  if (ev) {
-    return {
-      reason: 'WS_INTERNAL', error, topic: ev.position.topic, partition: ev.position.partition, offset: ev.position.offset, entity: ev.entity, node: ev.node,
-      recordKey: ev.keyText, payload: msg.value?.toString('base64') ?? null, payloadKind: 'change',
-    };
-  }
-  const d = parsed.dead[0];
-  return {
-    reason: 'WS_INTERNAL', error, topic: d?.topic ?? msg.topic, partition: d?.partition ?? msg.partition, offset: d?.offset ?? msg.offset, entity: d?.entity ?? null,
-    node: d?.node ?? null, recordKey: d?.recordKey ?? null, payload: msg.value?.toString('base64') ?? null, payloadKind: 'change',
-  };
-}
-
-/** A change whose record a target node kept refusing (DESIGN §6): dead-lettered, its key parked. */
-function rejectedLetter(r: RejectedEvent): DeadLetterRecord {
-  const ev = r.event;
-  return {
-    reason: r.first ? 'WS_TARGET_REJECTED' : 'WS_PARKED',
-    error: r.first ? r.error : `waits behind an earlier dead letter of ${ev.entity} ${ev.keyText}`,
-    topic: ev.position.topic, partition: ev.position.partition, offset: ev.position.offset, entity: ev.entity, node: ev.node,
-    recordKey: ev.keyText, payload: encodeChange(ev).toString('base64'), payloadKind: 'change',
-  };
-}
-
-/** The Redis mirror's entry for one dead letter; `dlq replay` removes it by this exact text. */
-export function mirrorEntry(d: { id: string | number; group: string; reason: string; entity: string | null; recordKey: string | null }): string {
-  return JSON.stringify({ id: Number(d.id), group: d.group, reason: d.reason, entity: d.entity, key: d.recordKey });
-}
-
-async function insertDeadLetters(client: pg.PoolClient, group: string, dls: DeadLetterRecord[]): Promise<string[]> {
-  const params: unknown[] = [];
-  const tuples: string[] = [];
-  for (const d of dls) {
-    const b = params.length;
-    tuples.push(`(${Array.from({ length: 11 }, (_, i) => `$${b + i + 1}`).join(', ')})`);
-    params.push(d.reason, d.error, d.topic, d.partition, d.offset, d.entity, d.node, d.recordKey, d.payload === null ? null : Buffer.from(d.payload, 'base64'), d.payloadKind, group);
-  }
-  const { rows } = await client.query<{ id: string }>(
-    `INSERT INTO sync_dead_letters (reason, error, topic, partition, "offset", entity, source_node, record_key, payload, payload_kind, consumer_group) VALUES ${tuples.join(', ')} RETURNING id`,
-    params,
-  );
-  const ids = rows.map((r) => r.id);
-  // Payloads too large for the changes topic waited in sync_staged_payloads: they move into
-  // their dead letters in this same transaction.
-  const staged = ids.filter((_, i) => dls[i]!.payloadStaged === true);
-  if (staged.length > 0) {
-    await client.query(
-      `WITH moved AS (
-         DELETE FROM sync_staged_payloads s USING sync_dead_letters d
-         WHERE d.id = ANY($1::bigint[]) AND s.consumer_group = d.consumer_group AND s.topic = d.topic AND s.partition = d.partition AND s."offset" = d."offset"
-         RETURNING d.id, s.payload)
-       UPDATE sync_dead_letters d SET payload = moved.payload FROM moved WHERE d.id = moved.id`,
-      [staged],
-    );
-  }
-  return ids;
-}

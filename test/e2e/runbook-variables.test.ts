@@ -86,7 +86,9 @@ describe('EMERGENCY_STOP', () => {
 describe('the fatal-error policy (issue 12, defect 3)', () => {
   for (const fault of ['uncaught-exception', 'unhandled-rejection']) {
     it(`logs a ${fault} and exits 1 at once`, async () => {
-      const w = await start(`e2e-fatal-${Date.now().toString(36)}`, { WORKER_SYNC_TEST_HOOKS: '1', WORKER_SYNC_TEST_FAULT: fault });
+      // the fault fires 200 ms after start-up completes, before /ready has had its first probe
+      const w = await startWorker(`e2e-fatal-${Date.now().toString(36)}`, { WORKER_SYNC_TEST_HOOKS: '1', WORKER_SYNC_TEST_FAULT: fault });
+      running.push(w);
       const exit = await Promise.race([w.exited, new Promise((r) => setTimeout(() => r('still running'), 20_000))]);
       expect(exit).toEqual({ code: 1, signal: null });
       const log = readFileSync(w.logFile, 'utf8');
