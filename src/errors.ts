@@ -98,6 +98,12 @@ const NET_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', '
 const MYSQL_LOST = new Set(['PROTOCOL_CONNECTION_LOST', 'PROTOCOL_SEQUENCE_TIMEOUT', 'ER_CON_COUNT_ERROR', 'ER_SERVER_SHUTDOWN', 'ER_QUERY_INTERRUPTED', 'CR_SERVER_GONE_ERROR', 'CR_SERVER_LOST', 'ER_CONNECTION_KILLED']);
 /** MySQL/MariaDB errnos: deadlock, lock wait timeout. */
 const MYSQL_BUSY = new Set([1213, 1205]);
+/**
+ * MySQL/MariaDB errnos that say the server cannot take writes now: read-only (a replica, or
+ * a demoted primary after a failover: 1290, 1836, 1792) and statement timeouts (MySQL 3024,
+ * MariaDB 1969).
+ */
+const MYSQL_UNAVAILABLE = new Set([1290, 1836, 1792, 3024, 1969]);
 /** MongoDB server codes that say "try again": network, shutdown, step-down, not primary, time limits. */
 const MONGO_RETRY = new Set([6, 7, 50, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436]);
 const MONGO_NET_NAMES = new Set(['MongoNetworkError', 'MongoNetworkTimeoutError', 'MongoServerSelectionError', 'MongoTopologyClosedError', 'MongoPoolClearedError', 'MongoNotConnectedError', 'MongoServerClosedError']);
@@ -117,11 +123,17 @@ export function failureKind(err: unknown): FailureKind {
     if (MONGO_RETRY.has(e.code)) return 'unavailable';
   }
   if (typeof e.errno === 'number' && MYSQL_BUSY.has(e.errno)) return 'busy';
+  if (typeof e.errno === 'number' && MYSQL_UNAVAILABLE.has(e.errno)) return 'unavailable';
   if (e.errno === 1153) return 'rows'; // ER_NET_PACKET_TOO_LARGE (sqlState 08S01): fewer rows per statement pass
   if (code !== undefined && MYSQL_LOST.has(code)) return 'unavailable';
   const state = typeof e.sqlState === 'string' ? e.sqlState : code !== undefined && /^[0-9A-Z]{5}$/.test(code) ? code : '';
   if (state.startsWith('22') || state.startsWith('23')) return 'rows';
   if (state === '40001' || state === '40P01' || state === '55P03') return 'busy';
+  // read-only transaction (a standby, or a demoted primary after a failover), a transaction
+  // timeout, MariaDB's max_statement_time: the node cannot take this write now
+  if (state === '25006' || state === '25P04' || state === '70100') return 'unavailable';
+  // a protocol violation is the statement's shape (too many bind parameters), not the link's
+  if (state === '08P01') return 'failed';
   // connection exception, insufficient resources, operator intervention (shutdown, cancel),
   // system and internal errors; and syntax or access rule (a table or column the topology
   // names is missing on the node): the node's state, not the rows'

@@ -162,7 +162,7 @@ const INT_RANGE: Record<'smallint' | 'integer' | 'bigint', [bigint, bigint]> = {
 export function integerFrom(raw: unknown, what: string, kind: 'smallint' | 'integer' | 'bigint' = 'bigint'): number | string {
   const [min, max] = INT_RANGE[kind];
   if (typeof raw === 'string' && /^-?\d+$/.test(raw)) {
-    if (raw.length > 21) throw new ValueError(`${what}: ${raw.slice(0, 24)}… is outside ${kind}`);
+    if (raw.length > 21 && raw.replace(/^(-?)0+(?=\d)/, '$1').length > 21) throw new ValueError(`${what}: ${raw.slice(0, 24)}… is outside ${kind}`);
     const b = BigInt(raw);
     if (b < min || b > max) throw new ValueError(`${what}: ${raw} is outside ${kind}`);
     const n = Number(raw);

@@ -317,7 +317,8 @@ function startNodeHttp(host: string, port: number, routes: Route[], log: Logger,
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     // Node's own answers, made explicit: they must never reach an uncaught handler
     const code = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-    if (err.code === 'ECONNRESET' || !socket.writable) {
+    // a keep-alive connection with a response in flight: a raw answer would be taken for that one's
+    if (err.code === 'ECONNRESET' || !socket.writable || (socket as { _httpMessage?: unknown })._httpMessage) {
       socket.destroy();
       return;
     }

@@ -189,6 +189,16 @@ export class ChangeConsumer {
     });
   }
 
+  /** The partition's first offset still in the log, from the last fetch (librdkafka's cached watermarks). */
+  lowWatermark(topic: string, partition: number): number | undefined {
+    try {
+      const low = this.consumer.getWatermarkOffsets(topic, partition).lowOffset;
+      return low >= 0 ? low : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
   highWatermark(topic: string, partition: number): number | undefined {
     try {
       return this.consumer.getWatermarkOffsets(topic, partition).highOffset;

@@ -50,31 +50,37 @@ export function mirrorEntry(d: { id: string | number; group: string; reason: str
   return JSON.stringify({ id: Number(d.id), group: d.group, reason: d.reason, entity: d.entity, key: d.recordKey });
 }
 
+/** Dead letters per INSERT: 11 parameters each stays under PostgreSQL's 65,535 bind parameters. */
+const LETTERS_PER_STATEMENT = 5000;
+
 export async function insertDeadLetters(client: pg.PoolClient, group: string, dls: DeadLetterRecord[]): Promise<string[]> {
-  const params: unknown[] = [];
-  const tuples: string[] = [];
-  for (const d of dls) {
-    const b = params.length;
-    tuples.push(`(${Array.from({ length: 11 }, (_, i) => `$${b + i + 1}`).join(', ')})`);
-    params.push(d.reason, d.error, d.topic, d.partition, d.offset, d.entity, d.node, d.recordKey, d.payload === null ? null : Buffer.from(d.payload, 'base64'), d.payloadKind, group);
+  const ids: string[] = [];
+  for (let from = 0; from < dls.length; from += LETTERS_PER_STATEMENT) {
+    const part = dls.slice(from, from + LETTERS_PER_STATEMENT);
+    const params: unknown[] = [];
+    const tuples: string[] = [];
+    for (const d of part) {
+      const b = params.length;
+      tuples.push(`(${Array.from({ length: 11 }, (_, i) => `$${b + i + 1}`).join(', ')})`);
+      params.push(d.reason, d.error, d.topic, d.partition, d.offset, d.entity, d.node, d.recordKey, d.payload === null ? null : Buffer.from(d.payload, 'base64'), d.payloadKind, group);
+    }
+    const { rows } = await client.query<{ id: string }>(
+      `INSERT INTO sync_dead_letters (reason, error, topic, partition, "offset", entity, source_node, record_key, payload, payload_kind, consumer_group) VALUES ${tuples.join(', ')} RETURNING id`,
+      params,
+    );
+    for (const r of rows) ids.push(r.id);
   }
-  const { rows } = await client.query<{ id: string }>(
-    `INSERT INTO sync_dead_letters (reason, error, topic, partition, "offset", entity, source_node, record_key, payload, payload_kind, consumer_group) VALUES ${tuples.join(', ')} RETURNING id`,
-    params,
-  );
-  const ids = rows.map((r) => r.id);
-  // Payloads too large for the changes topic waited in sync_staged_payloads: they move into
-  // their dead letters in this same transaction.
+  // Payloads too large for the changes topic wait in sync_staged_payloads: they are copied
+  // into their dead letters in this same transaction. The staged row stays a day, so a
+  // letter routed twice (ingest re-routes a batch after a crash) finds its payload too.
   const staged = ids.filter((_, i) => dls[i]!.payloadStaged === true);
   if (staged.length > 0) {
     await client.query(
-      `WITH moved AS (
-         DELETE FROM sync_staged_payloads s USING sync_dead_letters d
-         WHERE d.id = ANY($1::bigint[]) AND s.consumer_group = d.consumer_group AND s.topic = d.topic AND s.partition = d.partition AND s."offset" = d."offset"
-         RETURNING d.id, s.payload)
-       UPDATE sync_dead_letters d SET payload = moved.payload FROM moved WHERE d.id = moved.id`,
+      `UPDATE sync_dead_letters d SET payload = s.payload FROM sync_staged_payloads s
+       WHERE d.id = ANY($1::bigint[]) AND s.consumer_group = d.consumer_group AND s.topic = d.topic AND s.partition = d.partition AND s."offset" = d."offset"`,
       [staged],
     );
+    await client.query(`DELETE FROM sync_staged_payloads WHERE consumer_group = $1 AND staged_at < now() - interval '1 day'`, [group]);
   }
   return ids;
 }

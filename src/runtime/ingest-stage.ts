@@ -122,6 +122,11 @@ export class IngestStage implements LaneHost {
       staged.push({ topic: msg.topic, partition: msg.partition, offset: msg.offset, payload: msg.value });
       record = { ...record, value: encodeDead({ ...letter, payload: null, payloadStaged: true }) };
     }
+    if (recordBytes(record) > this.o.maxRecordBytes) {
+      // the key alone is too large to travel (it is in the Kafka key and in the letter): the
+      // letter goes without it, unparked; the record's later changes are as large, and go the same way
+      record = { topic: this.o.changesTopic, key: `dead:${msg.topic}/${msg.partition}`, value: encodeDead({ ...letter, recordKey: null, payload: null, payloadStaged: msg.value !== null, error: `${letter.error.slice(0, 1000)} (its key is too large to park)` }) };
+    }
     return record;
   }
 

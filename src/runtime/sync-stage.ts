@@ -243,16 +243,26 @@ export class SyncStage implements LaneHost {
     if (again) this.o.log.error(detail, 'Batch still starts past the checkpoint; reading the partition again from it');
     else this.o.log.warn(detail, 'Batch starts past the checkpoint; reading the partition again from it');
     if (again) await sleep(backoff(lane.rereads));
-    await this.consumer.seek(lane.topic, lane.partition, nextOffset).catch((err: unknown) => {
-      this.o.log.warn({ lane: lane.logId, err: errorMessage(err) }, 'Seek to the checkpoint failed; the next batch tries again');
-    });
+    const low = this.consumer.lowWatermark(lane.topic, lane.partition);
+    if (low !== undefined && low > nextOffset) {
+      // retention deleted offsets this group never committed: they cannot be read again
+      this.o.log.error({ ...detail, lowWatermark: low }, `Offsets ${nextOffset}-${low - 1} of ${lane.topic}/${lane.partition} were deleted by the topic's retention before this group committed them; the lane waits (docs/RUNBOOK.md, "Pause and resume")`);
+    }
+    try {
+      await this.consumer.seek(lane.topic, lane.partition, nextOffset);
+    } catch (err) {
+      // keep the batch: the lane tries again, backing off, rather than drop what it holds with the position unmoved
+      this.o.log.warn({ lane: lane.logId, err: errorMessage(err) }, 'Seek to the checkpoint failed; trying again');
+      return 'held';
+    }
     return 'reread';
   }
 
   /** The control database and every target answer: a failure that persists meanwhile is not theirs. */
   private async dependenciesAnswer(): Promise<boolean> {
     try {
-      await this.o.pool.query('SELECT 1');
+      const { rows } = await this.o.pool.query<{ standby: boolean }>('SELECT pg_is_in_recovery() AS standby');
+      if (rows[0]?.standby) throw new Error('the control database is a standby (read-only)');
       await this.o.engine.ping();
       return true;
     } catch (err) {

@@ -209,8 +209,10 @@ export class MySqlSink implements Sink {
     return keys.map((k) => found.get(this.keyText(entity, k)) ?? null);
   }
 
+  /** Answers, and takes writes: a read-only server (a replica, a demoted primary) answers SELECT 1 but refuses every write. */
   async ping(): Promise<void> {
-    await this.pool.query('SELECT 1');
+    const [rows] = await this.pool.query('SELECT @@global.read_only AS ro');
+    if (Number((rows as Array<{ ro: number | string }>)[0]?.ro) === 1) throw new TargetError(this.node, 'unavailable', 'the node is read-only (read_only=1)');
   }
 
   async close(): Promise<void> {

@@ -250,8 +250,10 @@ FROM k LEFT JOIN ${target} x ON ${keyMatch('x', 'k')} ORDER BY k._o`;
     });
   }
 
+  /** Answers, and takes writes: a standby (after a failover, say) answers SELECT 1 but refuses every write. */
   async ping(): Promise<void> {
-    await this.pool.query('SELECT 1');
+    const { rows } = await this.pool.query<{ standby: boolean }>('SELECT pg_is_in_recovery() AS standby');
+    if (rows[0]?.standby) throw new TargetError(this.node, 'unavailable', 'the node is a standby (read-only)');
   }
 
   async close(): Promise<void> {

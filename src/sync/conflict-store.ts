@@ -27,25 +27,28 @@ export async function saveConflicts(client: pg.PoolClient, group: string, result
       'incoming_node', 'incoming_version', 'incoming_value', 'incoming_hlc', 'incoming_deleted', 'merged_version', 'strategy',
       'suggested_winner', 'winner_node', 'winner_value', 'winner_deleted', 'resolved_at', 'resolution_strategy', 'resolved_by', 'converged_at', 'event_id',
     ];
-    const params: unknown[] = [];
-    const tuples = fresh.map(({ eventId, entity, keyText, c }) => {
-      const b = params.length;
-      const suggested = c.winner === 'incoming' ? c.incoming.node : c.winner === 'local' ? c.local.node : 'merged';
-      const now = c.open ? null : new Date();
-      params.push(
-        group, entity, keyText, c.local.node, c.local.version ? encode(c.local.version) : null, json(c.local.value), c.local.hlc.toString(), c.local.deleted,
-        c.incoming.node, encode(c.incoming.version), json(c.incoming.value), c.incoming.hlc.toString(), c.incoming.deleted, encode(c.merged), c.strategy,
-        suggested, c.open ? null : suggested, c.open ? null : json(c.value), c.open ? null : c.value === null, now, c.open ? null : c.strategy, c.open ? null : 'worker', now, eventId,
-      );
-      return `(${cols.map((_, i) => `$${b + i + 1}`).join(', ')})`;
-    });
-    const { rows } = await client.query<{ id: string; event_id: string }>(
-      `INSERT INTO sync_conflicts (${cols.join(', ')}) VALUES ${tuples.join(', ')} RETURNING id, event_id`, params);
-    const ids = new Map(rows.map((r) => [r.event_id, Number(r.id)]));
-    for (const f of fresh) {
-      if (!f.c.open) continue;
-      const state = result.states.get(f.entity)?.get(f.keyText);
-      if (state) state.openConflict = ids.get(f.eventId)!;
+    // 24 parameters a conflict: 2,000 a statement stays under PostgreSQL's 65,535
+    for (let from = 0; from < fresh.length; from += 2000) {
+      const params: unknown[] = [];
+      const tuples = fresh.slice(from, from + 2000).map(({ eventId, entity, keyText, c }) => {
+        const b = params.length;
+        const suggested = c.winner === 'incoming' ? c.incoming.node : c.winner === 'local' ? c.local.node : 'merged';
+        const now = c.open ? null : new Date();
+        params.push(
+          group, entity, keyText, c.local.node, c.local.version ? encode(c.local.version) : null, json(c.local.value), c.local.hlc.toString(), c.local.deleted,
+          c.incoming.node, encode(c.incoming.version), json(c.incoming.value), c.incoming.hlc.toString(), c.incoming.deleted, encode(c.merged), c.strategy,
+          suggested, c.open ? null : suggested, c.open ? null : json(c.value), c.open ? null : c.value === null, now, c.open ? null : c.strategy, c.open ? null : 'worker', now, eventId,
+        );
+        return `(${cols.map((_, i) => `$${b + i + 1}`).join(', ')})`;
+      });
+      const { rows } = await client.query<{ id: string; event_id: string }>(
+        `INSERT INTO sync_conflicts (${cols.join(', ')}) VALUES ${tuples.join(', ')} RETURNING id, event_id`, params);
+      const ids = new Map(rows.map((r) => [r.event_id, Number(r.id)]));
+      for (const f of fresh.slice(from, from + 2000)) {
+        if (!f.c.open) continue;
+        const state = result.states.get(f.entity)?.get(f.keyText);
+        if (state) state.openConflict = ids.get(f.eventId)!;
+      }
     }
   }
 

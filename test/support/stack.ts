@@ -12,6 +12,7 @@ export interface StackStatus {
   postgres: { up: boolean; url: string; controlUrl: string };
   mariadb: { up: boolean; url: string };
   redis: { up: boolean; url: string };
+  prometheus: { up: boolean; url: string; targets: string };
 }
 
 let cached: StackStatus | undefined;

@@ -101,6 +101,11 @@ describe('failure kinds (errors.ts): classified once, where they happen', () => 
     expect(failureKind(e({}, 'Connection terminated unexpectedly'))).toBe('unavailable');
     expect(failureKind(e({ name: 'MongoServerSelectionError' }))).toBe('unavailable');
     expect(failureKind(e({ name: 'MongoServerError', code: 10107 }))).toBe('unavailable'); // not writable primary
+    // a failover: the node answers but takes no writes; and statement timeouts
+    expect(failureKind(e({ code: '25006' }))).toBe('unavailable'); // read-only transaction (a standby)
+    expect(failureKind(e({ errno: 1290, sqlState: 'HY000', code: 'ER_OPTION_PREVENTS_STATEMENT' }))).toBe('unavailable');
+    expect(failureKind(e({ errno: 1969, sqlState: '70100', code: 'ER_STATEMENT_TIMEOUT' }))).toBe('unavailable');
+    expect(failureKind(e({ code: '08P01' }))).toBe('failed'); // too many bind parameters: the statement's shape
     expect(failureKind(e({ errno: 1213, code: 'ER_LOCK_DEADLOCK' }))).toBe('busy');
     expect(failureKind(e({ code: '40P01' }))).toBe('busy');
     expect(failureKind(e({ name: 'MongoServerError', code: 112 }))).toBe('busy');
