@@ -5,7 +5,7 @@
 #   bash deploy/local/stack.sh down [--purge]  stop everything (--purge: also delete data)
 #   bash deploy/local/stack.sh status [--json] one line per service, or one JSON object
 #   bash deploy/local/stack.sh start|stop|restart|kill SERVICE
-#                                              one service (kafka, connect, postgres, mariadb, redis):
+#                                              one service (kafka, connect, postgres, mariadb, redis, prometheus):
 #                                              the chaos suite's outages; kill is SIGKILL
 #
 # Services (all on 127.0.0.1, all state under <repo>/.local/stack/):
@@ -14,6 +14,7 @@
 #   PostgreSQL                         55432           (STACK_PG_PORT)
 #   MariaDB                            53306           (STACK_MARIADB_PORT)
 #   Redis                              56379           (STACK_REDIS_PORT)
+#   Prometheus (Debian's package)      19090           (STACK_PROMETHEUS_PORT): job worker-sync, the project's rules
 # Debezium connectors app-postgres (topics pg.public.*) and app-mariadb (topics maria.app.*).
 set -Eeuo pipefail
 
@@ -28,6 +29,7 @@ CONNECT_PORT=${STACK_CONNECT_PORT:-18083}
 PG_PORT=${STACK_PG_PORT:-55432}
 MARIADB_PORT=${STACK_MARIADB_PORT:-53306}
 REDIS_PORT=${STACK_REDIS_PORT:-56379}
+PROM_PORT=${STACK_PROMETHEUS_PORT:-19090}
 
 BOOTSTRAP="$HOST:$KAFKA_PORT"
 CONNECT_URL="http://$HOST:$CONNECT_PORT"
@@ -44,6 +46,8 @@ PG_DATA="$STACK_DIR/postgres"
 MARIADB_HOME="$STACK_DIR/mariadb"
 MARIADB_DATA="$MARIADB_HOME/data"
 REDIS_HOME="$STACK_DIR/redis"
+PROM_HOME="$STACK_DIR/prometheus"
+PROM_RULES="$REPO_ROOT/deploy/prometheus/rules.yml"
 
 POM="$SCRIPT_DIR/pom.xml"
 LOG4J2_CONF="$SCRIPT_DIR/config/log4j2.properties"
@@ -66,6 +70,7 @@ KAFKA_PID="$RUN_DIR/kafka.pid"
 CONNECT_PID="$RUN_DIR/connect.pid"
 MARIADB_PID="$RUN_DIR/mariadb.pid"
 REDIS_PID="$RUN_DIR/redis.pid"
+PROM_PID="$RUN_DIR/prometheus.pid"
 
 JAVA_TOOL_OPTS=(-Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true)
 
@@ -168,6 +173,7 @@ ensure_packages() {
   { find_bin mariadbd && find_bin mariadb-install-db && find_bin mariadb; } >/dev/null || missing+=(mariadb-server mariadb-client)
   { find_bin redis-server && find_bin redis-cli; } >/dev/null || missing+=(redis-server)
   command -v curl >/dev/null || missing+=(curl)
+  { command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
   { command -v gcc && command -v g++ && command -v make; } >/dev/null || missing+=(build-essential)
   command -v python3 >/dev/null || missing+=(python3)
   command -v node >/dev/null || fail packages - "node (>= 20) is required but not found on PATH"
@@ -449,6 +455,55 @@ start_redis() {
 
 stop_redis() { stop_pid redis "$REDIS_PID" redis-server 20; } # SIGTERM: clean shutdown, no RDB (save "")
 
+# ---------------------------------------------------------------------------- Prometheus
+
+prometheus_running() { pid_alive "$PROM_PID" prometheus && port_open "$PROM_PORT"; }
+
+# Job worker-sync scrapes `npm start` (127.0.0.1:3003) and whatever a test or the load tool
+# lists in $PROM_HOME/targets/*.json (file_sd, read every 5 s); the rules are the project's.
+write_prometheus_config() {
+  mkdir -p "$PROM_HOME/targets" "$PROM_HOME/data"
+  cat >"$PROM_HOME/prometheus.yml" <<EOF
+# written by deploy/local/stack.sh
+global:
+  scrape_interval: 5s
+  evaluation_interval: 5s
+rule_files:
+  - $PROM_RULES
+scrape_configs:
+  - job_name: worker-sync
+    static_configs:
+      - targets: ['$HOST:3003']
+    file_sd_configs:
+      - files: ['$PROM_HOME/targets/*.json']
+        refresh_interval: 5s
+EOF
+}
+
+start_prometheus() {
+  local logf="$LOG_DIR/prometheus.log" i
+  write_prometheus_config
+  if prometheus_running; then
+    # the rules or targets may have changed: reload rather than restart
+    curl -sf -m 5 -X POST "http://$HOST:$PROM_PORT/-/reload" >/dev/null || warn "prometheus: reload failed"
+    log "prometheus: already up on $HOST:$PROM_PORT (reloaded)"
+    return 0
+  fi
+  port_open "$PROM_PORT" && fail prometheus - "port $PROM_PORT is in use by another process"
+  log "prometheus: starting on $HOST:$PROM_PORT"
+  spawn "$PROM_PID" "$logf" "$(command -v prometheus)" --config.file="$PROM_HOME/prometheus.yml" \
+    --storage.tsdb.path="$PROM_HOME/data" --storage.tsdb.retention.time=1d \
+    --web.listen-address="$HOST:$PROM_PORT" --web.enable-lifecycle ||
+    fail prometheus "$logf" "could not launch prometheus"
+  for ((i = 0; i < 150; i++)); do
+    prometheus_running && curl -sf -m 2 "http://$HOST:$PROM_PORT/-/ready" >/dev/null && break
+    sleep 0.2
+  done
+  prometheus_running || fail prometheus "$logf" "not answering on port $PROM_PORT"
+}
+
+stop_prometheus() { stop_pid prometheus "$PROM_PID" prometheus 20; }
+
 # ---------------------------------------------------------------------------- Kafka
 
 kafka_java() {
@@ -722,6 +777,7 @@ cmd_up() {
   start_postgres
   start_mariadb
   start_redis
+  start_prometheus
   start_kafka
   ensure_topics
   start_connect
@@ -749,6 +805,7 @@ cmd_down() {
   stop_postgres
   stop_mariadb
   stop_redis
+  stop_prometheus
   if ((purge)); then
     log "purging $STACK_DIR (keeping kafka-libs/, connect-plugins/)"
     if [[ -L $STACK_DIR/postgres ]]; then rm -rf -- "$(dirname "$(readlink "$STACK_DIR/postgres")")"; fi
@@ -768,7 +825,7 @@ cmd_status() {
       *) fail status - "unknown option $arg" ;;
     esac
   done
-  local kafka=0 connect=0 postgres=0 mariadb=0 redis=0
+  local kafka=0 connect=0 postgres=0 mariadb=0 redis=0 prometheus=0
   pid_alive "$KAFKA_PID" kafka.Kafka && port_open "$KAFKA_PORT" && kafka=1
   pid_alive "$CONNECT_PID" ConnectDistributed && curl -sf -m 2 -o /dev/null "$CONNECT_URL/" && connect=1
   local pgdata=$PG_DATA
@@ -776,7 +833,8 @@ cmd_status() {
   pid_alive "$pgdata/postmaster.pid" "$pgdata" && port_open "$PG_PORT" && postgres=1
   pid_alive "$MARIADB_PID" mariadbd && port_open "$MARIADB_PORT" && mariadb=1
   pid_alive "$REDIS_PID" redis-server && port_open "$REDIS_PORT" && redis=1
-  ((kafka && connect && postgres && mariadb && redis)) && all=1
+  prometheus_running && prometheus=1
+  ((kafka && connect && postgres && mariadb && redis && prometheus)) && all=1
   local -A cstate=()
   for name in "${CONNECTOR_NAMES[@]}"; do
     if ((connect)); then
@@ -792,7 +850,8 @@ cmd_status() {
     local -a envs=(STACK_HOST="$HOST" STACK_KAFKA_PORT="$KAFKA_PORT" STACK_CONNECT_PORT="$CONNECT_PORT"
       STACK_PG_PORT="$PG_PORT" STACK_MARIADB_PORT="$MARIADB_PORT" STACK_REDIS_PORT="$REDIS_PORT"
       STACK_KAFKA_UP=$kafka STACK_CONNECT_UP=$connect STACK_POSTGRES_UP=$postgres
-      STACK_MARIADB_UP=$mariadb STACK_REDIS_UP=$redis STACK_CONNECTOR_NAMES="${CONNECTOR_NAMES[*]}")
+      STACK_MARIADB_UP=$mariadb STACK_REDIS_UP=$redis STACK_CONNECTOR_NAMES="${CONNECTOR_NAMES[*]}"
+      STACK_PROMETHEUS_PORT="$PROM_PORT" STACK_PROMETHEUS_UP=$prometheus STACK_PROMETHEUS_TARGETS="$PROM_HOME/targets")
     for name in "${CONNECTOR_NAMES[@]}"; do
       key=${name//[^A-Za-z0-9]/_}
       envs+=("STACK_CONNECTOR_${key^^}=${cstate[$name]}")
@@ -801,14 +860,15 @@ cmd_status() {
   else
     local updown
     updown() { if (($1)); then echo up; else echo down; fi; }
-    printf '%-9s %-5s %s\n' kafka "$(updown $kafka)" "$BOOTSTRAP"
-    printf '%-9s %-5s %s\n' connect "$(updown $connect)" "$CONNECT_URL"
+    printf '%-10s %-5s %s\n' kafka "$(updown $kafka)" "$BOOTSTRAP"
+    printf '%-10s %-5s %s\n' connect "$(updown $connect)" "$CONNECT_URL"
     for name in "${CONNECTOR_NAMES[@]}"; do
-      printf '%-9s %-5s %s\n' "" "" "connector $name: ${cstate[$name]}"
+      printf '%-10s %-5s %s\n' "" "" "connector $name: ${cstate[$name]}"
     done
-    printf '%-9s %-5s %s\n' postgres "$(updown $postgres)" "postgres://app:app@$HOST:$PG_PORT/app"
-    printf '%-9s %-5s %s\n' mariadb "$(updown $mariadb)" "mysql://app:app@$HOST:$MARIADB_PORT/app"
-    printf '%-9s %-5s %s\n' redis "$(updown $redis)" "redis://$HOST:$REDIS_PORT"
+    printf '%-10s %-5s %s\n' postgres "$(updown $postgres)" "postgres://app:app@$HOST:$PG_PORT/app"
+    printf '%-10s %-5s %s\n' mariadb "$(updown $mariadb)" "mysql://app:app@$HOST:$MARIADB_PORT/app"
+    printf '%-10s %-5s %s\n' redis "$(updown $redis)" "redis://$HOST:$REDIS_PORT"
+    printf '%-10s %-5s %s\n' prometheus "$(updown $prometheus)" "http://$HOST:$PROM_PORT"
   fi
   ((all)) && return 0 || return 1
 }
@@ -820,6 +880,7 @@ service_pid() {
     connect) read_pid "$CONNECT_PID" ;;
     mariadb) read_pid "$MARIADB_PID" ;;
     redis) read_pid "$REDIS_PID" ;;
+    prometheus) read_pid "$PROM_PID" ;;
     postgres) pg_init_vars && read_pid "$PG_DATA/postmaster.pid" ;;
   esac
 }
@@ -827,8 +888,8 @@ service_pid() {
 cmd_service() {
   local action=$1 svc=${2:-} pid
   case $svc in
-    kafka | connect | postgres | mariadb | redis) ;;
-    *) fail "$action" - "unknown service '${svc}' (kafka, connect, postgres, mariadb, redis)" ;;
+    kafka | connect | postgres | mariadb | redis | prometheus) ;;
+    *) fail "$action" - "unknown service '${svc}' (kafka, connect, postgres, mariadb, redis, prometheus)" ;;
   esac
   with_lock
   mkdir -p "$LOG_DIR" "$RUN_DIR" "$SOCK_DIR"
@@ -857,7 +918,7 @@ usage: bash deploy/local/stack.sh <command>
   down [--purge]    stop it; --purge also deletes .local/stack data (keeps resolved jars)
   status [--json]   service status; exit 0 when everything is up and connectors RUNNING
   start|stop|restart|kill SERVICE
-                    one of kafka, connect, postgres, mariadb, redis (kill: SIGKILL)
+                    one of kafka, connect, postgres, mariadb, redis, prometheus (kill: SIGKILL)
 EOF
 }
 

@@ -16,6 +16,7 @@ import type { Loaded } from './main.ts';
 import { AdminLog, adminLogId, groupLogRegex, prunedThrough } from '../audit/admin-log.ts';
 import { migrateControlSchema } from '../audit/control-schema.ts';
 import { parseCutoff, prune, verifyArchive } from '../audit/prune.ts';
+import { kafkaClientProps } from '../kafka/client-config.ts';
 
 const USAGE = `usage: worker-sync audit verify --keys FILE [--group G | --log LOG_ID] [--no-kafka] [--json]   (FILE default: AUDIT_PINNED_KEYS_FILE)
        worker-sync audit prove --event ID --keys FILE [--group G] [--json]
@@ -96,7 +97,7 @@ function pinnedOrUsage(args: string[]): Map<string, string> | number {
 
 /** Every checkpoint published to the topic, read from the beginning to the current end. */
 export async function readPublished(brokers: string, topic: string, timeoutMs = 15_000): Promise<PublishedCheckpoint[]> {
-  const consumer = new Kafka.KafkaConsumer({ 'metadata.broker.list': brokers, 'group.id': `worker-sync-verify-${process.pid}`, 'enable.auto.commit': false }, { 'auto.offset.reset': 'earliest' });
+  const consumer = new Kafka.KafkaConsumer({ ...kafkaClientProps(), 'metadata.broker.list': brokers, 'group.id': `worker-sync-verify-${process.pid}`, 'enable.auto.commit': false }, { 'auto.offset.reset': 'earliest' });
   await new Promise<void>((resolve, reject) => consumer.connect({ timeout: timeoutMs }, (err) => (err ? reject(err) : resolve())));
   try {
     const md = await new Promise<Kafka.Metadata>((resolve, reject) => consumer.getMetadata({ topic, timeout: timeoutMs }, (err, m) => (err ? reject(err) : resolve(m))));

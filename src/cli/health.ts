@@ -5,6 +5,7 @@ import Kafka from 'node-rdkafka';
 import { errorMessage } from '../errors.ts';
 import { redactUrl } from '../log.ts';
 import type { Loaded } from './main.ts';
+import { kafkaClientProps } from '../kafka/client-config.ts';
 
 interface Check {
   name: string;
@@ -56,7 +57,7 @@ async function checkMongo(url: string): Promise<string> {
 
 function checkKafka(brokers: string, topics: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
-    const producer = new Kafka.Producer({ 'metadata.broker.list': brokers, 'socket.timeout.ms': 3000 });
+    const producer = new Kafka.Producer({ ...kafkaClientProps(), 'metadata.broker.list': brokers, 'socket.timeout.ms': 3000 });
     producer.connect({ timeout: 5000 }, (err, md) => {
       if (err) {
         reject(new Error(`cannot reach ${brokers}: ${err.message}`));

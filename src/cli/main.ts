@@ -1,12 +1,14 @@
 import { parseEnv, type EnvConfig } from '../config/env.ts';
 import { loadTopology, type Topology } from '../config/topology.ts';
 import { ConfigError, errorMessage } from '../errors.ts';
+import { configureKafkaClients } from '../kafka/client-config.ts';
 import { createLogger } from '../log.ts';
 import { Worker } from '../runtime/worker.ts';
 import { runHealth } from './health.ts';
 import { runDemo } from './demo.ts';
 import { runDlq } from './dlq.ts';
 import { runAudit } from './audit.ts';
+import { runConfigCheck } from './config-check.ts';
 
 const LOCAL_STACK = {
   brokers: '127.0.0.1:19092',
@@ -22,6 +24,7 @@ Commands:
   health db|kafka|full  check connectivity (npm run health:db|health:kafka|health:full) [--json]
   dlq list|replay     dead letters: list them, or re-drive them in order once fixed (--help)
   audit verify|prove|public-key|rotate-key   the signed audit log (npm run verify:signatures) (--help)
+  config check        check a topology file; --connect also against the databases and connectors (--help)
   demo                bring the local stack up, start the worker, make changes, show the audit log
   help                this text
 
@@ -53,6 +56,7 @@ export interface Loaded {
 
 export function loadConfig(): Loaded {
   const env = parseEnv();
+  configureKafkaClients(env.kafkaSecurity);
   const topology = loadTopology(env.configFile);
   return {
     env,
@@ -111,6 +115,8 @@ async function main(argv: string[]): Promise<number> {
       return runDlq(rest, loadConfig());
     case 'audit':
       return runAudit(rest, loadConfig());
+    case 'config':
+      return runConfigCheck(rest, loadConfig);
     case undefined:
     case 'help':
     case '--help':

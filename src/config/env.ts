@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { ConfigError } from '../errors.ts';
@@ -20,6 +20,12 @@ export interface EnvConfig {
   httpPort: number;
   /** HTTP_ENGINE: uWebSockets.js, node:http, or (unset) uWebSockets.js falling back to node:http. */
   httpEngine: 'auto' | 'uws' | 'node';
+  /** API_TLS_CERT_FILE and API_TLS_KEY_FILE, when both files are there (a mounted worker-sync-tls): the API serves HTTPS. */
+  apiTls: { certFile: string; keyFile: string } | undefined;
+  /** Both variables set, neither file there: the Secret is not mounted, and the API serves plain HTTP (said at start-up). */
+  apiTlsMissing: boolean;
+  /** librdkafka's security settings (security.protocol, ssl.*, sasl.*), from KAFKA_SECURITY_DIR and KAFKA_* variables. */
+  kafkaSecurity: Record<string, string>;
   /** The API (port 3001); it runs only when a token is configured. */
   apiPort: number;
   apiToken: string | undefined;
@@ -112,6 +118,59 @@ function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], 
   return raw as T;
 }
 
+function apiTls(env: Env): { apiTls: EnvConfig['apiTls']; apiTlsMissing: boolean } {
+  const certFile = str(env, 'API_TLS_CERT_FILE');
+  const keyFile = str(env, 'API_TLS_KEY_FILE');
+  if (certFile === undefined && keyFile === undefined) return { apiTls: undefined, apiTlsMissing: false };
+  if (certFile === undefined || keyFile === undefined) throw new ConfigError(certFile === undefined ? 'API_TLS_CERT_FILE' : 'API_TLS_KEY_FILE', 'set it together with the other: a certificate and its key');
+  const [c, k] = [existsSync(certFile), existsSync(keyFile)];
+  if (!c && !k) return { apiTls: undefined, apiTlsMissing: true };
+  if (!c || !k) throw new ConfigError(c ? 'API_TLS_KEY_FILE' : 'API_TLS_CERT_FILE', `${c ? keyFile : certFile} does not exist, while ${c ? certFile : keyFile} does`);
+  return { apiTls: { certFile, keyFile }, apiTlsMissing: false };
+}
+
+const PROTOCOLS = ['plaintext', 'ssl', 'sasl_plaintext', 'sasl_ssl'] as const;
+const MECHANISMS = ['PLAIN', 'SCRAM-SHA-256', 'SCRAM-SHA-512'] as const;
+
+/**
+ * Kafka's TLS and SASL settings. Each comes from its variable, else from a file of
+ * KAFKA_SECURITY_DIR (a mounted Secret: security-protocol, ca.crt, tls.crt, tls.key,
+ * sasl-mechanism, sasl-username, sasl-password). No directory, no variables: plaintext.
+ */
+function kafkaSecurity(env: Env): Record<string, string> {
+  const dir = str(env, 'KAFKA_SECURITY_DIR');
+  const file = (name: string) => (dir !== undefined && existsSync(path.join(dir, name)) ? path.join(dir, name) : undefined);
+  const text = (name: string) => { const f = file(name); return f === undefined ? undefined : readFileSync(f, 'utf8').trim(); };
+  const protocol = (str(env, 'KAFKA_SECURITY_PROTOCOL') ?? text('security-protocol') ?? 'plaintext').toLowerCase();
+  if (!(PROTOCOLS as readonly string[]).includes(protocol)) throw new ConfigError('KAFKA_SECURITY_PROTOCOL', `must be one of ${PROTOCOLS.join(', ')}, got "${protocol}"`);
+  const props: Record<string, string> = {};
+  if (protocol === 'plaintext') return props;
+  props['security.protocol'] = protocol;
+  if (protocol.endsWith('ssl')) {
+    const ca = str(env, 'KAFKA_SSL_CA_FILE') ?? file('ca.crt');
+    const cert = str(env, 'KAFKA_SSL_CERT_FILE') ?? file('tls.crt');
+    const key = str(env, 'KAFKA_SSL_KEY_FILE') ?? file('tls.key');
+    for (const [name, f] of [['KAFKA_SSL_CA_FILE', ca], ['KAFKA_SSL_CERT_FILE', cert], ['KAFKA_SSL_KEY_FILE', key]] as const) {
+      if (f !== undefined && !existsSync(f)) throw new ConfigError(name, `${f} does not exist`);
+    }
+    if (ca !== undefined) props['ssl.ca.location'] = ca;
+    if (cert !== undefined) props['ssl.certificate.location'] = cert;
+    if (key !== undefined) props['ssl.key.location'] = key;
+  }
+  if (protocol.startsWith('sasl')) {
+    const mechanism = str(env, 'KAFKA_SASL_MECHANISM') ?? text('sasl-mechanism');
+    const username = str(env, 'KAFKA_SASL_USERNAME') ?? text('sasl-username');
+    const password = secret(env, 'KAFKA_SASL_PASSWORD') ?? text('sasl-password');
+    if (mechanism === undefined || !(MECHANISMS as readonly string[]).includes(mechanism)) throw new ConfigError('KAFKA_SASL_MECHANISM', `must be one of ${MECHANISMS.join(', ')} with ${protocol}, got ${mechanism === undefined ? 'nothing' : `"${mechanism}"`}`);
+    if (username === undefined) throw new ConfigError('KAFKA_SASL_USERNAME', `is required with ${protocol}`);
+    if (password === undefined) throw new ConfigError('KAFKA_SASL_PASSWORD', `is required with ${protocol} (or KAFKA_SASL_PASSWORD_FILE, or sasl-password in KAFKA_SECURITY_DIR)`);
+    props['sasl.mechanisms'] = mechanism;
+    props['sasl.username'] = username;
+    props['sasl.password'] = password;
+  }
+  return props;
+}
+
 export function parseEnv(env: Env = process.env): EnvConfig {
   const port = (name: string, dflt: number) => int(env, name, dflt, 0, 65535);
   const testHooks = bool(env, 'WORKER_SYNC_TEST_HOOKS');
@@ -135,6 +194,8 @@ export function parseEnv(env: Env = process.env): EnvConfig {
     httpHost: str(env, 'HTTP_HOST') ?? '0.0.0.0',
     httpPort: port('HTTP_PORT', 3003),
     httpEngine: oneOf(env, 'HTTP_ENGINE', ['uws', 'node'] as const, undefined) ?? 'auto',
+    ...apiTls(env),
+    kafkaSecurity: kafkaSecurity(env),
     apiPort: port('API_PORT', 3001),
     apiToken: secret(env, 'API_TOKEN'),
     controlPollMs: int(env, 'CONTROL_POLL_MS', 1000, 50, 60_000),

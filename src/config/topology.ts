@@ -91,8 +91,10 @@ export function checkIdentifier(name: string, at: string): string {
   return name;
 }
 
-function resolveUrl(raw: Obj, at: string, env: Record<string, string | undefined>): string | undefined {
+function resolveUrl(raw: Obj, at: string, env: Record<string, string | undefined>, resolve: boolean): string | undefined {
   if (raw.url !== undefined) return text(raw.url, `${at}.url`);
+  if (!resolve && raw.urlEnv !== undefined) return `<$${text(raw.urlEnv, `${at}.urlEnv`)}>`;
+  if (!resolve && raw.urlFile !== undefined) return `<${text(raw.urlFile, `${at}.urlFile`)}>`;
   if (raw.urlEnv !== undefined) {
     const name = text(raw.urlEnv, `${at}.urlEnv`);
     const v = env[name];
@@ -126,7 +128,13 @@ export function loadTopology(file: string, env: Record<string, string | undefine
   return parseTopology(doc, file, env);
 }
 
-export function parseTopology(doc: unknown, source: string, env: Record<string, string | undefined> = process.env): Topology {
+/**
+ * `resolveUrls: false` checks a topology without the environment it will run in (a
+ * ConfigMap in CI, `config check` on a laptop): urlEnv and urlFile are taken as given.
+ */
+export function parseTopology(doc: unknown, source: string, env: Record<string, string | undefined> | { resolveUrls: false } = process.env): Topology {
+  const resolve = !('resolveUrls' in env && env.resolveUrls === false);
+  const vars = (resolve ? env : {}) as Record<string, string | undefined>;
   const root = obj(doc, 'topology');
   const nodes = new Map<string, NodeConfig>();
   const rawNodes = obj(root.nodes, 'nodes');
@@ -138,7 +146,7 @@ export function parseTopology(doc: unknown, source: string, env: Record<string, 
     if (!NODE_KINDS.includes(kind)) throw new ConfigError(`${at}.kind`, `must be one of ${NODE_KINDS.join(', ')}, got "${kind}"`);
     const role = (n.role ?? 'both') as NodeRole;
     if (!ROLES.includes(role)) throw new ConfigError(`${at}.role`, `must be one of ${ROLES.join(', ')}, got "${String(role)}"`);
-    const url = resolveUrl(n, at, env) ?? (role === 'source' ? '' : undefined);
+    const url = resolveUrl(n, at, vars, resolve) ?? (role === 'source' ? '' : undefined);
     if (url === undefined) throw new ConfigError(`${at}.url`, 'is required (or urlEnv / urlFile)');
     const priority = n.priority === undefined ? 100 : Number(n.priority);
     if (!Number.isInteger(priority)) throw new ConfigError(`${at}.priority`, 'must be an integer');
@@ -225,8 +233,8 @@ export function parseTopology(doc: unknown, source: string, env: Record<string, 
   return {
     source,
     kafka: { bootstrap: kafka.bootstrap === undefined ? undefined : text(kafka.bootstrap, 'kafka.bootstrap') },
-    control: { url: resolveUrl(control, 'control', env) },
-    redis: { url: resolveUrl(redis, 'redis', env) },
+    control: { url: resolveUrl(control, 'control', vars, resolve) },
+    redis: { url: resolveUrl(redis, 'redis', vars, resolve) },
     nodes,
     entities,
     topics,

@@ -33,7 +33,11 @@ const ALIASES: Record<string, string> = {
 
 export function parseColumnType(raw: string, at: string): ColumnType {
   const m = /^([a-z ]+?)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?$/i.exec(raw.trim());
-  if (!m) throw new ConfigError(at, `unknown column type "${raw}"`);
+  if (!m) {
+    // `{ balance: decimal(12,2) }`: YAML's flow map splits at the comma
+    const hint = /\(\s*\d+\s*$/.test(raw) ? ' (inside a YAML flow map { ... } a type with a comma must be quoted: "decimal(12,2)"; or use block style)' : '';
+    throw new ConfigError(at, `unknown column type "${raw}"${hint}`);
+  }
   const base = (m[1] ?? '').toLowerCase();
   const name = ALIASES[base] ?? base;
   const a = m[2] === undefined ? undefined : Number(m[2]);

@@ -1,4 +1,6 @@
 import http from 'node:http';
+import https from 'node:https';
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { Logger } from '../log.ts';
 
@@ -34,6 +36,8 @@ export interface Route {
 export interface RunningServer {
   engine: 'uWebSockets.js' | 'node:http';
   port: number;
+  /** Serving HTTPS (a certificate and key were given). */
+  tls: boolean;
   close(): Promise<void>;
 }
 
@@ -124,18 +128,24 @@ async function dispatch(routes: Route[], req: HttpRequest, log: Logger): Promise
   }
 }
 
-export async function startHttpServer(host: string, port: number, routes: Route[], log: Logger, opts: { engine?: HttpEngine; limits?: Partial<HttpLimits> } = {}): Promise<RunningServer> {
+/** PEM files of a server certificate (with its chain) and its private key. */
+export interface TlsFiles {
+  certFile: string;
+  keyFile: string;
+}
+
+export async function startHttpServer(host: string, port: number, routes: Route[], log: Logger, opts: { engine?: HttpEngine; limits?: Partial<HttpLimits>; tls?: TlsFiles } = {}): Promise<RunningServer> {
   const limits = { ...DEFAULT_LIMITS, ...opts.limits };
   const engine = opts.engine ?? 'auto';
   if (engine !== 'node') {
     try {
-      return await startUws(host, port, routes, log, limits);
+      return await startUws(host, port, routes, log, limits, opts.tls);
     } catch (err) {
       if (engine === 'uws') throw new Error(`HTTP_ENGINE=uws: uWebSockets.js cannot start: ${(err as Error).message}`);
       log.warn({ err: (err as Error).message }, 'uWebSockets.js could not start; falling back to node:http');
     }
   }
-  return startNodeHttp(host, port, routes, log, limits);
+  return startNodeHttp(host, port, routes, log, limits, opts.tls);
 }
 
 /* The subset of the uWebSockets.js API used here. */
@@ -160,6 +170,7 @@ interface UwsApp {
 }
 interface UwsModule {
   App(): UwsApp;
+  SSLApp(options: { cert_file_name: string; key_file_name: string }): UwsApp;
   us_listen_socket_close(socket: unknown): void;
   us_socket_local_port(socket: unknown): number;
 }
@@ -176,10 +187,10 @@ function refuseHead(target: string, contentLength: string | undefined, limits: H
 
 const tooLarge = (limits: HttpLimits) => json(413, { error: `body larger than ${limits.maxBodyBytes} bytes` });
 
-function startUws(host: string, port: number, routes: Route[], log: Logger, limits: HttpLimits): Promise<RunningServer> {
+function startUws(host: string, port: number, routes: Route[], log: Logger, limits: HttpLimits, tls: TlsFiles | undefined): Promise<RunningServer> {
   const require = createRequire(import.meta.url);
   const uws = require('uWebSockets.js') as UwsModule;
-  const app = uws.App();
+  const app = tls ? uws.SSLApp({ cert_file_name: tls.certFile, key_file_name: tls.keyFile }) : uws.App();
   app.any('/*', (res, req) => {
     let done = false;
     let timer: NodeJS.Timeout | undefined;
@@ -250,6 +261,7 @@ function startUws(host: string, port: number, routes: Route[], log: Logger, limi
       }
       resolve({
         engine: 'uWebSockets.js',
+        tls: tls !== undefined,
         port: uws.us_socket_local_port(socket),
         close: async () => uws.us_listen_socket_close(socket),
       });
@@ -257,8 +269,10 @@ function startUws(host: string, port: number, routes: Route[], log: Logger, limi
   });
 }
 
-function startNodeHttp(host: string, port: number, routes: Route[], log: Logger, limits: HttpLimits): Promise<RunningServer> {
-  const server = http.createServer({
+function startNodeHttp(host: string, port: number, routes: Route[], log: Logger, limits: HttpLimits, tls: TlsFiles | undefined): Promise<RunningServer> {
+  const create = (tls ? https.createServer : http.createServer) as typeof http.createServer;
+  const server = create({
+    ...(tls ? { cert: readFileSync(tls.certFile), key: readFileSync(tls.keyFile) } : {}),
     // Node answers 431 past maxHeaderSize, 400 to a request line it cannot parse, and 408
     // past the timeouts, checked every connectionsCheckingInterval
     maxHeaderSize: limits.maxHeaderBytes,
@@ -330,6 +344,7 @@ function startNodeHttp(host: string, port: number, routes: Route[], log: Logger,
       const addr = server.address();
       resolve({
         engine: 'node:http',
+        tls: tls !== undefined,
         port: typeof addr === 'object' && addr ? addr.port : port,
         close: () => new Promise<void>((r) => {
           server.close(() => r());

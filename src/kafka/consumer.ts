@@ -1,5 +1,6 @@
 import Kafka from 'node-rdkafka';
 import { WorkerSyncError } from '../errors.ts';
+import { kafkaClientProps } from './client-config.ts';
 import type { Logger } from '../log.ts';
 
 export interface TopicPartition {
@@ -54,6 +55,7 @@ export class ChangeConsumer {
     const owned = this.owned;
     this.consumer = new Kafka.KafkaConsumer(
       {
+        ...kafkaClientProps(),
         'metadata.broker.list': opts.brokers,
         'group.id': opts.groupId,
         'client.id': opts.clientId,
@@ -233,7 +235,7 @@ export class ChangeConsumer {
  * Returns how many messages it skips.
  */
 export async function commitAtEnd(brokers: string, group: string, topics: string[]): Promise<number> {
-  const c = new Kafka.KafkaConsumer({ 'metadata.broker.list': brokers, 'group.id': group, 'enable.auto.commit': false }, {});
+  const c = new Kafka.KafkaConsumer({ ...kafkaClientProps(), 'metadata.broker.list': brokers, 'group.id': group, 'enable.auto.commit': false }, {});
   await new Promise<void>((resolve, reject) => c.connect({ timeout: 15_000 }, (err) => (err ? reject(err) : resolve())));
   try {
     const md = await new Promise<Kafka.Metadata>((resolve, reject) => c.getMetadata({ timeout: 15_000 }, (err, m) => (err ? reject(err) : resolve(m))));

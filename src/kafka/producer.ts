@@ -1,5 +1,6 @@
 import Kafka from 'node-rdkafka';
 import { WorkerSyncError } from '../errors.ts';
+import { kafkaClientProps } from './client-config.ts';
 import type { Logger } from '../log.ts';
 
 export interface OutMessage {
@@ -57,6 +58,7 @@ export class ChangeProducer {
 
   constructor(brokers: string, clientId: string, log: Logger, maxMessageBytes = 1_000_000) {
     this.producer = new Kafka.Producer({
+      ...kafkaClientProps(),
       'metadata.broker.list': brokers,
       'client.id': `${clientId}-router`,
       'message.max.bytes': maxMessageBytes,
@@ -120,7 +122,7 @@ export class ChangeProducer {
 
 /** Creates a topic when it does not exist; an existing one is left as it is. */
 export function ensureTopic(brokers: string, topic: string, partitions: number, replication: number, config: Record<string, string> = { 'cleanup.policy': 'delete' }): Promise<void> {
-  const admin = Kafka.AdminClient.create({ 'metadata.broker.list': brokers, 'client.id': 'worker-sync-admin' });
+  const admin = Kafka.AdminClient.create({ ...kafkaClientProps(), 'metadata.broker.list': brokers, 'client.id': 'worker-sync-admin' });
   return new Promise<void>((resolve, reject) => {
     admin.createTopic({ topic, num_partitions: partitions, replication_factor: replication, config }, 15_000, (err) => {
       admin.disconnect();
@@ -132,7 +134,7 @@ export function ensureTopic(brokers: string, topic: string, partitions: number, 
 
 /** Deletes a topic; resolves whether or not it existed (benchmarks clean up after themselves). */
 export function deleteTopic(brokers: string, topic: string): Promise<void> {
-  const admin = Kafka.AdminClient.create({ 'metadata.broker.list': brokers, 'client.id': 'worker-sync-admin' });
+  const admin = Kafka.AdminClient.create({ ...kafkaClientProps(), 'metadata.broker.list': brokers, 'client.id': 'worker-sync-admin' });
   return new Promise<void>((resolve) => {
     admin.deleteTopic(topic, 30_000, () => {
       admin.disconnect();

@@ -145,8 +145,9 @@ export class Worker {
       this.api = await startHttpServer(env.httpHost, env.apiPort, apiRoutes({
         pool: this.pool, groupId: env.groupId, topology, token: env.apiToken, pause: this.pause,
         kick: () => void this.conflicts?.tick(), status: () => this.status(),
-      }), this.log, httpOpts);
-      this.log.info({ port: this.api.port }, 'API listening (/sync/*, bearer token required)');
+      }), this.log, { ...httpOpts, tls: env.apiTls });
+      this.log.info({ port: this.api.port, tls: this.api.tls }, `API listening on ${this.api.tls ? 'HTTPS' : 'HTTP'} (/sync/*, bearer token required)`);
+      if (env.apiTlsMissing) this.log.warn('API_TLS_CERT_FILE and API_TLS_KEY_FILE are set but neither file exists (worker-sync-tls not mounted): the API serves plain HTTP');
     } else {
       this.log.warn('API_TOKEN (or API_TOKEN_FILE) is not set: the API on port 3001 is off');
     }

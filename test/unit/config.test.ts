@@ -119,3 +119,38 @@ describe('failure kinds (errors.ts): classified once, where they happen', () => 
     expect([t.code, t.kind, t.retryable, t.message]).toEqual(['WS_TARGET_BUSY', 'busy', true, 'maria: x']);
   });
 });
+
+describe('Kafka security and the API certificate, from files (issue 14)', () => {
+  it('reads KAFKA_SECURITY_DIR as a mounted Secret, and refuses SASL without its credentials', async () => {
+    const { mkdtempSync, writeFileSync } = await import('node:fs');
+    const os = await import('node:os');
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'ws-kafka-sec-'));
+    expect(parseEnv({ KAFKA_SECURITY_DIR: dir }).kafkaSecurity).toEqual({}); // an empty (optional) Secret: plaintext
+    writeFileSync(path.join(dir, 'security-protocol'), 'SASL_SSL\n');
+    writeFileSync(path.join(dir, 'ca.crt'), 'pem');
+    expect(() => parseEnv({ KAFKA_SECURITY_DIR: dir })).toThrow(/KAFKA_SASL_MECHANISM: must be one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 with sasl_ssl, got nothing/);
+    writeFileSync(path.join(dir, 'sasl-mechanism'), 'SCRAM-SHA-512');
+    writeFileSync(path.join(dir, 'sasl-username'), 'worker');
+    expect(() => parseEnv({ KAFKA_SECURITY_DIR: dir })).toThrow(/KAFKA_SASL_PASSWORD: is required/);
+    writeFileSync(path.join(dir, 'sasl-password'), 's3cret\n');
+    expect(parseEnv({ KAFKA_SECURITY_DIR: dir }).kafkaSecurity).toEqual({
+      'security.protocol': 'sasl_ssl', 'ssl.ca.location': path.join(dir, 'ca.crt'),
+      'sasl.mechanisms': 'SCRAM-SHA-512', 'sasl.username': 'worker', 'sasl.password': 's3cret',
+    });
+    expect(() => parseEnv({ KAFKA_SECURITY_PROTOCOL: 'tls' })).toThrow(/KAFKA_SECURITY_PROTOCOL: must be one of/);
+  });
+
+  it('serves the API over TLS only when both files are there', async () => {
+    const { mkdtempSync, writeFileSync } = await import('node:fs');
+    const os = await import('node:os');
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'ws-tls-'));
+    const cert = path.join(dir, 'tls.crt');
+    const key = path.join(dir, 'tls.key');
+    expect(parseEnv({ API_TLS_CERT_FILE: cert, API_TLS_KEY_FILE: key })).toMatchObject({ apiTls: undefined, apiTlsMissing: true });
+    writeFileSync(cert, 'x');
+    expect(() => parseEnv({ API_TLS_CERT_FILE: cert, API_TLS_KEY_FILE: key })).toThrow(/API_TLS_KEY_FILE: .* does not exist, while .* does/);
+    writeFileSync(key, 'y');
+    expect(parseEnv({ API_TLS_CERT_FILE: cert, API_TLS_KEY_FILE: key }).apiTls).toEqual({ certFile: cert, keyFile: key });
+    expect(() => parseEnv({ API_TLS_CERT_FILE: cert })).toThrow(/API_TLS_KEY_FILE: set it together/);
+  });
+});

@@ -1,5 +1,11 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import net from 'node:net';
+import http from 'node:http';
+import https from 'node:https';
+import os from 'node:os';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { pino } from 'pino';
 import { json, startHttpServer, type RunningServer } from '../../src/http/server.ts';
 
@@ -127,3 +133,26 @@ for (const engine of ['uws', 'node'] as const) {
     }, 20_000);
   });
 }
+
+describe('the API over TLS (API_TLS_CERT_FILE, API_TLS_KEY_FILE; issue 14)', () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'ws-tls-'));
+  const certFile = path.join(dir, 'tls.crt');
+  const keyFile = path.join(dir, 'tls.key');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', keyFile, '-out', certFile, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+  const get = (port: number, scheme: 'http' | 'https') => new Promise<number>((resolve, reject) => {
+    const req = (scheme === 'https' ? https : http).get({ host: '127.0.0.1', port, path: '/health', ca: readFileSync(certFile) }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('error', reject);
+    req.setTimeout(3000, () => req.destroy(new Error('timeout')));
+  });
+  for (const engine of ['uws', 'node'] as const) {
+    it(`serves HTTPS with the given certificate on ${engine}, and no plain HTTP`, async () => {
+      server = await startHttpServer('127.0.0.1', 0, [{ method: 'GET', path: '/health', handler: () => json(200, { status: 'ok' }) }], log, { engine, tls: { certFile, keyFile } });
+      expect(server.tls).toBe(true);
+      expect(await get(server.port, 'https')).toBe(200); // verified against the certificate as its own CA
+      await expect(get(server.port, 'http')).rejects.toThrow();
+    });
+  }
+});

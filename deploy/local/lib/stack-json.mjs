@@ -88,6 +88,7 @@ switch (cmd) {
         controlUrl: `postgres://sync_user:sync_pass@${h}:${e.STACK_PG_PORT}/sync_db`,
       },
       mariadb: { up: up('MARIADB'), url: `mysql://app:app@${h}:${e.STACK_MARIADB_PORT}/app` },
+      prometheus: { up: up('PROMETHEUS'), url: `http://${h}:${e.STACK_PROMETHEUS_PORT}`, targets: e.STACK_PROMETHEUS_TARGETS },
       redis: { up: up('REDIS'), url: `redis://${h}:${e.STACK_REDIS_PORT}` },
     };
     process.stdout.write(`${JSON.stringify(out)}\n`);
