@@ -251,6 +251,30 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  /** Set by the worker: the pools to read at each scrape (node name, or "control" for sync_db). */
+  pools: () => Array<{ node: string; stats: { total: number; idle: number; waiting: number } | undefined }> = () => [];
+
+  readonly poolConnections = new Gauge({
+    name: 'sync_node_pool_connections',
+    help: 'Connections of each database pool at scrape time, by state (open, idle, waiting callers); node "control" is sync_db',
+    labelNames: ['node', 'state'] as const,
+    registers: [this.registry],
+    collect: () => {
+      for (const { node, stats } of this.pools()) {
+        if (!stats) continue;
+        this.poolConnections.labels(node, 'open').set(stats.total);
+        this.poolConnections.labels(node, 'idle').set(stats.idle);
+        this.poolConnections.labels(node, 'waiting').set(stats.waiting);
+      }
+    },
+  });
+
+  readonly cpusGiven = new Gauge({
+    name: 'sync_cpus_given',
+    help: 'CPUs this process is given (its cgroup CPU quota, else the machine\'s), which size its thread pool',
+    registers: [this.registry],
+  });
+
   readonly emergencyStop = new Gauge({
     name: 'sync_emergency_stop',
     help: '1 while EMERGENCY_STOP holds consumption',

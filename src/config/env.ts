@@ -1,5 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import os from 'node:os';
 import path from 'node:path';
 import { ConfigError } from '../errors.ts';
 
@@ -54,6 +55,8 @@ export interface EnvConfig {
   kafkaMaxMessageBytes: number;
   logLevel: string;
   workerId: string;
+  /** The CPUs the process is given and how that was found, as bin/worker-sync.js read them (WORKER_SYNC_CPUS). */
+  cpus: { count: number; source: string };
   /** Test-only: a fault raised once the worker runs, to prove the process's fatal-error policy. */
   testFault: TestFault | undefined;
   /** Test-only crash points; honoured only when WORKER_SYNC_TEST_HOOKS=1. */
@@ -213,6 +216,10 @@ export function parseEnv(env: Env = process.env): EnvConfig {
     kafkaMaxMessageBytes: int(env, 'KAFKA_MAX_MESSAGE_BYTES', 1_000_000, 10_000, 1_000_000_000),
     logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info') ?? 'info',
     workerId: str(env, 'WORKER_ID') ?? str(env, 'HOSTNAME') ?? `worker-${process.pid}`,
+    cpus: (() => {
+      const m = /^(\d+) (.*)$/.exec(str(env, 'WORKER_SYNC_CPUS') ?? '');
+      return m ? { count: Number(m[1]), source: m[2]! } : { count: os.availableParallelism(), source: 'the machine' };
+    })(),
     testCrashPoint: crash,
     testFault: fault,
     testCrashAfter: testHooks ? int(env, 'WORKER_SYNC_TEST_CRASH_AFTER', 0, 0, 1_000_000_000) : 0,

@@ -109,6 +109,8 @@ export class Worker {
       { method: 'GET', path: '/metrics', handler: async () => ({ status: 200, body: await this.metrics.registry.metrics(), contentType: this.metrics.registry.contentType }) },
     ], this.log, httpOpts);
     this.log.info({ port: this.http.port, engine: this.http.engine }, 'Operating surface listening (/health, /ready, /metrics)');
+    this.metrics.cpusGiven.set(env.cpus.count);
+    this.log.info({ cpus: env.cpus.count, from: env.cpus.source, uvThreadpool: process.env.UV_THREADPOOL_SIZE ?? '4' }, 'CPUs given');
 
     this.codec = selectCodec();
     useCodec(this.codec.codec);
@@ -132,6 +134,10 @@ export class Worker {
       else this.sinks.set(node.name, new MongoSink(node.name, node.url, env.queueConcurrency + 1));
     }
     const circuits = new Circuits([...this.sinks.keys()], this.metrics, this.log);
+    this.metrics.pools = () => [
+      { node: 'control', stats: { total: this.pool.totalCount, idle: this.pool.idleCount, waiting: this.pool.waitingCount } },
+      ...[...this.sinks].map(([node, sink]) => ({ node, stats: sink.poolStats() })),
+    ];
     for (const [name, sink] of this.sinks) {
       this.readiness.add(`node:${name}`, async () => {
         circuits.check(name);

@@ -164,6 +164,10 @@ export class MongoSink implements Sink {
     await this.client.db('admin').command({ ping: 1 });
   }
 
+  poolStats(): undefined {
+    return undefined; // the MongoDB driver's pools report through its monitoring events, not counters
+  }
+
   async close(): Promise<void> {
     await this.client.close();
   }

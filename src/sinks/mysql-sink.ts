@@ -3,7 +3,7 @@ import type { EntityConfig } from '../config/topology.ts';
 import type { ColumnType } from '../events/column-types.ts';
 import type { Row } from '../events/change-event.ts';
 import { decimalFromText, integerFrom, type Canonical } from '../events/values.ts';
-import { quoteMy, type DeleteRow, type Sink, type SinkResult, type UpsertRow, type WriteOutcome } from './sink.ts';
+import { quoteMy, type DeleteRow, type PoolStats, type Sink, type SinkResult, type UpsertRow, type WriteOutcome } from './sink.ts';
 import { TargetError } from '../errors.ts';
 
 /** Canonical value to a mysql2 parameter. Timestamps go without 'T' and zone (session is UTC). */
@@ -213,6 +213,13 @@ export class MySqlSink implements Sink {
   async ping(): Promise<void> {
     const [rows] = await this.pool.query('SELECT @@global.read_only AS ro');
     if (Number((rows as Array<{ ro: number | string }>)[0]?.ro) === 1) throw new TargetError(this.node, 'unavailable', 'the node is read-only (read_only=1)');
+  }
+
+  /** mysql2 exposes no pool counters; these are its pool's own arrays (mysql2 3.x). */
+  poolStats(): PoolStats | undefined {
+    const core = (this.pool as unknown as { pool?: { _allConnections?: { length: number }; _freeConnections?: { length: number }; _connectionQueue?: { length: number } } }).pool;
+    if (!core?._allConnections || !core._freeConnections || !core._connectionQueue) return undefined;
+    return { total: core._allConnections.length, idle: core._freeConnections.length, waiting: core._connectionQueue.length };
   }
 
   async close(): Promise<void> {

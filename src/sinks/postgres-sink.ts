@@ -5,7 +5,7 @@ import type { EntityConfig, EntityNodeMapping } from '../config/topology.ts';
 import type { ColumnType } from '../events/column-types.ts';
 import type { Row } from '../events/change-event.ts';
 import { decimalFromText, integerFrom, type Canonical } from '../events/values.ts';
-import { quotePg, type DeleteRow, type Sink, type SinkResult, type UpsertRow, type WriteOutcome } from './sink.ts';
+import { quotePg, type DeleteRow, type PoolStats, type Sink, type SinkResult, type UpsertRow, type WriteOutcome } from './sink.ts';
 import { failureKind, TargetError } from '../errors.ts';
 import { guardedPool } from '../pg-pool.ts';
 
@@ -254,6 +254,10 @@ FROM k LEFT JOIN ${target} x ON ${keyMatch('x', 'k')} ORDER BY k._o`;
   async ping(): Promise<void> {
     const { rows } = await this.pool.query<{ standby: boolean }>('SELECT pg_is_in_recovery() AS standby');
     if (rows[0]?.standby) throw new TargetError(this.node, 'unavailable', 'the node is a standby (read-only)');
+  }
+
+  poolStats(): PoolStats {
+    return { total: this.pool.totalCount, idle: this.pool.idleCount, waiting: this.pool.waitingCount };
   }
 
   async close(): Promise<void> {

@@ -53,7 +53,15 @@ export interface Sink {
   /** Reads rows by key, canonical values plus the raw version (tests, repair, digests). */
   read(entity: EntityConfig, keys: Row[]): Promise<Array<{ row: Row; version: Buffer | null } | null>>;
   ping(): Promise<void>;
+  /** The connection pool's connections: open, idle, and callers waiting for one (undefined where the driver keeps it to itself). */
+  poolStats(): PoolStats | undefined;
   close(): Promise<void>;
+}
+
+export interface PoolStats {
+  total: number;
+  idle: number;
+  waiting: number;
 }
 
 export function quotePg(ident: string): string {

@@ -154,3 +154,15 @@ describe('Kafka security and the API certificate, from files (issue 14)', () => 
     expect(() => parseEnv({ API_TLS_CERT_FILE: cert })).toThrow(/API_TLS_KEY_FILE: set it together/);
   });
 });
+
+describe('the CPUs a process is given (bin/cpus.js)', () => {
+  it('reads the cgroup quota, rounds it up, and never exceeds the machine', async () => {
+    const { cpusGiven } = await import('../../bin/cpus.js');
+    const os = await import('node:os');
+    const fake = (files: Record<string, string>) => (f: string) => { if (f in files) return files[f]!; throw new Error('ENOENT'); };
+    expect(cpusGiven(fake({ '/sys/fs/cgroup/cpu.max': '150000 100000\n' }))).toEqual({ cpus: Math.min(2, os.availableParallelism()), source: 'the cgroup CPU quota (1.5)' });
+    expect(cpusGiven(fake({ '/sys/fs/cgroup/cpu.max': 'max 100000\n' })).cpus).toBe(os.availableParallelism());
+    expect(cpusGiven(fake({ '/sys/fs/cgroup/cpu/cpu.cfs_quota_us': '100000', '/sys/fs/cgroup/cpu/cpu.cfs_period_us': '100000' })).cpus).toBe(1);
+    expect(cpusGiven(fake({ '/sys/fs/cgroup/cpu.max': '6400000 100000' })).cpus).toBe(os.availableParallelism());
+  });
+});

@@ -1,0 +1,1 @@
+export function cpusGiven(read?: (file: string) => string): { cpus: number; source: string };
