@@ -23,7 +23,7 @@ const USAGE = `usage: worker-sync audit verify --keys FILE [--group G | --log LO
        worker-sync audit prune --before 90d --archive DIR [--conflicts-before 30d] [--group G] [--keys FILE] [--actor NAME] [--dry-run] [--json]
        worker-sync audit verify-archive DIR --keys FILE [--offline] [--json]
        worker-sync audit export --from DATE --to DATE [--group G]      CSV with a header row, to stdout
-       worker-sync audit report --from DATE --to DATE [--format md|html|json] [--group G] [--keys FILE] [--no-kafka] [--out FILE]
+       worker-sync audit report [--from DATE (30d)] [--to DATE (now)] [--format md|html|json] [--group G] [--keys FILE] [--no-kafka] [--out FILE]
        worker-sync audit public-key            the pinned-keys entry of AUDIT_SIGNING_KEY_FILE
        worker-sync audit rotate-key [--out FILE]
 
@@ -345,9 +345,9 @@ async function verifyArchiveCommand(args: string[], cfg: Loaded): Promise<number
   return report.ok ? 0 : 1;
 }
 
-/** --from/--to: an ISO-8601 date or an age such as 7d; --to defaults to now. */
-function period(args: string[]): { from: Date; to: Date } | string {
-  const from = flag(args, '--from');
+/** --from/--to: an ISO-8601 date or an age such as 7d; --to defaults to now, and --from (where `defaultFrom` is given) to that age. */
+function period(args: string[], defaultFrom?: string): { from: Date; to: Date } | string {
+  const from = flag(args, '--from') ?? defaultFrom;
   if (!from) return '--from DATE is required';
   try {
     const to = flag(args, '--to');
@@ -393,7 +393,8 @@ async function exportCommand(args: string[], cfg: Loaded): Promise<number> {
 }
 
 async function reportCommand(args: string[], cfg: Loaded): Promise<number> {
-  const p = period(args);
+  // the runbook runs `npm run compliance:report` bare: the last 30 days
+  const p = period(args, '30d');
   const format = flag(args, '--format') ?? 'md';
   if (typeof p === 'string' || !['md', 'html', 'json'].includes(format)) {
     process.stderr.write(`${typeof p === 'string' ? p : `--format must be md, html or json, not ${format}`}\n\n${USAGE}`);

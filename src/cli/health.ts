@@ -74,13 +74,8 @@ function checkKafka(brokers: string, topics: string[]): Promise<string> {
 }
 
 /** `worker-sync health db|kafka|full [--json]`: exit 0 when every check passes, 1 otherwise. */
-export async function runHealth(args: string[], cfg: Loaded): Promise<number> {
-  const what = args.find((a) => !a.startsWith('-')) ?? 'full';
-  const asJson = args.includes('--json');
-  if (!['db', 'kafka', 'full'].includes(what)) {
-    process.stderr.write('usage: worker-sync health db|kafka|full [--json]\n');
-    return 2;
-  }
+/** The checks of `health db|kafka|full`, as the --json output reports them. */
+export async function healthReport(what: 'db' | 'kafka' | 'full', cfg: Loaded): Promise<{ ok: boolean; checks: Check[] }> {
   const checks: Array<Promise<Check>> = [];
   if (what === 'db' || what === 'full') {
     checks.push(timed('control-db', () => checkPostgres(cfg.controlUrl)));
@@ -95,7 +90,17 @@ export async function runHealth(args: string[], cfg: Loaded): Promise<number> {
     checks.push(timed('kafka', () => checkKafka(cfg.brokers, [...cfg.topology.topics.keys()])));
   }
   const results = await Promise.all(checks);
-  const ok = results.every((r) => r.ok);
+  return { ok: results.every((r) => r.ok), checks: results };
+}
+
+export async function runHealth(args: string[], cfg: Loaded): Promise<number> {
+  const what = args.find((a) => !a.startsWith('-')) ?? 'full';
+  const asJson = args.includes('--json');
+  if (what !== 'db' && what !== 'kafka' && what !== 'full') {
+    process.stderr.write('usage: worker-sync health db|kafka|full [--json]\n');
+    return 2;
+  }
+  const { ok, checks: results } = await healthReport(what, cfg);
   if (asJson) {
     process.stdout.write(`${JSON.stringify({ ok, checks: results })}\n`);
   } else {

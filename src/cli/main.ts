@@ -9,6 +9,7 @@ import { runDemo } from './demo.ts';
 import { runDlq } from './dlq.ts';
 import { runAudit } from './audit.ts';
 import { runConfigCheck } from './config-check.ts';
+import { runCollect, runSupport } from './support.ts';
 
 const LOCAL_STACK = {
   brokers: '127.0.0.1:19092',
@@ -25,6 +26,8 @@ Commands:
   dlq list|replay     dead letters: list them, or re-drive them in order once fixed (--help)
   audit verify|prove|public-key|rotate-key   the signed audit log (npm run verify:signatures) (--help)
   config check        check a topology file; --connect also against the databases and connectors (--help)
+  collect logs        the recent worker logs on this machine or pod, secrets redacted (npm run collect:logs)
+  support bundle      a tar.gz for support: version, configuration, /ready, /metrics, status, health, logs (npm run support:bundle)
   demo                bring the local stack up, start the worker, make changes, show the audit log
   help                this text
 
@@ -69,7 +72,7 @@ export function loadConfig(): Loaded {
 
 async function run(): Promise<number> {
   const cfg = loadConfig();
-  const log = createLogger(cfg.env.logLevel);
+  const log = createLogger(cfg.env.logLevel, 'worker-sync', cfg.env.logFile ? { path: cfg.env.logFile, maxBytes: 16 * 1024 * 1024 } : undefined);
   const worker = new Worker(cfg, log);
   let stopping: Promise<void> | undefined;
   const stop = (signal: string) => {
@@ -117,6 +120,10 @@ async function main(argv: string[]): Promise<number> {
       return runAudit(rest, loadConfig());
     case 'config':
       return runConfigCheck(rest, loadConfig);
+    case 'collect':
+      return runCollect(rest, loadConfig);
+    case 'support':
+      return runSupport(rest, loadConfig);
     case undefined:
     case 'help':
     case '--help':

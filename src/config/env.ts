@@ -54,6 +54,8 @@ export interface EnvConfig {
    */
   kafkaMaxMessageBytes: number;
   logLevel: string;
+  /** LOG_FILE: where `run` also keeps its log (rotated at 16 MiB), for collect logs and the support bundle; "off": stdout only. */
+  logFile: string | undefined;
   workerId: string;
   /** The CPUs the process is given and how that was found, as bin/worker-sync.js read them (WORKER_SYNC_CPUS). */
   cpus: { count: number; source: string };
@@ -216,6 +218,13 @@ export function parseEnv(env: Env = process.env): EnvConfig {
     kafkaMaxMessageBytes: int(env, 'KAFKA_MAX_MESSAGE_BYTES', 1_000_000, 10_000, 1_000_000_000),
     logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info') ?? 'info',
     workerId: str(env, 'WORKER_ID') ?? str(env, 'HOSTNAME') ?? `worker-${process.pid}`,
+    logFile: (() => {
+      const v = str(env, 'LOG_FILE');
+      if (v === 'off') return undefined;
+      // one file per worker: named by WORKER_ID (a pod's name), else by the host, not the pid, so
+      // that `kubectl exec … npm run collect:logs` finds the worker's own
+      return path.resolve(v ?? path.join(os.tmpdir(), 'worker-sync', `${(str(env, 'WORKER_ID') ?? os.hostname()).replace(/[^A-Za-z0-9._-]/g, '_')}.log`));
+    })(),
     cpus: (() => {
       const m = /^(\d+) (.*)$/.exec(str(env, 'WORKER_SYNC_CPUS') ?? '');
       return m ? { count: Number(m[1]), source: m[2]! } : { count: os.availableParallelism(), source: 'the machine' };

@@ -47,6 +47,7 @@ export async function startWorker(group: string, env: Record<string, string> = {
       HTTP_HOST: '127.0.0.1',
       HTTP_PORT: String(port),
       LOG_LEVEL: 'info',
+      LOG_FILE: 'off', // its stdout is the log file above; a suite that needs LOG_FILE sets it
       WORKER_ID: `${group}-${Math.random().toString(36).slice(2, 8)}`,
       ...env,
     },
