@@ -6,7 +6,9 @@
  * period longer than SHUTDOWN_GRACE_MS, an HPA capped at the changes topic's partitions, and
  * a ConfigMap topology the worker itself accepts. Run by deploy/check.sh; exit 1 on a finding.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
@@ -96,6 +98,12 @@ const cm = byKind('ConfigMap', 'worker-sync-config')[0] as { data?: Record<strin
 try {
   const t = parseTopology(parse(cm?.data?.['topology.yaml'] ?? '') as unknown, 'deploy/k8s/config.yaml worker-sync-config', { resolveUrls: false });
   process.stdout.write(`topology in worker-sync-config: ${t.nodes.size} nodes, ${t.entities.size} entities, ${t.topics.size} topics\n`);
+  // and through the command a user runs
+  const file = path.join(mkdtempSync(path.join(os.tmpdir(), 'ws-k8s-')), 'topology.yaml');
+  writeFileSync(file, cm?.data?.['topology.yaml'] ?? '');
+  const r = spawnSync(process.execPath, [path.join(here, '../../bin/worker-sync.js'), 'config', 'check', '--file', file], { encoding: 'utf8' });
+  if (r.status !== 0) findings.push(`worker-sync config check of worker-sync-config's topology exited ${r.status}: ${r.stderr || r.stdout}`);
+  else process.stdout.write(r.stdout);
 } catch (err) {
   findings.push(`worker-sync-config's topology: ${(err as Error).message}`);
 }
