@@ -32,11 +32,26 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  /** The source commit time (ms) of the newest event committed, per source node (set by the sync stage). */
+  readonly newestSourceTs = new Map<string, number>();
+  /** Events fetched and not yet committed (set by the worker): with none, the worker is caught up. */
+  pending: () => number = () => 0;
+
+  /**
+   * Computed at each scrape, not at each commit: a worker that stalls shows its lag growing,
+   * and one that has caught up (nothing fetched waits) shows 0, instead of the lag of its
+   * last batch frozen until the next.
+   */
   readonly lag = new Gauge({
     name: 'sync_lag_ms',
-    help: 'Milliseconds from the source commit (source.ts_ms) of the newest committed event to now, by source node',
+    help: 'Milliseconds from the source commit (source.ts_ms) of the newest committed event to now while events wait uncommitted, by source node; 0 when caught up',
     labelNames: ['source_node'] as const,
     registers: [this.registry],
+    collect: () => {
+      const now = Date.now();
+      const waiting = this.pending() > 0;
+      for (const [node, ts] of this.newestSourceTs) this.lag.labels(node).set(waiting ? Math.max(0, now - ts) : 0);
+    },
   });
 
   readonly queueDepth = new Gauge({

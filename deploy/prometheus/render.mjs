@@ -14,7 +14,8 @@ const rules = parse(readFileSync(source, 'utf8'));
 const rule = {
   apiVersion: 'monitoring.coreos.com/v1',
   kind: 'PrometheusRule',
-  metadata: { name: 'worker-sync', namespace: 'sync-system', labels: { app: 'worker-sync' } },
+  // release: most Prometheus Operator installs select rules by such a label; set it to yours
+  metadata: { name: 'worker-sync', namespace: 'sync-system', labels: { app: 'worker-sync', release: 'prometheus' } },
   spec: { groups: rules.groups },
 };
 const text = `# Generated from deploy/prometheus/rules.yml by deploy/prometheus/render.mjs: edit that file, then run it.\n${stringify(rule, { lineWidth: 0 })}`;

@@ -7,6 +7,7 @@ import type { ColumnType } from '../events/column-types.ts';
 import { ConfigError, errorMessage } from '../errors.ts';
 import { redactUrl } from '../log.ts';
 import type { Loaded } from './main.ts';
+import { parseEnv } from '../config/env.ts';
 
 const USAGE = `usage: worker-sync config check [--file F] [--connect] [--connect-url URL] [--json]
 
@@ -174,7 +175,9 @@ export async function runConfigCheck(args: string[], loaded: () => Loaded): Prom
       }
       topology = parseTopology(doc, file, connect ? process.env : { resolveUrls: false });
     } else {
-      topology = connect ? loaded().topology : parseTopology(parseYaml(readFileSync(loaded().env.configFile, 'utf8')), loaded().env.configFile, { resolveUrls: false });
+      // offline, the file's urlEnv variables need not be set: only WORKER_SYNC_CONFIG is read
+      const configFile = parseEnv().configFile;
+      topology = connect ? loaded().topology : parseTopology(parseYaml(readFileSync(configFile, 'utf8')), configFile, { resolveUrls: false });
     }
   } catch (err) {
     if (json) process.stdout.write(`${JSON.stringify({ ok: false, error: errorMessage(err) })}\n`);
@@ -184,7 +187,7 @@ export async function runConfigCheck(args: string[], loaded: () => Loaded): Prom
   out.push({ check: 'topology parses', ok: true, detail: `${topology.source}: ${topology.nodes.size} nodes, ${topology.entities.size} entities, ${topology.topics.size} topics` });
   if (connect) {
     for (const node of topology.nodes.values()) {
-      if (node.role === 'source') continue;
+      if (node.url === '') continue; // a source without a database of its own (the load generator's)
       const entities = [...topology.entities.values()].flatMap((e) => (e.nodes.has(node.name) ? [[e, e.nodes.get(node.name)!] as [EntityConfig, EntityNodeMapping]] : []));
       try {
         if (node.kind === 'postgres') await checkPostgresNode(node, entities, out);

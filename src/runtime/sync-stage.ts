@@ -394,7 +394,7 @@ export class SyncStage implements LaneHost {
       if ((newest.get(ev.node) ?? 0) < ev.sourceTsMs) newest.set(ev.node, ev.sourceTsMs);
     }
     for (const c of counts.values()) m.events.labels(c.node, c.entity).inc(c.n);
-    for (const [node, ts] of newest) m.lag.labels(node).set(Math.max(0, now - ts));
+    for (const [node, ts] of newest) if ((m.newestSourceTs.get(node) ?? 0) < ts) m.newestSourceTs.set(node, ts);
     for (const d of dead) {
       m.errors.labels(d.node ?? 'unknown', d.entity ?? 'unknown').inc();
       m.deadLetters.labels(d.reason).inc();

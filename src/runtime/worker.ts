@@ -36,6 +36,9 @@ import { startHttpServer, json, type RunningServer } from '../http/server.ts';
 import { ConfigError, errorMessage } from '../errors.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The reasons a dead letter can carry (README, "Dead letters"). */
+const DEAD_LETTER_REASONS = ['WS_DECODE_MALFORMED', 'WS_DECODE_UNKNOWN_TOPIC', 'WS_DECODE_UNKNOWN_COLUMN', 'WS_DECODE_BAD_VALUE', 'WS_TARGET_REJECTED', 'WS_TOO_LARGE', 'WS_INTERNAL', 'WS_PARKED'];
 /** librdkafka's logical offset for a partition's first message. */
 const OFFSET_BEGINNING = -2;
 
@@ -110,6 +113,13 @@ export class Worker {
     ], this.log, httpOpts);
     this.log.info({ port: this.http.port, engine: this.http.engine }, 'Operating surface listening (/health, /ready, /metrics)');
     this.metrics.cpusGiven.set(env.cpus.count);
+    // every series an alert watches exists from the start, at 0: Prometheus's increase() and
+    // rate() see a first dead letter only as a step from an earlier sample
+    for (const reason of DEAD_LETTER_REASONS) this.metrics.deadLetters.labels(reason).inc(0);
+    for (const { entity, mapping } of topology.topics.values()) {
+      this.metrics.errors.labels(mapping.node, entity.name).inc(0);
+      this.metrics.events.labels(mapping.node, entity.name).inc(0);
+    }
     this.log.info({ cpus: env.cpus.count, from: env.cpus.source, uvThreadpool: process.env.UV_THREADPOOL_SIZE ?? '4' }, 'CPUs given');
 
     this.codec = selectCodec();
@@ -134,6 +144,7 @@ export class Worker {
       else this.sinks.set(node.name, new MongoSink(node.name, node.url, env.queueConcurrency + 1));
     }
     const circuits = new Circuits([...this.sinks.keys()], this.metrics, this.log);
+    this.metrics.pending = () => this.stages.reduce((n, s) => n + s.loop.buffered, 0);
     this.metrics.pools = () => [
       { node: 'control', stats: { total: this.pool.totalCount, idle: this.pool.idleCount, waiting: this.pool.waitingCount } },
       ...[...this.sinks].map(([node, sink]) => ({ node, stats: sink.poolStats() })),
@@ -302,6 +313,8 @@ export class Worker {
     this.metrics.rebalances.labels('revoke').inc(parts.length);
     for (const p of parts) {
       const k = tpKey(p.topic, p.partition);
+      // its new owner reports its lag now: a stale series here would be counted twice
+      if (stage === 'sync') this.metrics.consumerLag.remove(p.topic, String(p.partition));
       lanes.get(k)?.revoke();
       lanes.delete(k);
     }
