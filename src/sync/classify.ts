@@ -163,8 +163,11 @@ export function classify(state: RecordState, ev: ChangeEvent, carried: VersionVe
 
   // A version this node never held by our account: a worker whose state was lost (or a
   // zombie) wrote it. Not a genuine change: remember it, and put the node back to the
-  // current state by compare-and-set on it.
-  if (!isDelete && ev.op !== 'c' && carried !== null && !sameVersion(carried, n.rowVersion) && !sameVersion(carried, n.seen) && !n.fifo.some((e) => sameVersion(e.pushed, carried))) {
+  // current state by compare-and-set on it. An insert counts too once the record has
+  // state: after a crash, the replay can fold the write that made it into a later one
+  // for the same node and key, so no echo entry waits for it. An insert of a record
+  // without state (a new group's first sight of a row) stays a genuine change.
+  if (!isDelete && (ev.op !== 'c' || state.version !== null) && carried !== null && !sameVersion(carried, n.rowVersion) && !sameVersion(carried, n.seen) && !n.fifo.some((e) => sameVersion(e.pushed, carried))) {
     n.present = true;
     n.rowVersion = carried;
     if (state.version === null) return { kind: 'ignored', reason: 'unknown version on a record without state' };

@@ -171,6 +171,25 @@ describe('classification (DESIGN §6)', () => {
     expect((d as { writes: PlannedWrite[] }).writes[0]).toMatchObject({ node: 'maria', row: { id: 1, name: 'a' }, expected: v({ 1: 7 }) });
   });
 
+  it('repairs an insert made before a crash by a write the replay folded into a later one', () => {
+    // maria got 'a' at {pg:1}; the state was lost; the replay batch holds pg's insert and
+    // its update, so only the update's write goes out, and maria's CAS on absence skips it
+    const s = emptyState();
+    classify(s, ev('pg', 'c', 'a'), null, ctx());
+    const later = classify(s, ev('pg', 'u', 'b'), null, ctx());
+    land(s, later, 'cas-skipped');
+    const d = classify(s, ev('maria', 'c', 'a'), v({ 1: 1 }), ctx());
+    expect(d.kind).toBe('repair');
+    const [w] = land(s, d);
+    expect(w).toMatchObject({ node: 'maria', row: { id: 1, name: 'b' }, version: v({ 1: 2 }), expected: v({ 1: 1 }) });
+    expect(classify(s, ...withCtx(echoOf(w!)))).toEqual({ kind: 'echo', popped: 1 });
+  });
+
+  it('an insert carrying a version, of a record without state, is a genuine change', () => {
+    const s = emptyState();
+    expect(classify(s, ev('maria', 'c', 'a'), v({ 1: 3 }), ctx())).toMatchObject({ kind: 'causal' });
+  });
+
   it('delete against update: deleteWins decides', () => {
     for (const [entity, expectDeleted] of [['customers', true], ['accounts', false]] as const) {
       const s = emptyState();
