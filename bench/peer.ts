@@ -200,7 +200,9 @@ async function runWorker(prefix: string, table: string, group: string, db: pg.Po
   const port = await freePort();
   const logFile = path.join(dir, `${prefix}.log`);
   const fd = openSync(logFile, 'a');
-  const proc: ChildProcess = spawn(process.execPath, [path.join(ROOT, 'bin/worker-sync.js'), 'run'], {
+  // WORKER_SYNC_BIN: another build's bin/worker-sync.js, for an A/B under the same harness
+  const bin = process.env.WORKER_SYNC_BIN ? path.resolve(process.env.WORKER_SYNC_BIN) : path.join(ROOT, 'bin/worker-sync.js');
+  const proc: ChildProcess = spawn(process.execPath, [bin, 'run'], {
     stdio: ['ignore', fd, fd],
     env: { ...process.env, WORKER_SYNC_CONFIG: topologyFile, KAFKA_GROUP_ID: group, HTTP_HOST: '127.0.0.1', HTTP_PORT: String(port), LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' },
   });

@@ -9,6 +9,7 @@ import { commitAtEnd } from '../src/kafka/consumer.ts';
 import { ENTITIES, envelope, formsOf, Keyspace, mixOp, step, type Entity, type MixOp } from './events.ts';
 import { freePort } from '../bench/common.ts';
 import { summarize, type CpuProfile } from './profile-summary.ts';
+import { cpuPerEvent, cpuSnapshot, type CpuGroup } from './proc-cpu.ts';
 
 /**
  * `npm run load -- --rate 10000 --duration 60 [--json out.json]` (issue 6): offers a
@@ -121,7 +122,8 @@ async function startWorker(group: string, o: Pick<Options, 'profileDir' | 'flame
   mkdirSync(dir, { recursive: true });
   const logFile = path.join(dir, `${group}.log`);
   const fd = openSync(logFile, 'a');
-  const worker = [path.join(ROOT, 'bin/worker-sync.js'), 'run'];
+  // WORKER_SYNC_BIN: another build's bin/worker-sync.js, for an A/B against this one under the same load
+  const worker = [process.env.WORKER_SYNC_BIN ? path.resolve(process.env.WORKER_SYNC_BIN) : path.join(ROOT, 'bin/worker-sync.js'), 'run'];
   // V8's own sampler, in the worker's thread; written when the worker exits after SIGTERM
   const profDir = o.flamegraphDir ?? o.profileDir;
   const prof = profDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(profDir)}`] : [];
@@ -205,12 +207,15 @@ interface Result {
   backlog_ref_s: number | null;
   /** The worker process's CPU time (user + system) per event it committed during the run. */
   worker_cpu_us_per_event: number | null;
+  /** Each process group's CPU time (/proc) per event the worker committed during the run (load/proc-cpu.ts). */
+  cpu_us_per_event: Record<CpuGroup, number | null>;
   /** Events/s the worker committed while draining the backlog after the generator stopped (null: under 1 s of backlog). */
   catch_up_per_s: number | null;
 }
 
-async function runAt(rate: number, o: Options, worker: string, gen: Generator, db: pg.Pool): Promise<Result> {
+async function runAt(rate: number, o: Options, worker: string, gen: Generator, db: pg.Pool, workerPid: number | undefined): Promise<Result> {
   const start = await scrape(worker);
+  const cpuStart = cpuSnapshot(ROOT, workerPid);
   const startCommitted = start.committed;
   const producedAtStart = gen.produced;
   gen.samples.length = 0;
@@ -259,6 +264,7 @@ async function runAt(rate: number, o: Options, worker: string, gen: Generator, d
   }
   const elapsed = (performance.now() - t0) / 1000;
   const end = await scrape(worker);
+  const cpuEnd = cpuSnapshot(ROOT, workerPid);
   const committed = end.committed - startCommitted;
   const producedRun = gen.produced - producedAtStart;
   const lagEnd = producedRun - committed;
@@ -293,6 +299,7 @@ async function runAt(rate: number, o: Options, worker: string, gen: Generator, d
     duration_s: Number(elapsed.toFixed(1)), produced: producedRun, committed, backlog_30s_ago: then, backlog_ref_s: ref === null ? null : Math.round(ref[0]),
     catch_up_per_s: catchUpPerS,
     worker_cpu_us_per_event: committed > 0 ? Math.round(((end.cpuSeconds - start.cpuSeconds) * 1e6) / committed) : null,
+    cpu_us_per_event: cpuPerEvent(cpuStart, cpuEnd, committed),
     sampled: { n: observed.length, lost, p50_ms: pct(observed, 0.5), p95_ms: pct(observed, 0.95), max_ms: pct(observed, 1) },
   };
 }
@@ -307,6 +314,7 @@ function print(r: Result): void {
     `latency (sync_latency_ms): p50 ${ms(r.p50_ms)}, p95 ${ms(r.p95_ms)}, p99 ${ms(r.p99_ms)}, max ${ms(r.max_ms)}`,
     `latency sampled in the PostgreSQL target (${r.sampled.n} updates, polled every 20 ms, ${r.sampled.lost} never seen): p50 ${ms(r.sampled.p50_ms)}, p95 ${ms(r.sampled.p95_ms)}, max ${ms(r.sampled.max_ms)}`,
     `worker CPU ${r.worker_cpu_us_per_event ?? 'n/a'} µs per committed event`,
+    `CPU per committed event, by process (/proc, µs): ${Object.entries(r.cpu_us_per_event).map(([k, v]) => `${k} ${v ?? 'n/a'}`).join(', ')}`,
     `errors ${r.errors}; backlog at the end ${r.lag_end} events (at ${r.backlog_ref_s ?? 'n/a'} s: ${r.backlog_30s_ago ?? 'n/a'}); ${r.sustained ? 'sustained' : 'NOT sustained'}`,
     `verdict: ${r.slo_met ? 'SLO MET' : 'SLO NOT MET'} (${SLO.rate.toLocaleString('en-US')} events/s sustained with p95 < ${SLO.p95} ms)`,
     '',
@@ -351,7 +359,7 @@ async function main(): Promise<number> {
       // down by halves from 2,000 until a rate is sustained, then up by a quarter until one is not
       const tryRate = async (rate: number) => {
         process.stderr.write(`trying ${rate} events/s\n`);
-        const r = await runAt(rate, { ...o, duration: Math.min(o.duration, 45) }, worker.url, gen, db);
+        const r = await runAt(rate, { ...o, duration: Math.min(o.duration, 45) }, worker.url, gen, db, worker.proc?.pid);
         print(r);
         return r;
       };
@@ -367,7 +375,7 @@ async function main(): Promise<number> {
         ? `highest sustained rate: ${best.rate_offered.toLocaleString('en-US')} events/s\n`
         : `no rate down to ${r.rate_offered} events/s was sustained\n`);
     } else {
-      result = await runAt(o.rate, o, worker.url, gen, db);
+      result = await runAt(o.rate, o, worker.url, gen, db, worker.proc?.pid);
       print(result);
     }
     // where the time went, from the worker's own histograms (means over the whole process)
