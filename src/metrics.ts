@@ -137,6 +137,31 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly witnessCosigned = new Counter({
+    name: 'sync_audit_witness_cosignatures_total',
+    help: 'Audit checkpoints the witness (AUDIT_WITNESS_URL) cosigned',
+    registers: [this.registry],
+  });
+
+  readonly witnessFailures = new Counter({
+    name: 'sync_audit_witness_failures_total',
+    help: 'add-checkpoint requests that got no cosignature, by reason (conflict: the witness holds another size; unreachable; http_<status>; bad_cosignature; proof)',
+    labelNames: ['reason'],
+    registers: [this.registry],
+  });
+
+  readonly witnessBehind = new Gauge({
+    name: 'sync_audit_witness_behind_logs',
+    help: 'Owned audit logs whose newest checkpoint the witness has not cosigned, after the last attempt',
+    registers: [this.registry],
+  });
+
+  readonly witnessLastCosigned = new Gauge({
+    name: 'sync_audit_witness_last_cosigned_timestamp_seconds',
+    help: 'When the witness last cosigned a checkpoint (Unix seconds; 0: not since start)',
+    registers: [this.registry],
+  });
+
   readonly paused = new Gauge({
     name: 'sync_paused',
     help: '1 while POST /sync/pause holds the sync stage',
@@ -298,5 +323,7 @@ export class Metrics {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry });
+    // the witness's refusals exist before the first one, so an alert's increase() sees it
+    for (const reason of ['conflict', 'unreachable', 'bad_cosignature', 'proof']) this.witnessFailures.labels(reason).inc(0);
   }
 }

@@ -6,6 +6,7 @@ import { errorMessage } from '../errors.ts';
 import type { AuditWriter } from './audit-writer.ts';
 import type { CheckpointRow } from './signing.ts';
 import { groupLogRegex } from './admin-log.ts';
+import type { WitnessClient } from './witness.ts';
 
 /** A published checkpoint as it travels on the checkpoints topic (and as the verifier reads it). */
 export interface PublishedCheckpoint {
@@ -17,6 +18,8 @@ export interface PublishedCheckpoint {
   key_id: string;
   signature: string;
   checkpoint_hash: string;
+  /** The same checkpoint as a C2SP signed note (absent on checkpoints signed before notes). */
+  note?: string;
 }
 
 /**
@@ -31,6 +34,8 @@ export class AuditService {
   private readonly o: {
     pool: pg.Pool; writer: AuditWriter; epochs: Map<string, number>; groupId: string; topic: string; everyMs: number; log: Logger; metrics: Metrics;
     send: (messages: OutMessage[]) => Promise<void>;
+    /** AUDIT_WITNESS_URL: the owned logs' newest checkpoints go to it after publishing. */
+    witness?: WitnessClient;
   };
 
   constructor(o: AuditService['o']) {
@@ -62,11 +67,27 @@ export class AuditService {
     } finally {
       this.running = false;
     }
+    if (!force) void this.witness();
+  }
+
+  private witnessing = false;
+
+  /** On its own: a slow or absent witness delays neither sealing nor publishing (nor shutdown, which skips it). */
+  private async witness(): Promise<void> {
+    if (!this.o.witness || this.witnessing) return;
+    this.witnessing = true;
+    try {
+      await this.o.witness.run([...this.o.epochs.keys()]);
+    } catch (err) {
+      this.o.log.warn({ err: errorMessage(err) }, 'Audit witnessing failed; retrying');
+    } finally {
+      this.witnessing = false;
+    }
   }
 
   private async publish(): Promise<void> {
     const { rows } = await this.o.pool.query<CheckpointRow>(
-      `SELECT log_id, tree_size, root, prev_hash, signed_at, key_id, signature, checkpoint_hash FROM audit_checkpoints
+      `SELECT log_id, tree_size, root, prev_hash, signed_at, key_id, signature, checkpoint_hash, note FROM audit_checkpoints
        WHERE published_at IS NULL AND log_id ~ $1 ORDER BY log_id, tree_size LIMIT 1000`,
       [groupLogRegex(this.o.groupId)],
     );
@@ -75,6 +96,7 @@ export class AuditService {
       const c: PublishedCheckpoint = {
         log_id: r.log_id, tree_size: Number(r.tree_size), root: r.root.toString('hex'), prev_hash: r.prev_hash?.toString('hex') ?? null,
         signed_at: r.signed_at.toISOString(), key_id: r.key_id, signature: r.signature.toString('hex'), checkpoint_hash: r.checkpoint_hash.toString('hex'),
+        ...(r.note ? { note: r.note } : {}),
       };
       return { topic: this.o.topic, key: r.log_id, value: Buffer.from(JSON.stringify(c)) };
     }));

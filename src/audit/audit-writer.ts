@@ -114,8 +114,9 @@ export class AuditWriter {
     const signedAt = new Date(now).toISOString();
     const c = signCheckpoint(this.key, { logId, treeSize: f.size, root: rootOf(f), prevHash: prev.hash, signedAt });
     await client.query(
-      `INSERT INTO audit_checkpoints (log_id, tree_size, root, prev_hash, signed_at, key_id, signature, checkpoint_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-      [logId, f.size, c.body.root, c.body.prevHash, signedAt, c.body.keyId, c.signature, c.hash],
+      `INSERT INTO audit_checkpoints (log_id, tree_size, root, prev_hash, signed_at, key_id, signature, checkpoint_hash, note, frontier)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+      [logId, f.size, c.body.root, c.body.prevHash, signedAt, c.body.keyId, c.signature, c.hash, c.note, f.roots],
     );
     return { size: f.size, hash: c.hash, at: now };
   }

@@ -172,6 +172,20 @@ const STATEMENTS = [
          ALTER COLUMN changed_columns TYPE json USING array_to_json(changed_columns);
      END IF;
    END $$`,
+  // C2SP checkpoints (note.ts): each checkpoint's signed note, the frontier it signed (a
+  // consistency proof from it reads only the leaves after it), and a witness's
+  // cosignature lines with when they came; audit_witness keeps what the witness cosigned last.
+  `ALTER TABLE audit_checkpoints ADD COLUMN IF NOT EXISTS note text`,
+  `ALTER TABLE audit_checkpoints ADD COLUMN IF NOT EXISTS frontier bytea[]`,
+  `ALTER TABLE audit_checkpoints ADD COLUMN IF NOT EXISTS cosignatures text`,
+  `ALTER TABLE audit_checkpoints ADD COLUMN IF NOT EXISTS witnessed_at timestamptz`,
+  `CREATE TABLE IF NOT EXISTS audit_witness (
+     log_id     text        NOT NULL,
+     witness    text        NOT NULL,
+     tree_size  bigint      NOT NULL,
+     updated_at timestamptz NOT NULL DEFAULT now(),
+     PRIMARY KEY (log_id, witness)
+   )`,
 ];
 
 const LOCK_KEY = 0x57_53_59_4e; // "WSYN"

@@ -116,3 +116,84 @@ export function verifyInclusion(leaf: Hash, index: number, size: number, proof: 
   }
   return sn === 0 && r.equals(root);
 }
+
+/** MTH(D[lo:hi]) of some tree, however the caller has it. */
+export type RangeHash = (lo: number, hi: number) => Hash;
+
+/**
+ * The consistency proof from size m to size n (RFC 9162 §2.1.4.1, SUBPROOF), asking
+ * `mth` only for ranges that are roots of the size-m frontier or lie in [m, n): the
+ * writer's side can answer from a stored frontier and the leaves appended since.
+ */
+export function consistencyProof(m: number, n: number, mth: RangeHash): Hash[] {
+  if (!Number.isInteger(m) || !Number.isInteger(n) || m < 0 || m > n) throw new RangeError(`no consistency proof from size ${m} to ${n}`);
+  const out: Hash[] = [];
+  if (m === 0 || m === n) return out;
+  const sub = (size: number, lo: number, hi: number, complete: boolean): void => {
+    if (size === hi - lo) {
+      if (!complete) out.push(mth(lo, hi));
+      return;
+    }
+    const k = largestPowerOfTwoBelow(hi - lo);
+    if (size <= k) {
+      sub(size, lo, lo + k, complete);
+      out.push(mth(lo + k, hi));
+    } else {
+      sub(size - k, lo + k, hi, false);
+      out.push(mth(lo, lo + k));
+    }
+  };
+  sub(m, 0, n, true);
+  return out;
+}
+
+/** A RangeHash over the frontier of size `old.size` and the leaves appended after it (index old.size onwards). */
+export function frontierRanges(old: Frontier, appended: readonly Hash[]): RangeHash {
+  const roots = new Map<string, Hash>();
+  let start = 0;
+  for (let bit = 2 ** Math.floor(Math.log2(Math.max(1, old.size))), i = 0; bit >= 1; bit /= 2) {
+    if (Math.floor(old.size / bit) % 2 === 0) continue;
+    roots.set(`${start}:${start + bit}`, old.roots[i++]!);
+    start += bit;
+  }
+  return (lo, hi) => {
+    const root = roots.get(`${lo}:${hi}`);
+    if (root) return root;
+    if (lo < old.size || hi - old.size > appended.length) throw new RangeError(`range ${lo}-${hi} is neither a root of the size-${old.size} frontier nor in the ${appended.length} leaves after it`);
+    return treeRoot(appended, lo - old.size, hi - old.size);
+  };
+}
+
+/** Checks a consistency proof (RFC 9162 §2.1.4.2): is the tree of size m with root r1 a prefix of the one of size n with root r2? */
+export function verifyConsistency(m: number, n: number, r1: Hash, r2: Hash, proof: readonly Hash[]): boolean {
+  if (m > n || m < 0) return false;
+  if (m === n) return proof.length === 0 && r1.equals(r2);
+  if (m === 0) return proof.length === 0;
+  const path = [...proof];
+  if ((m & (m - 1)) === 0) path.unshift(r1); // m a power of two: the first node is the old root itself
+  let fn = m - 1;
+  let sn = n - 1;
+  while (fn & 1) {
+    fn >>= 1;
+    sn >>= 1;
+  }
+  if (path.length === 0) return false;
+  let fr = path[0]!;
+  let sr = path[0]!;
+  for (const c of path.slice(1)) {
+    if (sn === 0) return false;
+    if (fn & 1 || fn === sn) {
+      fr = nodeHash(c, fr);
+      sr = nodeHash(c, sr);
+      while (!(fn & 1) && fn !== 0) {
+        fn >>= 1;
+        sn >>= 1;
+      }
+    } else {
+      sr = nodeHash(sr, c);
+    }
+    fn >>= 1;
+    sn >>= 1;
+  }
+  return fr.equals(r1) && sr.equals(r2) && sn === 0;
+}

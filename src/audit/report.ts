@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import type { Verifier } from './note.ts';
 import { adminLogId, groupLogRegex, prunedThrough } from './admin-log.ts';
 import type { PublishedCheckpoint } from './audit-service.ts';
 import { logIds, verifyLog, verifyLogs } from './verify.ts';
@@ -18,6 +19,8 @@ export interface ReportOptions {
   pinned: Map<string, string> | null;
   published: PublishedCheckpoint[] | null;
   publishedError?: string;
+  /** The witness's verifier key: its cosignatures are checked, not only counted. */
+  witness?: Verifier;
   retentionDays: number;
   conflictRetentionDays: number;
 }
@@ -52,6 +55,8 @@ export interface ComplianceReport {
     damaged: Array<{ log_id: string; seq: number; kind: string; detail: string }>;
     published_checkpoints: number | null;
   };
+  /** Per log: its newest signed size, the newest the witness cosigned, and (with its key) up to which size the cosignatures verify. */
+  witness: { key_given: boolean; logs: Array<{ log_id: string; signed_size: number; cosigned_size: number | null; verified_through: number | null; last_cosigned_at: string | null }> };
   keys: Array<{ key_id: string; checkpoints: number; first_signed: string; last_signed: string; pinned: boolean | null; created_at: string | null; retired_at: string | null }>;
   retention: {
     policy: { audit_payload_days: number; resolved_conflict_days: number };
@@ -96,7 +101,11 @@ export async function buildReport(db: pg.ClientBase, o: ReportOptions): Promise<
      WHERE c.log_id ~ $1 GROUP BY c.key_id, k.created_at, k.retired_at ORDER BY 3`, [groupLogRegex(o.group)]);
 
   // retention: how far each log was pruned, by the admin log's verified prune records
-  const reports = o.pinned === null ? null : await verifyLogs(db, await logIds(db, o.group, o.published ?? []), o.pinned, o.published ?? []);
+  const reports = o.pinned === null ? null : await verifyLogs(db, await logIds(db, o.group, o.published ?? []), o.pinned, o.published ?? [], undefined, o.witness);
+  const { rows: witnessed } = await db.query<{ log_id: string; signed: string; cosigned: string | null; last: Date | null }>(
+    `SELECT log_id, max(tree_size) AS signed, max(tree_size) FILTER (WHERE cosignatures IS NOT NULL) AS cosigned, max(witnessed_at) AS last
+     FROM audit_checkpoints WHERE log_id ~ $1 GROUP BY log_id ORDER BY log_id`, [groupLogRegex(o.group)]);
+  const witnessedThrough = new Map((reports ?? []).map((r) => [r.log_id, r.witnessed_through ?? null]));
   const admin = await verifyLog(db, adminLogId(o.group), o.pinned ?? new Map(), []);
   const pruned = await prunedThrough(db, o.group, o.pinned === null ? Number.MAX_SAFE_INTEGER : admin.verified_through);
   const { rows: prunes } = await db.query<{ executed_at: Date; actor: string | null; writes: { archive: string; before: string; logs: Array<{ from_seq: number; to_seq: number }>; conflicts: { count: number } } }>(
@@ -139,6 +148,13 @@ export async function buildReport(db: pg.ClientBase, o: ReportOptions): Promise<
     },
     dead_letters: dead,
     integrity,
+    witness: {
+      key_given: o.witness !== undefined,
+      logs: witnessed.map((w) => ({
+        log_id: w.log_id, signed_size: Number(w.signed), cosigned_size: w.cosigned === null ? null : Number(w.cosigned),
+        verified_through: witnessedThrough.get(w.log_id) ?? null, last_cosigned_at: w.last?.toISOString() ?? null,
+      })),
+    },
     keys: keys.map((k) => ({
       key_id: k.key_id, checkpoints: k.checkpoints, first_signed: k.first_signed.toISOString(), last_signed: k.last_signed.toISOString(),
       pinned: o.pinned === null ? null : o.pinned.has(k.key_id), created_at: k.created_at?.toISOString() ?? null, retired_at: k.retired_at?.toISOString() ?? null,
@@ -196,6 +212,14 @@ export function renderMarkdown(r: ComplianceReport): string {
     mdTable(['entity', 'policy', 'resolution', 'resolved by', 'state', 'count'], r.conflicts.by_resolution.map((x) => [x.entity, x.strategy, x.resolution, x.resolved_by ?? '', x.state, x.count])),
     '### Open (awaiting an operator)', '',
     mdTable(['id', 'entity', 'record', 'detected'], r.conflicts.open.map((x) => [x.id, x.entity, x.record_key, x.detected_at])),
+    '## Witness',
+    '',
+    r.witness.logs.some((w) => w.cosigned_size !== null)
+      ? (r.witness.key_given ? 'Cosignatures checked against the witness key given.' : 'No witness key was given: cosignatures are counted, not checked.')
+      : 'No checkpoint of this group carries a witness cosignature (AUDIT_WITNESS_URL unset, or the witness has not answered).',
+    '',
+    mdTable(['log', 'newest signed size', 'newest cosigned size', 'cosignatures verified through', 'last cosigned'],
+      r.witness.logs.map((w) => [w.log_id, w.signed_size, w.cosigned_size ?? 'none', w.verified_through ?? (r.witness.key_given ? 0 : 'not checked'), w.last_cosigned_at ?? ''])),
     '## Dead letters',
     '',
     mdTable(['reason', 'status', 'count'], r.dead_letters.map((x) => [x.reason, x.status, x.count])),
@@ -261,6 +285,9 @@ ${barChart('Conflicts by resolution', totals(r.conflicts.by_resolution.map((x) =
 ${htmlTable(['entity', 'policy', 'resolution', 'resolved by', 'state', 'count'], r.conflicts.by_resolution.map((x) => [x.entity, x.strategy, x.resolution, x.resolved_by ?? '', x.state, x.count]))}
 <h3>Open (awaiting an operator)</h3>
 ${htmlTable(['id', 'entity', 'record', 'detected'], r.conflicts.open.map((x) => [x.id, x.entity, x.record_key, x.detected_at]))}
+<h2>Witness</h2>
+${htmlTable(['log', 'newest signed size', 'newest cosigned size', 'cosignatures verified through', 'last cosigned'],
+    r.witness.logs.map((w) => [w.log_id, w.signed_size, w.cosigned_size ?? 'none', w.verified_through ?? (r.witness.key_given ? 0 : 'not checked'), w.last_cosigned_at ?? '']))}
 <h2>Dead letters</h2>
 ${htmlTable(['reason', 'status', 'count'], r.dead_letters.map((x) => [x.reason, x.status, x.count]))}
 <h2>Signing keys</h2>

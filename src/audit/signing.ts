@@ -2,6 +2,7 @@ import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sig
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type pg from 'pg';
+import { checkpointText, DEFAULT_ORIGIN_PREFIX, keyNameOf, signNote, verifierKey, type NoteIdentity } from './note.ts';
 
 /**
  * Ed25519 signing of audit checkpoints (DESIGN §7). The private key is a PKCS#8 PEM file
@@ -13,7 +14,14 @@ export interface SigningKey {
   keyId: string;
   privateKey: KeyObject;
   publicPem: string;
+  /** How its C2SP notes are named (AUDIT_ORIGIN_PREFIX, AUDIT_NOTE_KEY_NAME). */
+  note: NoteIdentity;
 }
+
+export const DEFAULT_NOTE_IDENTITY: NoteIdentity = { originPrefix: DEFAULT_ORIGIN_PREFIX, keyName: keyNameOf(DEFAULT_ORIGIN_PREFIX) };
+
+/** The C2SP verifier key of a signing key: what an auditor's tooling pins. */
+export const noteVerifierKey = (key: SigningKey): string => verifierKey(key.note.keyName, createPublicKey(key.privateKey));
 
 export interface PinnedKey {
   key_id: string;
@@ -25,31 +33,31 @@ export function keyIdOf(publicKey: KeyObject): string {
   return createHash('sha256').update(publicKey.export({ type: 'spki', format: 'der' })).digest('hex').slice(0, 16);
 }
 
-export function loadSigningKey(file: string): SigningKey {
+export function loadSigningKey(file: string, note: NoteIdentity = DEFAULT_NOTE_IDENTITY): SigningKey {
   const privateKey = createPrivateKey(readFileSync(file));
   if (privateKey.asymmetricKeyType !== 'ed25519') throw new Error(`${file}: not an Ed25519 private key (${privateKey.asymmetricKeyType})`);
   const publicKey = createPublicKey(privateKey);
-  return { keyId: keyIdOf(publicKey), privateKey, publicPem: publicKey.export({ type: 'spki', format: 'pem' }).toString() };
+  return { keyId: keyIdOf(publicKey), privateKey, publicPem: publicKey.export({ type: 'spki', format: 'pem' }).toString(), note };
 }
 
 /** Writes a new Ed25519 private key (PEM, mode 0600) to `file`. */
-export function generateSigningKey(file: string): SigningKey {
+export function generateSigningKey(file: string, note: NoteIdentity = DEFAULT_NOTE_IDENTITY): SigningKey {
   const { privateKey } = generateKeyPairSync('ed25519');
   mkdirSync(path.dirname(file), { recursive: true });
   writeFileSync(file, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
   chmodSync(file, 0o600);
-  return loadSigningKey(file);
+  return loadSigningKey(file, note);
 }
 
 /** The configured key, or (for development only, and said so) one generated under .local. */
-export function signingKeyFor(file: string | undefined, devFile: string, warn: (msg: string) => void): SigningKey {
-  if (file) return loadSigningKey(file);
+export function signingKeyFor(file: string | undefined, devFile: string, warn: (msg: string) => void, note: NoteIdentity = DEFAULT_NOTE_IDENTITY): SigningKey {
+  if (file) return loadSigningKey(file, note);
   if (!existsSync(devFile)) {
     warn(`AUDIT_SIGNING_KEY_FILE is not set: generating a development signing key at ${devFile}; production must mount its own`);
-    return generateSigningKey(devFile);
+    return generateSigningKey(devFile, note);
   }
   warn(`AUDIT_SIGNING_KEY_FILE is not set: signing with the development key at ${devFile}`);
-  return loadSigningKey(devFile);
+  return loadSigningKey(devFile, note);
 }
 
 export async function registerKey(db: pg.Pool, key: SigningKey): Promise<void> {
@@ -66,6 +74,7 @@ export interface CheckpointRow {
   key_id: string;
   signature: Buffer;
   checkpoint_hash: Buffer;
+  note?: string | null;
 }
 
 export interface CheckpointBody {
@@ -87,11 +96,13 @@ export function checkpointHash(message: Buffer, signature: Buffer): Buffer {
   return createHash('sha256').update(message).update(signature).digest();
 }
 
-export function signCheckpoint(key: SigningKey, c: Omit<CheckpointBody, 'keyId'>): { body: CheckpointBody; signature: Buffer; hash: Buffer } {
+/** Signs a checkpoint twice with one key: the JSON form's message, and the C2SP note of the same size and root. */
+export function signCheckpoint(key: SigningKey, c: Omit<CheckpointBody, 'keyId'>): { body: CheckpointBody; signature: Buffer; hash: Buffer; note: string } {
   const body = { ...c, keyId: key.keyId };
   const message = checkpointMessage(body);
   const signature = sign(null, message, key.privateKey);
-  return { body, signature, hash: checkpointHash(message, signature) };
+  const note = signNote(checkpointText(`${key.note.originPrefix}${c.logId}`, c.treeSize, c.root), key.note.keyName, key.privateKey);
+  return { body, signature, hash: checkpointHash(message, signature), note };
 }
 
 export function verifyCheckpoint(publicPem: string, body: CheckpointBody, signature: Buffer): boolean {

@@ -4,6 +4,8 @@ import { decodeFields, encodeFields, leafHashOf, payloadHash, streamLeafRows, ty
 import { adminLogId, groupLogRegex, prunedThrough } from './admin-log.ts';
 import { checkpointHash, checkpointMessage, verifyCheckpoint, type CheckpointBody, type CheckpointRow } from './signing.ts';
 import type { PublishedCheckpoint } from './audit-service.ts';
+import { checkSignature, ED25519, ed25519FromRaw, keyId, parseCheckpointText, parseNote, rawEd25519, type Verifier } from './note.ts';
+import { createPublicKey } from 'node:crypto';
 
 /**
  * Verification of the signed audit log (DESIGN §7). Per log it streams the rows in seq
@@ -26,6 +28,10 @@ export interface LogReport {
   checkpoints: number;
   /** Rows after the last checkpoint of a log still being written: not signed yet, not damage. */
   unsigned: number;
+  /** The last seq this verification read: the log as its snapshot held it (a worker may have written more since). */
+  checked_through: number;
+  /** With a witness key: the largest tree size whose checkpoint carries a cosignature that verifies with it (0: none). */
+  witnessed_through?: number;
   /** The largest signed tree size whose signature, root and every row up to it verified. */
   verified_through: number;
   /** Rows whose payload was archived and cleared by `audit prune` (their metadata still verifies). */
@@ -56,8 +62,31 @@ export function rowLeaf(r: LeafRow, prunedThrough: number): { payload: Buffer; l
   return { payload, leaf: leafHashOf(r.meta, payload) };
 }
 
+/**
+ * A checkpoint's C2SP note: signed over its own text by the checkpoint's pinned key (under
+ * whatever name its line gives, whose key ID must match), and naming the same size and root.
+ * Returns what is wrong, or null.
+ */
+function noteProblem(note: string, size: number, root: Buffer, pinnedPem: string): string | null {
+  let parsed: ReturnType<typeof parseNote>;
+  let body: ReturnType<typeof parseCheckpointText>;
+  try {
+    parsed = parseNote(note);
+    body = parseCheckpointText(parsed.text);
+  } catch (err) {
+    return `its C2SP note does not parse: ${(err as Error).message}`;
+  }
+  if (body.size !== size || !body.root.equals(root)) return `its C2SP note names tree size ${body.size} and another root`;
+  const raw = rawEd25519(createPublicKey(pinnedPem));
+  const ok = parsed.signatures.some((s) => {
+    const v: Verifier = { name: s.name, id: keyId(s.name, ED25519, raw), type: ED25519, key: ed25519FromRaw(raw) };
+    return checkSignature(v, parsed.text, s).ok;
+  });
+  return ok ? null : 'its C2SP note carries no signature that verifies with the pinned key';
+}
+
 export async function verifyLog(db: pg.ClientBase, logId: string, pinned: Map<string, string>, published: PublishedCheckpoint[],
-  o: { prunedThrough?: number; untrustedPrune?: { through: number; kind: DamageKind; detail: string }; progress?: (rows: number) => void } = {}): Promise<LogReport> {
+  o: { prunedThrough?: number; untrustedPrune?: { through: number; kind: DamageKind; detail: string }; progress?: (rows: number) => void; witness?: Verifier } = {}): Promise<LogReport> {
   const prunedThrough = o.prunedThrough ?? 0;
   const untrusted = o.untrustedPrune;
   let untrustedSeen = false;
@@ -72,10 +101,11 @@ export async function verifyLog(db: pg.ClientBase, logId: string, pinned: Map<st
   const { rows: logRows } = await db.query<{ tree_size: string }>('SELECT tree_size FROM audit_logs WHERE log_id = $1', [logId]);
 
   // checkpoints: signature, pinned key, chain
-  const { rows: cps } = await db.query<CheckpointRow>(
-    'SELECT log_id, tree_size, root, prev_hash, signed_at, key_id, signature, checkpoint_hash FROM audit_checkpoints WHERE log_id = $1 ORDER BY tree_size', [logId]);
+  const { rows: cps } = await db.query<CheckpointRow & { cosignatures: string | null }>(
+    'SELECT log_id, tree_size, root, prev_hash, signed_at, key_id, signature, checkpoint_hash, note, cosignatures FROM audit_checkpoints WHERE log_id = $1 ORDER BY tree_size', [logId]);
   let prev: Buffer | null = null;
   const signedOk = new Set<number>();
+  let witnessedThrough = 0;
   for (const c of cps) {
     const size = Number(c.tree_size);
     const before = findings.length;
@@ -84,7 +114,17 @@ export async function verifyLog(db: pg.ClientBase, logId: string, pinned: Map<st
     if (!key) note({ seq: size, kind: 'unknown key', detail: `checkpoint at tree size ${size} is signed by key ${c.key_id}, which is not pinned` });
     else if (!verifyCheckpoint(key, body, c.signature)) note({ seq: size, kind: 'bad signature', detail: `checkpoint at tree size ${size}: the signature does not verify with key ${c.key_id}` });
     else if (!checkpointHash(checkpointMessage(body), c.signature).equals(c.checkpoint_hash)) note({ seq: size, kind: 'bad signature', detail: `checkpoint at tree size ${size}: its stored hash is not the hash of its message and signature` });
+    else if (c.note) {
+      const problem = noteProblem(c.note, size, c.root, key);
+      if (problem) note({ seq: size, kind: 'bad signature', detail: `checkpoint at tree size ${size}: ${problem}` });
+    }
     if (!(prev === null ? c.prev_hash === null : c.prev_hash?.equals(prev))) note({ seq: size, kind: 'bad signature', detail: `checkpoint at tree size ${size} does not chain to the one before it` });
+    if (o.witness && c.note && c.cosignatures && findings.length === before) {
+      try {
+        const text = parseNote(c.note).text;
+        if (parseNote(`${text}\n${c.cosignatures}`).signatures.some((sig) => checkSignature(o.witness!, text, sig).ok)) witnessedThrough = size;
+      } catch { /* a cosignature that does not parse witnesses nothing */ }
+    }
     prev = c.checkpoint_hash;
     if (findings.length === before) signedOk.add(size);
   }
@@ -163,7 +203,8 @@ export async function verifyLog(db: pg.ClientBase, logId: string, pinned: Map<st
   const damage = first(rowFindings) ?? first(findings) ?? first(rootFindings) ?? null;
   if (damage) verifiedThrough = Math.min(verifiedThrough, damage.seq - 1);
   return {
-    log_id: logId, rows: n, checkpoints: cps.length, unsigned: Math.max(0, n - lastSigned), verified_through: verifiedThrough,
+    log_id: logId, rows: n, checkpoints: cps.length, unsigned: Math.max(0, n - lastSigned), verified_through: verifiedThrough, checked_through: n,
+    ...(o.witness ? { witnessed_through: Math.min(witnessedThrough, verifiedThrough) } : {}),
     pruned: prunedThrough > 0 ? { from: 1, to: prunedThrough } : null, damage,
   };
 }
@@ -189,7 +230,7 @@ export const groupOf = (logId: string): string => logId.slice(0, logId.lastIndex
  * are honoured: a prune record forged into the table proves nothing.
  */
 export async function verifyLogs(db: pg.ClientBase, ids: string[], pinned: Map<string, string>, published: PublishedCheckpoint[],
-  progress?: (rows: number) => void): Promise<LogReport[]> {
+  progress?: (rows: number) => void, witness?: Verifier): Promise<LogReport[]> {
   const byGroup = new Map<string, string[]>();
   for (const id of ids) byGroup.set(groupOf(id), [...(byGroup.get(groupOf(id)) ?? []), id]);
   const reports: LogReport[] = [];
@@ -207,7 +248,7 @@ export async function verifyLogs(db: pg.ClientBase, ids: string[], pinned: Map<s
         // a prune record beyond what the admin log proves: a forged one makes its cleared rows 'modified'; an unverifiable key or signature is named as such
         const kind: DamageKind = adminReport.damage?.kind === 'unknown key' || adminReport.damage?.kind === 'bad signature' ? adminReport.damage.kind : 'modified';
         const untrustedPrune = through > (pruned.get(id) ?? 0) ? { through, kind, detail: `${admin}: ${adminReport.damage!.detail}` } : undefined;
-        reports.push(await verifyLog(db, id, pinned, published, { prunedThrough: pruned.get(id), untrustedPrune, progress }));
+        reports.push(await verifyLog(db, id, pinned, published, { prunedThrough: pruned.get(id), untrustedPrune, progress, witness }));
       }
     } finally {
       await db.query('COMMIT').catch(() => undefined);

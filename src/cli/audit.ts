@@ -10,21 +10,24 @@ import { groupOf, logIds, rowLeaf, verifyLog, verifyLogs } from '../audit/verify
 import type { PublishedCheckpoint } from '../audit/audit-service.ts';
 import { LEAF_SESSION_SQL, streamLeafRows, type LeafRow } from '../audit/leaf.ts';
 import { buildReport, renderHtml, renderMarkdown } from '../audit/report.ts';
-import { inclusionProof, verifyInclusion } from '../audit/merkle.ts';
-import { generateSigningKey, loadSigningKey, readPinnedKeys, registerKey, verifyCheckpoint } from '../audit/signing.ts';
+import { parseVerifierKey, type Verifier } from '../audit/note.ts';
+import { consistencyProof, inclusionProof, treeRoot, verifyConsistency, verifyInclusion } from '../audit/merkle.ts';
+import { generateSigningKey, loadSigningKey, noteVerifierKey, readPinnedKeys, registerKey, verifyCheckpoint, type CheckpointRow } from '../audit/signing.ts';
 import type { Loaded } from './main.ts';
 import { AdminLog, adminLogId, groupLogRegex, prunedThrough } from '../audit/admin-log.ts';
 import { migrateControlSchema } from '../audit/control-schema.ts';
 import { parseCutoff, prune, verifyArchive } from '../audit/prune.ts';
 import { kafkaClientProps } from '../kafka/client-config.ts';
 
-const USAGE = `usage: worker-sync audit verify --keys FILE [--group G | --log LOG_ID] [--no-kafka] [--json]   (FILE default: AUDIT_PINNED_KEYS_FILE)
-       worker-sync audit prove --event ID --keys FILE [--group G] [--json]
+const USAGE = `usage: worker-sync audit verify --keys FILE [--group G | --log LOG_ID] [--witness-key VKEY] [--no-kafka] [--json]   (FILE default: AUDIT_PINNED_KEYS_FILE)
+       worker-sync audit prove --event ID --keys FILE [--size N] [--group G] [--json]
        worker-sync audit prune --before 90d --archive DIR [--conflicts-before 30d] [--group G] [--keys FILE] [--actor NAME] [--dry-run] [--json]
        worker-sync audit verify-archive DIR --keys FILE [--offline] [--json]
        worker-sync audit export --from DATE --to DATE [--group G]      CSV with a header row, to stdout
        worker-sync audit report [--from DATE (30d)] [--to DATE (now)] [--format md|html|json] [--group G] [--keys FILE] [--no-kafka] [--out FILE]
-       worker-sync audit public-key            the pinned-keys entry of AUDIT_SIGNING_KEY_FILE
+       worker-sync audit public-key [--format json|c2sp]   the pinned-keys entry of AUDIT_SIGNING_KEY_FILE, or its C2SP verifier key
+       worker-sync audit checkpoint --log LOG_ID [--size N] [--format c2sp|json]   a signed checkpoint (default: the latest) as a C2SP note
+       worker-sync audit consistency --log LOG_ID --from M --to N [--json]   an RFC 9162 consistency proof between two tree sizes
        worker-sync audit rotate-key [--out FILE]
 
 verify streams every audit log, recomputes each row's leaf and each signed root, checks
@@ -32,6 +35,17 @@ every checkpoint against the keys pinned in FILE ({"keys": [{"key_id", "public_k
 audit_keys is never trusted alone) and against the checkpoints published to Kafka
 (AUDIT_CHECKPOINT_TOPIC). It names the first bad seq of each damaged log and the kind:
 modified, missing, inserted, reordered, bad signature, unknown key, truncated.
+Each group is read in one snapshot, so it can run while workers write: it says up to
+which seq it checked each log. With --witness-key (default AUDIT_WITNESS_PUBLIC_KEY), a
+C2SP verifier key, it also says up to which tree size the witness cosigned.
+
+checkpoint, public-key --format c2sp, prove and consistency speak the transparency-log
+standards, so an auditor can check the log with tools that are not ours: a checkpoint
+is a C2SP signed note (origin AUDIT_ORIGIN_PREFIX + log id, tree size, base64 root,
+signed with Ed25519 under AUDIT_NOTE_KEY_NAME), followed by a witness's cosignature
+when AUDIT_WITNESS_URL cosigned it; prove gives an RFC 9162 inclusion proof
+(leaf_index = seq - 1, tree_size, leaf_hash, audit_path); consistency gives first_size,
+second_size, both roots and the proof. Hashes are hex in JSON, base64 in notes.
 
 prune archives the payloads (before, after, writes) of rows older than --before into
 DIR (gzip NDJSON and a manifest of the signed roots), then clears them, keeping every
@@ -65,7 +79,9 @@ export async function runAudit(args: string[], cfg: Loaded): Promise<number> {
   switch (sub) {
     case 'verify': return verify(rest, cfg);
     case 'prove': return prove(rest, cfg);
-    case 'public-key': return publicKey(cfg);
+    case 'public-key': return publicKey(rest, cfg);
+    case 'checkpoint': return checkpointCommand(rest, cfg);
+    case 'consistency': return consistencyCommand(rest, cfg);
     case 'rotate-key': return rotateKey(rest, cfg);
     case 'prune': return pruneCommand(rest, cfg);
     case 'verify-archive': return verifyArchiveCommand(rest, cfg);
@@ -133,6 +149,14 @@ async function verify(args: string[], cfg: Loaded): Promise<number> {
   const asJson = args.includes('--json');
   const group = flag(args, '--group');
   const only = flag(args, '--log');
+  const witnessKey = flag(args, '--witness-key') ?? cfg.env.auditWitnessKey;
+  let witness: Verifier | undefined;
+  try {
+    witness = witnessKey === undefined ? undefined : parseVerifierKey(witnessKey);
+  } catch (err) {
+    process.stderr.write(`--witness-key: ${errorMessage(err)}\n`);
+    return 2;
+  }
   const db = new pg.Client({ connectionString: cfg.controlUrl });
   await db.connect();
   const started = performance.now();
@@ -147,7 +171,7 @@ async function verify(args: string[], cfg: Loaded): Promise<number> {
       done += n;
       if (bar) process.stderr.write(`\r[${'#'.repeat(Math.round((Math.min(done, total) / Math.max(total, 1)) * 30)).padEnd(30)}] ${done}/${total} rows`);
     };
-    const reports = await verifyLogs(db, ids, pinned, published, progress);
+    const reports = await verifyLogs(db, ids, pinned, published, progress, witness);
     if (bar) process.stderr.write('\n');
     const seconds = (performance.now() - started) / 1000;
     const rows = reports.reduce((s, r) => s + r.rows, 0);
@@ -158,7 +182,8 @@ async function verify(args: string[], cfg: Loaded): Promise<number> {
       for (const r of reports) {
         process.stdout.write(r.damage
           ? `DAMAGED ${r.log_id}: first bad seq ${r.damage.seq}: ${r.damage.kind} (${r.damage.detail})\n`
-          : `ok      ${r.log_id}: ${r.rows} rows, ${r.checkpoints} checkpoints${r.unsigned ? `, ${r.unsigned} not yet signed` : ''}${r.pruned ? `, payloads of seq ${r.pruned.from}-${r.pruned.to} pruned (archived; their hashes verified)` : ''}\n`);
+          : `ok      ${r.log_id}: ${r.rows} rows (through seq ${r.checked_through}), ${r.checkpoints} checkpoints${r.unsigned ? `, ${r.unsigned} not yet signed` : ''}`
+            + `${r.witnessed_through === undefined ? '' : `, cosigned by the witness through tree size ${r.witnessed_through}`}${r.pruned ? `, payloads of seq ${r.pruned.from}-${r.pruned.to} pruned (archived; their hashes verified)` : ''}\n`);
       }
       process.stdout.write(`${damaged.length === 0 ? 'intact' : `${damaged.length} damaged log(s)`}: ${reports.length} logs, ${rows} rows in ${seconds.toFixed(2)} s, ${published.length} published checkpoints compared\n`);
     }
@@ -176,6 +201,11 @@ async function prove(args: string[], cfg: Loaded): Promise<number> {
     process.stderr.write(`--event ID is required\n\n${USAGE}`);
     return 2;
   }
+  const atSize = sizeFlag(args, '--size');
+  if (Number.isNaN(atSize)) {
+    process.stderr.write(`--size is a tree size\n\n${USAGE}`);
+    return 2;
+  }
   const db = new pg.Client({ connectionString: cfg.controlUrl });
   await db.connect();
   try {
@@ -191,11 +221,13 @@ async function prove(args: string[], cfg: Loaded): Promise<number> {
     let allOk = true;
     for (const h of hits) {
       const seq = Number(h.seq);
-      const { rows: cps } = await db.query<{ tree_size: string; root: Buffer; prev_hash: Buffer | null; signed_at: Date; key_id: string; signature: Buffer }>(
-        'SELECT tree_size, root, prev_hash, signed_at, key_id, signature FROM audit_checkpoints WHERE log_id = $1 AND tree_size >= $2 ORDER BY tree_size LIMIT 1', [h.log_id, seq]);
+      // the first checkpoint that covers the row, or the one at --size
+      const { rows: cps } = await db.query<{ tree_size: string; root: Buffer; prev_hash: Buffer | null; signed_at: Date; key_id: string; signature: Buffer; note: string | null }>(
+        `SELECT tree_size, root, prev_hash, signed_at, key_id, signature, note FROM audit_checkpoints
+         WHERE log_id = $1 AND tree_size >= $2 AND ($3::bigint IS NULL OR tree_size = $3) ORDER BY tree_size LIMIT 1`, [h.log_id, seq, atSize ?? null]);
       const cp = cps[0];
       if (!cp) {
-        proofs.push({ log_id: h.log_id, seq, verified: false, error: 'no signed checkpoint covers this row yet' });
+        proofs.push({ log_id: h.log_id, seq, verified: false, error: atSize === undefined ? 'no signed checkpoint covers this row yet' : `no checkpoint at tree size ${atSize} covers this row` });
         allOk = false;
         continue;
       }
@@ -218,8 +250,10 @@ async function prove(args: string[], cfg: Loaded): Promise<number> {
       const included = leaves.length === size && verifyInclusion(leaf, seq - 1, size, path_, cp.root);
       allOk &&= signed && included;
       proofs.push({
-        event_id: event, log_id: h.log_id, seq, leaf_hash: leaf.toString('hex'), tree_size: size, root: cp.root.toString('hex'),
-        audit_path: path_.map((p) => p.toString('hex')), checkpoint: { signed_at: cp.signed_at.toISOString(), key_id: cp.key_id, signature: cp.signature.toString('hex') },
+        // RFC 9162 §2.1.3: leaf_index is 0-based (seq - 1); the audit path runs bottom up
+        event_id: event, log_id: h.log_id, seq, leaf_index: seq - 1, leaf_hash: leaf.toString('hex'), tree_size: size, root: cp.root.toString('hex'),
+        audit_path: path_.map((p) => p.toString('hex')),
+        checkpoint: { signed_at: cp.signed_at.toISOString(), key_id: cp.key_id, signature: cp.signature.toString('hex'), note: cp.note },
         included, signature_verified: signed, verified: signed && included,
       });
     }
@@ -231,15 +265,118 @@ async function prove(args: string[], cfg: Loaded): Promise<number> {
   }
 }
 
-function publicKey(cfg: Loaded): number {
+function publicKey(args: string[], cfg: Loaded): number {
   const file = keyFile(cfg);
   if (!existsSync(file)) {
     process.stderr.write(`no signing key at ${file} (AUDIT_SIGNING_KEY_FILE)\n`);
     return 2;
   }
-  const k = loadSigningKey(file);
-  process.stdout.write(`${JSON.stringify({ keys: [{ key_id: k.keyId, public_key: k.publicPem }] }, null, 2)}\n`);
+  const k = loadSigningKey(file, cfg.env.auditNote);
+  const format = flag(args, '--format') ?? 'json';
+  if (format === 'c2sp') process.stdout.write(`${noteVerifierKey(k)}\n`);
+  else if (format === 'json') process.stdout.write(`${JSON.stringify({ keys: [{ key_id: k.keyId, public_key: k.publicPem }] }, null, 2)}\n`);
+  else {
+    process.stderr.write(`--format is json or c2sp, not ${format}\n`);
+    return 2;
+  }
   return 0;
+}
+
+interface StoredCheckpoint extends CheckpointRow {
+  note: string | null;
+  cosignatures: string | null;
+}
+
+/** The checkpoint of `logId` at exactly `size`, or its latest. */
+async function storedCheckpoint(db: pg.ClientBase, logId: string, size: number | undefined): Promise<StoredCheckpoint | undefined> {
+  const { rows } = await db.query<StoredCheckpoint>(
+    `SELECT log_id, tree_size, root, prev_hash, signed_at, key_id, signature, checkpoint_hash, note, cosignatures FROM audit_checkpoints
+     WHERE log_id = $1 AND ($2::bigint IS NULL OR tree_size = $2) ORDER BY tree_size DESC LIMIT 1`, [logId, size ?? null]);
+  return rows[0];
+}
+
+/** A whole-number option: undefined when absent, NaN when not a number. */
+function sizeFlag(args: string[], name: string): number | undefined {
+  const v = flag(args, name);
+  return v === undefined ? undefined : /^\d+$/.test(v) ? Number(v) : Number.NaN;
+}
+
+async function checkpointCommand(args: string[], cfg: Loaded): Promise<number> {
+  const logId = flag(args, '--log');
+  const size = sizeFlag(args, '--size');
+  const format = flag(args, '--format') ?? 'c2sp';
+  if (!logId || Number.isNaN(size) || !['c2sp', 'json'].includes(format)) {
+    process.stderr.write(`--log LOG_ID is required; --size is a tree size; --format is c2sp or json\n\n${USAGE}`);
+    return 2;
+  }
+  const db = new pg.Client({ connectionString: cfg.controlUrl });
+  await db.connect();
+  try {
+    const c = await storedCheckpoint(db, logId, size);
+    if (!c) {
+      process.stderr.write(`no checkpoint of ${logId}${size === undefined ? '' : ` at tree size ${size}`}\n`);
+      return 1;
+    }
+    if (format === 'json') {
+      process.stdout.write(`${JSON.stringify({
+        log_id: c.log_id, tree_size: Number(c.tree_size), root: c.root.toString('hex'), prev_hash: c.prev_hash?.toString('hex') ?? null, signed_at: c.signed_at.toISOString(),
+        key_id: c.key_id, signature: c.signature.toString('hex'), checkpoint_hash: c.checkpoint_hash.toString('hex'), note: c.note, cosignatures: c.cosignatures,
+      })}\n`);
+      return 0;
+    }
+    if (!c.note) {
+      process.stderr.write(`the checkpoint of ${logId} at tree size ${c.tree_size} was signed before checkpoints carried a C2SP note; use --format json, or a later size\n`);
+      return 1;
+    }
+    // a witness's cosignature lines follow the log's own: a C2SP verifier ignores the keys it does not know
+    process.stdout.write(c.note + (c.cosignatures ?? ''));
+    return 0;
+  } finally {
+    await db.end();
+  }
+}
+
+/** Every stored leaf hash of `logId` from seq 1 through `size`, in order (a row without one is a hole: verify names it). */
+async function leavesThrough(db: pg.ClientBase, logId: string, size: number): Promise<Buffer[]> {
+  const leaves: Buffer[] = [];
+  await streamLeafRows(db, logId, 1, size, (rows) => {
+    for (const r of rows) leaves.push(Buffer.from(r.storedLeaf ?? Buffer.alloc(32)));
+  });
+  return leaves;
+}
+
+async function consistencyCommand(args: string[], cfg: Loaded): Promise<number> {
+  const logId = flag(args, '--log');
+  const from = sizeFlag(args, '--from');
+  const to = sizeFlag(args, '--to');
+  if (!logId || from === undefined || to === undefined || Number.isNaN(from) || Number.isNaN(to) || from > to) {
+    process.stderr.write(`--log LOG_ID, --from M and --to N (M <= N) are required\n\n${USAGE}`);
+    return 2;
+  }
+  const db = new pg.Client({ connectionString: cfg.controlUrl });
+  await db.connect();
+  try {
+    const leaves = await leavesThrough(db, logId, to);
+    if (leaves.length !== to) {
+      process.stderr.write(`${logId} holds ${leaves.length} rows up to seq ${to}: there is no tree of size ${to}\n`);
+      return 1;
+    }
+    const proof = consistencyProof(from, to, (lo, hi) => treeRoot(leaves, lo, hi));
+    const first = treeRoot(leaves, 0, from);
+    const second = treeRoot(leaves, 0, to);
+    // the roots as signed, where a checkpoint signed that size: a proof between unsigned sizes proves less
+    const signed = async (n: number) => (await storedCheckpoint(db, logId, n))?.root ?? null;
+    const [s1, s2] = [await signed(from), await signed(to)];
+    const ok = verifyConsistency(from, to, first, second, proof) && (s1 === null || s1.equals(first)) && (s2 === null || s2.equals(second));
+    const out = {
+      log_id: logId, first_size: from, second_size: to, first_root: first.toString('hex'), second_root: second.toString('hex'),
+      proof: proof.map((h) => h.toString('hex')), first_signed: s1 !== null, second_signed: s2 !== null, verified: ok,
+    };
+    process.stdout.write(args.includes('--json') ? `${JSON.stringify(out)}\n` : `${ok ? 'CONSISTENT' : 'NOT CONSISTENT'} ${JSON.stringify(out, null, 2)}\n`);
+    return ok ? 0 : 1;
+  } finally {
+    await db.end();
+  }
 }
 
 async function rotateKey(args: string[], cfg: Loaded): Promise<number> {
@@ -296,7 +433,7 @@ async function pruneCommand(args: string[], cfg: Loaded): Promise<number> {
   const tty = process.stderr.isTTY && !asJson;
   try {
     await migrateControlSchema(pool);
-    const admin = new AdminLog(loadSigningKey(file), group);
+    const admin = new AdminLog(loadSigningKey(file, cfg.env.auditNote), group);
     if (!args.includes('--dry-run')) await admin.claim(pool, `audit-prune:${actor}`);
     const result = await prune(pool, admin, {
       group, before: cutoff, conflictsBefore: conflictsCutoff, archiveDir, actor, pinned, dryRun: args.includes('--dry-run'),
@@ -421,6 +558,7 @@ async function reportCommand(args: string[], cfg: Loaded): Promise<number> {
   try {
     const report = await buildReport(db, {
       group: flag(args, '--group') ?? cfg.env.groupId, from: p.from, to: p.to, pinned, published, publishedError,
+      witness: cfg.env.auditWitnessKey === undefined ? undefined : parseVerifierKey(cfg.env.auditWitnessKey),
       retentionDays: Number(flag(args, '--retention-days') ?? 90), conflictRetentionDays: Number(flag(args, '--conflict-retention-days') ?? 30),
     });
     const text = format === 'json' ? `${JSON.stringify(report, null, 2)}\n` : format === 'html' ? renderHtml(report) : renderMarkdown(report);

@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import path from 'node:path';
 import { ConfigError } from '../errors.ts';
+import { badKeyName, DEFAULT_ORIGIN_PREFIX, hasControl, keyNameOf, parseVerifierKey } from '../audit/note.ts';
 
 /** The repository root, so defaults work from any working directory. */
 export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -38,6 +39,12 @@ export interface EnvConfig {
   auditCheckpointMs: number;
   /** Where checkpoints are published (retention.ms=-1), so a truncated table is caught. */
   auditCheckpointTopic: string;
+  /** How C2SP checkpoint notes are named: origin `${originPrefix}${log id}`, signed under `keyName`. */
+  auditNote: { originPrefix: string; keyName: string };
+  /** A C2SP tlog-witness's submission prefix: every signed checkpoint is sent there to be cosigned. */
+  auditWitnessUrl: string | undefined;
+  /** The witness's verifier key (`<name>+<id>+<base64>`): cosignatures are checked against it before they are kept. */
+  auditWitnessKey: string | undefined;
   batchSize: number;
   batchWaitMs: number;
   maxBufferedEvents: number;
@@ -75,6 +82,16 @@ export type TestFault = (typeof TEST_FAULTS)[number];
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 type Env = Record<string, string | undefined>;
+
+/** AUDIT_ORIGIN_PREFIX and AUDIT_NOTE_KEY_NAME (default: the prefix without its trailing slash). */
+function noteIdentity(env: Env): { originPrefix: string; keyName: string } {
+  const originPrefix = str(env, 'AUDIT_ORIGIN_PREFIX') ?? DEFAULT_ORIGIN_PREFIX;
+  if (hasControl(originPrefix)) throw new ConfigError('AUDIT_ORIGIN_PREFIX', 'must not hold control characters');
+  const keyName = str(env, 'AUDIT_NOTE_KEY_NAME') ?? keyNameOf(originPrefix);
+  const bad = badKeyName(keyName);
+  if (bad) throw new ConfigError(str(env, 'AUDIT_NOTE_KEY_NAME') ? 'AUDIT_NOTE_KEY_NAME' : 'AUDIT_ORIGIN_PREFIX', `cannot name a signed-note key "${keyName}": ${bad}`);
+  return { originPrefix, keyName };
+}
 
 function str(env: Env, name: string): string | undefined {
   const v = env[name];
@@ -208,6 +225,22 @@ export function parseEnv(env: Env = process.env): EnvConfig {
     auditCheckpointLeaves: int(env, 'AUDIT_CHECKPOINT_LEAVES', 1000, 1, 10_000_000),
     auditCheckpointMs: int(env, 'AUDIT_CHECKPOINT_MS', 5000, 10, 3_600_000),
     auditCheckpointTopic: str(env, 'AUDIT_CHECKPOINT_TOPIC') ?? 'worker-sync.audit-checkpoints',
+    auditNote: noteIdentity(env),
+    auditWitnessUrl: (() => {
+      const v = str(env, 'AUDIT_WITNESS_URL');
+      if (v !== undefined && !/^https?:\/\/[^\s]+$/.test(v)) throw new ConfigError('AUDIT_WITNESS_URL', `must be an http(s) URL, got "${v}"`);
+      return v?.replace(/\/+$/, '');
+    })(),
+    auditWitnessKey: (() => {
+      const v = str(env, 'AUDIT_WITNESS_PUBLIC_KEY');
+      if (v === undefined) return undefined;
+      try {
+        parseVerifierKey(v);
+      } catch (err) {
+        throw new ConfigError('AUDIT_WITNESS_PUBLIC_KEY', (err as Error).message);
+      }
+      return v;
+    })(),
     batchSize: int(env, 'BATCH_SIZE', 1000, 1, 100_000),
     batchWaitMs: int(env, 'BATCH_WAIT_MS', 20, 1, 10_000),
     maxBufferedEvents: int(env, 'MAX_BUFFERED_EVENTS', 20_000, 100, 10_000_000),

@@ -15,6 +15,8 @@ import { PauseGate } from './pause.ts';
 import { AuditWriter } from '../audit/audit-writer.ts';
 import { AuditService } from '../audit/audit-service.ts';
 import { registerKey, signingKeyFor } from '../audit/signing.ts';
+import { WitnessClient } from '../audit/witness.ts';
+import { parseVerifierKey } from '../audit/note.ts';
 import { ConflictService } from '../sync/conflict-service.ts';
 import { apiRoutes } from '../http/api.ts';
 import { selectCodec, type Selection } from '../clock/clock-codec.ts';
@@ -131,7 +133,7 @@ export class Worker {
     this.log.info({ uses: this.codec.uses, note: this.codec.note }, 'Clock codec selected (per operation, as npm run bench -- clock measured)');
 
     await this.retry('control database migration', () => migrateControlSchema(this.pool));
-    const signingKey = signingKeyFor(env.auditKeyFile, path.join(PROJECT_ROOT, '.local/audit/signing-key.pem'), (msg) => this.log.warn(msg));
+    const signingKey = signingKeyFor(env.auditKeyFile, path.join(PROJECT_ROOT, '.local/audit/signing-key.pem'), (msg) => this.log.warn(msg), env.auditNote);
     await this.retry('audit key registration', () => registerKey(this.pool, signingKey));
     const auditWriter = new AuditWriter(signingKey, { leaves: env.auditCheckpointLeaves, ms: env.auditCheckpointMs });
     this.log.info({ keyId: signingKey.keyId, everyLeaves: env.auditCheckpointLeaves, everyMs: env.auditCheckpointMs, topic: env.auditCheckpointTopic }, 'Audit checkpoints signed with Ed25519');
@@ -222,6 +224,10 @@ export class Worker {
     this.audit = new AuditService({
       pool: this.pool, writer: auditWriter, epochs: sync.epochs, groupId: env.groupId, topic: env.auditCheckpointTopic, everyMs: env.auditCheckpointMs,
       log: this.log, metrics: this.metrics, send: (messages) => this.producer!.send(messages),
+      witness: env.auditWitnessUrl === undefined ? undefined : new WitnessClient({
+        pool: this.pool, url: env.auditWitnessUrl, verifier: env.auditWitnessKey === undefined ? undefined : parseVerifierKey(env.auditWitnessKey),
+        metrics: this.metrics, log: this.log, timeoutMs: 5000,
+      }),
     });
     this.audit.start();
     this.stages.push(this.stage('ingest', ingest), this.stage('sync', sync));
