@@ -51,3 +51,20 @@ export function freePort(): Promise<number> {
     });
   });
 }
+
+let lastLine = 0;
+
+/**
+ * A progress line on stderr: redrawn in place on a terminal; elsewhere (a log file, CI) one
+ * plain line every 10 s and the final one, instead of thousands of carriage returns.
+ */
+export function progress(line: string, final = false): void {
+  if (process.stderr.isTTY) {
+    process.stderr.write(`\r${line}${final ? '\n' : ''}`);
+    return;
+  }
+  const now = Date.now();
+  if (!final && now - lastLine < 10_000) return;
+  lastLine = now;
+  process.stderr.write(`${line.trimEnd()}\n`);
+}

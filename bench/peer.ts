@@ -5,7 +5,7 @@ import Kafka from 'node-rdkafka';
 import pg from 'pg';
 import { deleteTopic, ensureTopic } from '../src/kafka/producer.ts';
 import { envelope, Keyspace, mixOp, step } from '../load/events.ts';
-import { freePort, ROOT, writeResults } from './common.ts';
+import { freePort, progress, ROOT, writeResults } from './common.ts';
 
 /**
  * `npm run bench:peer` (issue 6): the same topic of Debezium change events (schemas on),
@@ -98,10 +98,10 @@ async function produceTopic(prefix: string, o: Options): Promise<Expected> {
     const e = envelope('products', c.op, c.before, c.after, { lsn, txId: i + 1, now, schemas: true, prefix });
     await send(e.topic, e.key, e.value);
     if (c.op === 'd') await send(e.topic, e.key, null);
-    if (i % 5000 === 0) process.stderr.write(`\rproducing ${bar(i, o.events)} ${i}/${o.events}   `);
+    if (i % 5000 === 0) progress(`producing ${bar(i, o.events)} ${i}/${o.events}   `);
   }
   while (delivered + failed < sent) await sleep(50);
-  process.stderr.write(`\rproducing ${bar(1, 1)} ${o.events}/${o.events}, ${sent - o.events} tombstones\n`);
+  progress(`producing ${bar(1, 1)} ${o.events}/${o.events}, ${sent - o.events} tombstones`, true);
   await new Promise<void>((resolve) => producer.disconnect(() => resolve()));
   if (failed > 0) throw new Error(`${failed} messages were not delivered to Kafka`);
   let qtySum = 0;
@@ -124,9 +124,9 @@ async function waitFor(db: pg.Pool, table: string, want: Expected, t0: number, o
     const q = Number(rows[0]!.q ?? 0);
     const s = (performance.now() - t0) / 1000;
     if (n > 0 && firstRowS === null) firstRowS = s;
-    process.stderr.write(`\r${label} ${s.toFixed(0)} s: ${n} rows, qty sum ${q} of ${want.qtySum}   `);
+    progress(`${label} ${s.toFixed(0)} s: ${n} rows, qty sum ${q} of ${want.qtySum}   `);
     if (n === want.rows && q === want.qtySum) {
-      process.stderr.write('\n');
+      if (process.stderr.isTTY) process.stderr.write('\n');
       return { seconds: s, firstRowS };
     }
     const dead = alive();

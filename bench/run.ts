@@ -3,7 +3,12 @@
  * Each prints its figures and writes bench/results/NAME.json. Benchmarks measure and
  * print; none of them is a test, and none belongs to `npm test`.
  */
-const BENCHES: Record<string, { about: string; load: () => Promise<{ run: () => Promise<void> }> }> = {
+export interface BenchOptions {
+  /** --json FILE: the benchmark's headline figures, for scripts and A/B runs */
+  json?: string;
+}
+
+const BENCHES: Record<string, { about: string; load: () => Promise<{ run: (o: BenchOptions) => Promise<void> }> }> = {
   hot: { about: 'the per-event hot path: decode (both converter forms), classify, audit row encode + hash, Merkle append', load: () => import('./hot.ts') },
   clock: { about: 'version vector codec, TypeScript vs native: encode, decode, batch compare and merge at 1/100/1000', load: () => import('./clock.ts') },
   verify: { about: 'audit log verification speed over a 200,000-row log (needs the stack)', load: () => import('./verify.ts') },
@@ -12,8 +17,18 @@ const BENCHES: Record<string, { about: string; load: () => Promise<{ run: () => 
 
 async function main(): Promise<number> {
   const args = process.argv.slice(2);
+  const o: BenchOptions = {};
+  const j = args.indexOf('--json');
+  if (j >= 0) {
+    o.json = args[j + 1];
+    args.splice(j, 2);
+    if (!o.json) {
+      process.stderr.write('--json needs a FILE\n');
+      return 2;
+    }
+  }
   if (args.includes('--help') || args.includes('-h')) {
-    process.stdout.write(`usage: npm run bench [-- NAME ...]\n\n${Object.entries(BENCHES).map(([n, b]) => `  ${n.padEnd(10)} ${b.about}`).join('\n')}\n`);
+    process.stdout.write(`usage: npm run bench [-- NAME ...] [--json FILE]   (verify writes verify_rows_per_s, the median of its rounds)\n\n${Object.entries(BENCHES).map(([n, b]) => `  ${n.padEnd(10)} ${b.about}`).join('\n')}\n`);
     return 0;
   }
   const names = args.length > 0 ? args : Object.keys(BENCHES);
@@ -24,7 +39,7 @@ async function main(): Promise<number> {
   }
   for (const name of names) {
     process.stdout.write(`== ${name}\n`);
-    await (await BENCHES[name]!.load()).run();
+    await (await BENCHES[name]!.load()).run(o);
   }
   return 0;
 }

@@ -7,7 +7,7 @@ import pg from 'pg';
 import { deleteTopic, ensureTopic } from '../src/kafka/producer.ts';
 import { commitAtEnd } from '../src/kafka/consumer.ts';
 import { ENTITIES, envelope, formsOf, Keyspace, mixOp, step, type Entity, type MixOp } from './events.ts';
-import { freePort } from '../bench/common.ts';
+import { freePort, progress } from '../bench/common.ts';
 import { summarize, type CpuProfile } from './profile-summary.ts';
 import { cpuPerEvent, cpuSnapshot, type CpuGroup } from './proc-cpu.ts';
 
@@ -258,7 +258,7 @@ async function runAt(rate: number, o: Options, worker: string, gen: Generator, d
       const s = await scrape(worker);
       const lagNow = gen.produced - producedAtStart - (s.committed - startCommitted);
       backlog.push([elapsed, lagNow]);
-      process.stderr.write(`\r[${'#'.repeat(Math.round((elapsed / o.duration) * 30)).padEnd(30)}] ${Math.round(elapsed)}/${o.duration} s  offered ${Math.round(sent / elapsed)}/s  committed ${Math.round((s.committed - startCommitted) / elapsed)}/s  backlog ${lagNow}   `);
+      progress(`[${'#'.repeat(Math.round((elapsed / o.duration) * 30)).padEnd(30)}] ${Math.round(elapsed)}/${o.duration} s  offered ${Math.round(sent / elapsed)}/s  committed ${Math.round((s.committed - startCommitted) / elapsed)}/s  backlog ${lagNow}   `);
     }
     await sleep(5);
   }
@@ -268,19 +268,19 @@ async function runAt(rate: number, o: Options, worker: string, gen: Generator, d
   const committed = end.committed - startCommitted;
   const producedRun = gen.produced - producedAtStart;
   const lagEnd = producedRun - committed;
-  process.stderr.write('\n');
+  if (process.stderr.isTTY) process.stderr.write('\n');
   // drain, so the next run starts clean and late errors are counted
   const drainStart = Date.now();
   let drained = 0;
   while (Date.now() - drainStart < 60_000 && (drained = (await scrape(worker)).committed - startCommitted) < producedRun) {
-    process.stderr.write(`\rdraining: ${drained} of ${producedRun} committed   `);
+    progress(`draining: ${drained} of ${producedRun} committed   `);
     await sleep(250);
   }
   const drainS = (Date.now() - drainStart) / 1000;
   // with the generator stopped, the worker has the CPU it was sharing: its catch-up rate
   const catchUpPerS = drainS >= 1 ? Math.round((drained - committed) / drainS) : null;
   const catchUp = catchUpPerS === null ? '' : `, ${catchUpPerS} events/s with the generator idle`;
-  process.stderr.write(drained >= producedRun ? `\rdrained ${drained - committed} events in ${drainS.toFixed(1)} s${catchUp}          \n` : `\rnot drained after 60 s: ${producedRun - drained} events uncommitted\n`);
+  progress(drained >= producedRun ? `drained ${drained - committed} events in ${drainS.toFixed(1)} s${catchUp}          ` : `not drained after 60 s: ${producedRun - drained} events uncommitted`, true);
   await sleep(300);
   sampling = false;
   await sampler;
