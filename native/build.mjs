@@ -19,7 +19,7 @@ const [cmd, args] = gyp ? [process.execPath, [gyp, ...gypArgs]] : ['node-gyp', g
 const started = Date.now();
 const res = spawnSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
 if (res.status === 0) {
-  process.stdout.write(`worker-sync: native clock codec built (build/Release/ws_clock.node) in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+  process.stdout.write(`worker-sync: native addons built (build/Release/ws_clock.node: the clock codec; ws_hash.node: batch SHA-256 for the audit log) in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
   process.exit(0);
 }
 process.stderr.write(`${res.stdout ?? ''}${res.stderr ?? ''}${res.error ? `${res.error.message}\n` : ''}`);

@@ -2,6 +2,7 @@ import { hash } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
 import type pg from 'pg';
 import pgCopy from 'pg-copy-streams';
+import { nativeHash } from './native-hash.ts';
 
 /**
  * The canonical bytes of one audit_log row, the input of its RFC 6962 leaf hash
@@ -105,6 +106,35 @@ export interface LeafRow {
   meta: Buffer;
   /** the 3 payload fields, encoded; null when all three are NULL (a pruned row) */
   payload: Buffer | null;
+  /** With native hashing, where the payload is there: the leaf and payload hashes recomputed from this row's fields. */
+  leafHash?: Buffer;
+  payloadHash?: Buffer;
+}
+
+/** Hashes every row of a chunk that has a payload in one native call (native-hash.ts), filling leafHash and payloadHash. */
+function hashChunk(buf: Buffer, rows: LeafRow[]): void {
+  const spans = new Int32Array(rows.length * 4);
+  for (let i = 0; i < rows.length; i++) {
+    const r = rows[i]!;
+    if (r.payload === null) {
+      spans[4 * i + 2] = -1;
+      continue;
+    }
+    const m = r.meta.byteOffset - buf.byteOffset;
+    const p = r.payload.byteOffset - buf.byteOffset;
+    spans[4 * i] = m;
+    spans[4 * i + 1] = m + r.meta.length;
+    spans[4 * i + 2] = p;
+    spans[4 * i + 3] = p + r.payload.length;
+  }
+  const out = Buffer.allocUnsafe(rows.length * 64);
+  nativeHash!.leafHashes(buf, spans, out);
+  for (let i = 0; i < rows.length; i++) {
+    const r = rows[i]!;
+    if (r.payload === null) continue;
+    r.leafHash = out.subarray(64 * i, 64 * i + 32);
+    r.payloadHash = out.subarray(64 * i + 32, 64 * i + 64);
+  }
 }
 
 const SIGNATURE = Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1');
@@ -160,6 +190,7 @@ class LeafRowParser extends Transform {
       pos = row.next;
     }
     this.carry = pos < buf.length ? buf.subarray(pos) : null;
+    if (rows.length > 0 && nativeHash) hashChunk(buf, rows);
     if (rows.length > 0) this.push(rows);
     done();
   }

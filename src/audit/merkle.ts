@@ -1,4 +1,5 @@
 import { createHash, hash } from 'node:crypto';
+import { nativeHash } from './native-hash.ts';
 
 /**
  * Merkle trees as RFC 6962 (Certificate Transparency) defines them (DESIGN §7):
@@ -22,11 +23,22 @@ export function leafHash(bytes: Uint8Array): Hash {
 
 const scratch = Buffer.alloc(65, 0x01); // 0x01 ‖ left ‖ right, reused: hashing is synchronous
 
-export function nodeHash(left: Hash, right: Hash): Hash {
+/** node:crypto's interior node: the reference for the native one. */
+export function nodeHashJs(left: Hash, right: Hash): Hash {
   left.copy(scratch, 1);
   right.copy(scratch, 33);
   return hash('sha256', scratch, 'buffer');
 }
+
+const native = nativeHash;
+
+export const nodeHash: (left: Hash, right: Hash) => Hash = native
+  ? (left, right) => {
+    const out = Buffer.allocUnsafe(32); // a slice of Buffer's pool: no allocation of its own
+    native.node(left, right, out);
+    return out;
+  }
+  : nodeHashJs;
 
 /** The compact state of a tree of `size` leaves: one root per set bit of `size`, largest subtree first. */
 export interface Frontier {

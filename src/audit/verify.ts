@@ -58,6 +58,7 @@ function leafAtSeq(m: Mismatch, seq: number): Buffer {
 
 /** A row's payload hash and leaf hash as recomputed from its fields: a pruned row proves its payload by the hash it kept, any other row by its payload. */
 export function rowLeaf(r: LeafRow, prunedThrough: number): { payload: Buffer; leaf: Buffer } {
+  if (r.payload !== null && r.leafHash && r.payloadHash) return { payload: r.payloadHash, leaf: r.leafHash }; // hashed natively, per chunk
   const payload = r.payload === null ? (r.seq <= prunedThrough && r.storedPayload ? r.storedPayload : NULL_PAYLOAD) : payloadHash(r.payload);
   return { payload, leaf: leafHashOf(r.meta, payload) };
 }
