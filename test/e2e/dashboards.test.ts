@@ -28,7 +28,7 @@ async function promQuery(expr: string): Promise<{ status: string; error?: string
 }
 
 /** The metric names an expression reads: identifiers that are neither PromQL functions, keywords nor label names. */
-const NOT_METRICS = new Set(['sum', 'rate', 'increase', 'max', 'min', 'count', 'by', 'histogram_quantile', 'clamp_min', 'and', 'or', 'absent', 'le', 'job', 'instance', 'node', 'state', 'reason', 'entity', 'outcome', 'kind', 'topic', 'partition', 'source_node', 'without', 'on', 'ignoring']);
+const NOT_METRICS = new Set(['sum', 'rate', 'increase', 'max', 'min', 'count', 'by', 'histogram_quantile', 'clamp_min', 'and', 'or', 'absent', 'le', 'job', 'instance', 'node', 'state', 'reason', 'entity', 'outcome', 'kind', 'topic', 'partition', 'source_node', 'without', 'on', 'ignoring', 'time']);
 function metricNames(expr: string): string[] {
   const noLabels = expr.replace(/\{[^}]*\}/g, '').replace(/\[[^\]]*\]/g, '').replace(/"[^"]*"/g, '').replace(/\b\d+(\.\d+)?(e[-+]?\d+)?\b/gi, '');
   return [...new Set((noLabels.match(/[a-zA-Z_:][a-zA-Z0-9_:]*/g) ?? []).filter((t) => !NOT_METRICS.has(t) && !/^\d/.test(t)))];
