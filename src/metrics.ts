@@ -113,10 +113,20 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  /**
+   * From this worker's own counters at each scrape (sync_conflicts_total over
+   * sync_events_total, over the last 5 minutes): no query counts audit_log on a timer.
+   */
+  private readonly conflictWindow = new WindowRatio(5 * 60_000);
+
   readonly conflictRate = new Gauge({
     name: 'conflict_rate',
-    help: 'Conflicts per synced change over the last 5 minutes (the runbook alerts above 0.05)',
+    help: 'Conflicts per synced change of this worker over the last 5 minutes (since start, when younger), from its counters (the runbook alerts above 0.05)',
     registers: [this.registry],
+    collect: async () => {
+      const total = (c: Counter) => c.get().then((m) => m.values.reduce((n, v) => n + v.value, 0));
+      this.conflictRate.set(this.conflictWindow.sample(Date.now(), await total(this.conflicts), await total(this.events)));
+    },
   });
 
   readonly autoResolvedRatio = new Gauge({
@@ -325,5 +335,28 @@ export class Metrics {
     collectDefaultMetrics({ register: this.registry });
     // the witness's refusals exist before the first one, so an alert's increase() sees it
     for (const reason of ['conflict', 'unreachable', 'bad_cosignature', 'proof']) this.witnessFailures.labels(reason).inc(0);
+  }
+}
+
+/**
+ * Δnumerator ÷ Δdenominator over the last `spanMs`, from cumulative totals sampled when
+ * asked (each scrape): the oldest sample kept is the last one at or before the window's
+ * start, so the ratio covers the whole span once the process is older than it.
+ */
+export class WindowRatio {
+  private readonly samples: Array<{ t: number; num: number; den: number }>;
+  private readonly spanMs: number;
+
+  constructor(spanMs: number, now = Date.now()) {
+    this.spanMs = spanMs;
+    this.samples = [{ t: now, num: 0, den: 0 }];
+  }
+
+  sample(t: number, num: number, den: number): number {
+    this.samples.push({ t, num, den });
+    while (this.samples.length > 2 && this.samples[1]!.t <= t - this.spanMs) this.samples.shift();
+    const base = this.samples[0]!;
+    const dDen = den - base.den;
+    return dDen <= 0 ? 0 : (num - base.num) / dDen;
   }
 }
