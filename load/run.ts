@@ -10,6 +10,11 @@ import { ENTITIES, envelope, formsOf, Keyspace, mixOp, step, type Entity, type M
 import { freePort, progress } from '../bench/common.ts';
 import { summarize, type CpuProfile } from './profile-summary.ts';
 import { cpuPerEvent, cpuSnapshot, type CpuGroup } from './proc-cpu.ts';
+import { statementsBetween, statementsSnapshot, type StatementCost } from './pg-statements.ts';
+
+// the control database as the worker's role, which the local stack lets read every database's statements
+let controlPool: pg.Pool | undefined;
+const control = (): pg.Pool => (controlPool ??= new pg.Pool({ connectionString: process.env.LOAD_CONTROL_URL ?? 'postgres://sync_user:sync_pass@127.0.0.1:55432/sync_db', max: 1 }));
 
 /**
  * `npm run load -- --rate 10000 --duration 60 [--json out.json]` (issue 6): offers a
@@ -33,9 +38,9 @@ import { cpuPerEvent, cpuSnapshot, type CpuGroup } from './proc-cpu.ts';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const SLO = { rate: 10_000, p95: 100 };
 
-interface Options { rate: number | 'max'; duration: number; json?: string; keys: number; partitions: number; brokers: string; pgUrl: string; workerUrl?: string; profileDir?: string; flamegraphDir?: string }
+interface Options { rate: number | 'max'; duration: number; json?: string; keys: number; partitions: number; brokers: string; pgUrl: string; workerUrl?: string; profileDir?: string; flamegraphDir?: string; pgStatements: boolean }
 
-const USAGE = `usage: npm run load -- --rate N|max --duration SECONDS [--json FILE] [--keys N] [--partitions N] [--worker URL] [--profile DIR] [--flamegraph DIR]
+const USAGE = `usage: npm run load -- --rate N|max --duration SECONDS [--json FILE] [--keys N] [--partitions N] [--worker URL] [--profile DIR] [--flamegraph DIR] [--pg-statements]
 
 Offers N change events/s for SECONDS from the synthetic source node "load" to a worker it
 starts (or the one at --worker URL) on the local stack, and prints what was sustained:
@@ -44,6 +49,8 @@ events/s committed, p50/p95/p99/max latency, errors and the verdict against the 
 --profile DIR writes the worker's V8 CPU profile (.cpuprofile) there; --flamegraph DIR does
 too, then has 0x draw it as DIR/flamegraph.html and prints where the CPU time went
 (\`npm run profile\`).
+--pg-statements prints PostgreSQL's statements by time in the measured window, with the
+time per committed event (pg_stat_statements, which the local stack preloads).
 Later options win, so \`npm run profile -- --rate 1000\` overrides the script's rate.
 Exit codes: 0 SLO met, 1 not met, 2 usage or set-up error.
 `;
@@ -62,7 +69,7 @@ function parseArgs(argv: string[]): Options | string {
   return {
     rate, duration, json: get('--json'), keys: Number(get('--keys') ?? 20_000), partitions: Number(get('--partitions') ?? 6),
     brokers: process.env.KAFKA_BROKERS ?? '127.0.0.1:19092', pgUrl: process.env.LOAD_PG_URL ?? 'postgres://app:app@127.0.0.1:55432/loadtest',
-    workerUrl: get('--worker'), profileDir: get('--profile'), flamegraphDir: get('--flamegraph'),
+    workerUrl: get('--worker'), profileDir: get('--profile'), flamegraphDir: get('--flamegraph'), pgStatements: argv.includes('--pg-statements'),
   };
 }
 
@@ -209,6 +216,8 @@ interface Result {
   worker_cpu_us_per_event: number | null;
   /** Each process group's CPU time (/proc) per event the worker committed during the run (load/proc-cpu.ts). */
   cpu_us_per_event: Record<CpuGroup, number | null>;
+  /** --pg-statements: PostgreSQL's statements by time in the window, or why they could not be read. */
+  pg_statements?: StatementCost[] | string;
   /** Events/s the worker committed while draining the backlog after the generator stopped (null: under 1 s of backlog). */
   catch_up_per_s: number | null;
 }
@@ -216,6 +225,7 @@ interface Result {
 async function runAt(rate: number, o: Options, worker: string, gen: Generator, db: pg.Pool, workerPid: number | undefined): Promise<Result> {
   const start = await scrape(worker);
   const cpuStart = cpuSnapshot(ROOT, workerPid);
+  const stmtStart = o.pgStatements ? await statementsSnapshot(control()) : undefined;
   const startCommitted = start.committed;
   const producedAtStart = gen.produced;
   gen.samples.length = 0;
@@ -265,6 +275,7 @@ async function runAt(rate: number, o: Options, worker: string, gen: Generator, d
   const elapsed = (performance.now() - t0) / 1000;
   const end = await scrape(worker);
   const cpuEnd = cpuSnapshot(ROOT, workerPid);
+  const stmtEnd = o.pgStatements ? await statementsSnapshot(control()) : undefined;
   const committed = end.committed - startCommitted;
   const producedRun = gen.produced - producedAtStart;
   const lagEnd = producedRun - committed;
@@ -300,6 +311,9 @@ async function runAt(rate: number, o: Options, worker: string, gen: Generator, d
     catch_up_per_s: catchUpPerS,
     worker_cpu_us_per_event: committed > 0 ? Math.round(((end.cpuSeconds - start.cpuSeconds) * 1e6) / committed) : null,
     cpu_us_per_event: cpuPerEvent(cpuStart, cpuEnd, committed),
+    ...(stmtStart === undefined ? {} : {
+      pg_statements: typeof stmtStart === 'string' ? stmtStart : typeof stmtEnd === 'string' ? stmtEnd : statementsBetween(stmtStart, stmtEnd!, committed),
+    }),
     sampled: { n: observed.length, lost, p50_ms: pct(observed, 0.5), p95_ms: pct(observed, 0.95), max_ms: pct(observed, 1) },
   };
 }
@@ -315,6 +329,10 @@ function print(r: Result): void {
     `latency sampled in the PostgreSQL target (${r.sampled.n} updates, polled every 20 ms, ${r.sampled.lost} never seen): p50 ${ms(r.sampled.p50_ms)}, p95 ${ms(r.sampled.p95_ms)}, max ${ms(r.sampled.max_ms)}`,
     `worker CPU ${r.worker_cpu_us_per_event ?? 'n/a'} µs per committed event`,
     `CPU per committed event, by process (/proc, µs): ${Object.entries(r.cpu_us_per_event).map(([k, v]) => `${k} ${v ?? 'n/a'}`).join(', ')}`,
+    ...(r.pg_statements === undefined ? [] : typeof r.pg_statements === 'string' ? [`PostgreSQL statements: ${r.pg_statements}`] : [
+      'PostgreSQL statements by time in the window (pg_stat_statements; µs of execution per committed event, calls, ms per call, rows):',
+      ...r.pg_statements.map((q) => `  ${String(q.us_per_event).padStart(6)} µs/event  ${String(q.calls).padStart(7)} calls  ${q.ms_per_call.toFixed(3).padStart(9)} ms/call  ${String(q.rows).padStart(8)} rows  ${q.db}: ${q.query.slice(0, 110)}`),
+    ]),
     `errors ${r.errors}; backlog at the end ${r.lag_end} events (at ${r.backlog_ref_s ?? 'n/a'} s: ${r.backlog_30s_ago ?? 'n/a'}); ${r.sustained ? 'sustained' : 'NOT sustained'}`,
     `verdict: ${r.slo_met ? 'SLO MET' : 'SLO NOT MET'} (${SLO.rate.toLocaleString('en-US')} events/s sustained with p95 < ${SLO.p95} ms)`,
     '',
@@ -400,6 +418,7 @@ async function main(): Promise<number> {
   } finally {
     await new Promise<void>((resolve) => producer.disconnect(() => resolve()));
     await db.end();
+    await controlPool?.end();
     if (worker.proc) {
       const proc = worker.proc;
       if (proc.exitCode === null && proc.signalCode === null) {

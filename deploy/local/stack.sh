@@ -311,9 +311,13 @@ start_postgres() {
         fail postgres "$logf" "initdb failed"
     fi
     is_root && chown -R "$PG_OS_USER" "$PG_DATA"
-    log "postgres: starting on $HOST:$PG_PORT"
+    # pg_stat_statements, where this PostgreSQL has it (contrib): `npm run load -- --pg-statements`
+    # reads time per statement from it
+    local preload=""
+    [[ -f $PG_BIN/../lib/pg_stat_statements.so ]] && preload="-c shared_preload_libraries=pg_stat_statements"
+    log "postgres: starting on $HOST:$PG_PORT${preload:+ (with pg_stat_statements)}"
     as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_SERVER_LOG" -w -t 60 -s \
-      -o "-p $PG_PORT -k $PG_SOCK_DIR -c listen_addresses=$HOST -c wal_level=logical -c max_wal_senders=10 -c max_replication_slots=10 -c password_encryption=scram-sha-256" \
+      -o "-p $PG_PORT -k $PG_SOCK_DIR -c listen_addresses=$HOST -c wal_level=logical -c max_wal_senders=10 -c max_replication_slots=10 -c password_encryption=scram-sha-256 $preload" \
       start </dev/null >>"$logf" 2>&1 9>&- || fail postgres "$logf" "pg_ctl start failed"
     pg_running || fail postgres "$logf" "not answering on port $PG_PORT"
   fi
@@ -340,7 +344,14 @@ SELECT 'CREATE DATABASE sync_db OWNER sync_user' WHERE NOT EXISTS (SELECT 1 FROM
 SELECT 'CREATE DATABASE loadtest OWNER app' WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'loadtest')\gexec
 ALTER DATABASE app OWNER TO app;
 ALTER DATABASE sync_db OWNER TO sync_user;
+-- the local stack's load harness reads every database's statements (pg_stat_statements)
+GRANT pg_read_all_stats TO sync_user;
 SQL
+  # the view, where the library is loaded (a server started before the preload gets it at its next restart)
+  if [[ $(pg_super_psql -d sync_db -Atc "SHOW shared_preload_libraries" 2>>"$logf") == *pg_stat_statements* ]]; then
+    pg_super_psql -d sync_db -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >>"$logf" 2>&1 ||
+      fail postgres "$logf" "CREATE EXTENSION pg_stat_statements failed"
+  fi
   PGPASSWORD=app PGCONNECT_TIMEOUT=5 "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 \
     -h "$HOST" -p "$PG_PORT" -U app -d app -f "$SCRIPT_DIR/sql/postgres-app.sql" >>"$logf" 2>&1 ||
     fail postgres "$logf" "applying sql/postgres-app.sql failed"
