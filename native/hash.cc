@@ -20,6 +20,7 @@ Napi::Value LeafHashes(const Napi::CallbackInfo& info) {
     throw Napi::TypeError::New(env, "leafHashes(buf: Buffer, spans: Int32Array, out: Buffer)");
   }
   auto buf = info[0].As<Napi::Buffer<uint8_t>>();
+  if (info[1].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) throw Napi::TypeError::New(env, "leafHashes: spans must be an Int32Array");
   auto spans = info[1].As<Napi::Int32Array>();
   auto out = info[2].As<Napi::Buffer<uint8_t>>();
   const size_t rows = spans.ElementLength() / 4;

@@ -107,24 +107,25 @@ export function inclusionProof(leaves: readonly Hash[], index: number, lo = 0, h
 /** Checks an audit path (RFC 9162 §2.1.3.2): does `leaf` sit at `index` of the tree of `size` with `root`? */
 export function verifyInclusion(leaf: Hash, index: number, size: number, proof: readonly Hash[], root: Hash): boolean {
   if (index < 0 || index >= size) return false;
+  // plain arithmetic, not 32-bit bit operators: sizes may pass 2^31
+  const odd = (x: number) => x % 2 === 1;
+  const half = (x: number) => Math.floor(x / 2);
   let fn = index;
   let sn = size - 1;
   let r = leaf;
   for (const p of proof) {
     if (sn === 0) return false;
-    if (fn & 1 || fn === sn) {
+    if (odd(fn) || fn === sn) {
       r = nodeHash(p, r);
-      if (!(fn & 1)) {
-        while (fn !== 0 && !(fn & 1)) {
-          fn >>= 1;
-          sn >>= 1;
-        }
+      while (fn !== 0 && !odd(fn)) {
+        fn = half(fn);
+        sn = half(sn);
       }
     } else {
       r = nodeHash(r, p);
     }
-    fn >>= 1;
-    sn >>= 1;
+    fn = half(fn);
+    sn = half(sn);
   }
   return sn === 0 && r.equals(root);
 }
@@ -181,31 +182,33 @@ export function verifyConsistency(m: number, n: number, r1: Hash, r2: Hash, proo
   if (m > n || m < 0) return false;
   if (m === n) return proof.length === 0 && r1.equals(r2);
   if (m === 0) return proof.length === 0;
+  const odd = (x: number) => x % 2 === 1;
+  const half = (x: number) => Math.floor(x / 2);
   const path = [...proof];
-  if ((m & (m - 1)) === 0) path.unshift(r1); // m a power of two: the first node is the old root itself
+  if (Number.isInteger(Math.log2(m))) path.unshift(r1); // m a power of two: the first node is the old root itself
   let fn = m - 1;
   let sn = n - 1;
-  while (fn & 1) {
-    fn >>= 1;
-    sn >>= 1;
+  while (odd(fn)) {
+    fn = half(fn);
+    sn = half(sn);
   }
   if (path.length === 0) return false;
   let fr = path[0]!;
   let sr = path[0]!;
   for (const c of path.slice(1)) {
     if (sn === 0) return false;
-    if (fn & 1 || fn === sn) {
+    if (odd(fn) || fn === sn) {
       fr = nodeHash(c, fr);
       sr = nodeHash(c, sr);
-      while (!(fn & 1) && fn !== 0) {
-        fn >>= 1;
-        sn >>= 1;
+      while (!odd(fn) && fn !== 0) {
+        fn = half(fn);
+        sn = half(sn);
       }
     } else {
       sr = nodeHash(sr, c);
     }
-    fn >>= 1;
-    sn >>= 1;
+    fn = half(fn);
+    sn = half(sn);
   }
   return fr.equals(r1) && sr.equals(r2) && sn === 0;
 }

@@ -149,7 +149,8 @@ export async function buildReport(db: pg.ClientBase, o: ReportOptions): Promise<
     dead_letters: dead,
     integrity,
     witness: {
-      key_given: o.witness !== undefined,
+      // checked only where a verification ran (pinned keys given) with the witness's key
+      key_given: o.witness !== undefined && reports !== null,
       logs: witnessed.map((w) => ({
         log_id: w.log_id, signed_size: Number(w.signed), cosigned_size: w.cosigned === null ? null : Number(w.cosigned),
         verified_through: witnessedThrough.get(w.log_id) ?? null, last_cosigned_at: w.last?.toISOString() ?? null,

@@ -106,7 +106,7 @@ export async function verifyLog(db: pg.ClientBase, logId: string, pinned: Map<st
     'SELECT log_id, tree_size, root, prev_hash, signed_at, key_id, signature, checkpoint_hash, note, cosignatures FROM audit_checkpoints WHERE log_id = $1 ORDER BY tree_size', [logId]);
   let prev: Buffer | null = null;
   const signedOk = new Set<number>();
-  let witnessedThrough = 0;
+  const cosigned: number[] = [];
   for (const c of cps) {
     const size = Number(c.tree_size);
     const before = findings.length;
@@ -123,7 +123,7 @@ export async function verifyLog(db: pg.ClientBase, logId: string, pinned: Map<st
     if (o.witness && c.note && c.cosignatures && findings.length === before) {
       try {
         const text = parseNote(c.note).text;
-        if (parseNote(`${text}\n${c.cosignatures}`).signatures.some((sig) => checkSignature(o.witness!, text, sig).ok)) witnessedThrough = size;
+        if (parseNote(`${text}\n${c.cosignatures}`).signatures.some((sig) => checkSignature(o.witness!, text, sig).ok)) cosigned.push(size);
       } catch { /* a cosignature that does not parse witnesses nothing */ }
     }
     prev = c.checkpoint_hash;
@@ -163,7 +163,8 @@ export async function verifyLog(db: pg.ClientBase, logId: string, pinned: Map<st
       if (mismatched.length < 10_000) mismatched.push({ seq, meta: Buffer.from(r.meta), payload, stored: r.storedLeaf && Buffer.from(r.storedLeaf) });
     }
     // the tree is built from the stored leaf hashes: a row edited alone is named by its own hash
-    appendOne(f, r.storedLeaf ?? leaf);
+    // (a stored hash of the wrong length is already a mismatch, named above: the tree goes on with the recomputed one)
+    appendOne(f, r.storedLeaf?.length === 32 ? r.storedLeaf : leaf);
     const root = roots.get(f.size);
     if (root) {
       if (!rootOf(f).equals(root)) {
@@ -205,7 +206,8 @@ export async function verifyLog(db: pg.ClientBase, logId: string, pinned: Map<st
   if (damage) verifiedThrough = Math.min(verifiedThrough, damage.seq - 1);
   return {
     log_id: logId, rows: n, checkpoints: cps.length, unsigned: Math.max(0, n - lastSigned), verified_through: verifiedThrough, checked_through: n,
-    ...(o.witness ? { witnessed_through: Math.min(witnessedThrough, verifiedThrough) } : {}),
+    // the largest cosigned size that is also verified: a size, never a clamp between two
+    ...(o.witness ? { witnessed_through: Math.max(0, ...cosigned.filter((x) => x <= verifiedThrough)) } : {}),
     pruned: prunedThrough > 0 ? { from: 1, to: prunedThrough } : null, damage,
   };
 }

@@ -19,8 +19,13 @@ import { checkSignature, parseNote, type Verifier } from './note.ts';
 export class WitnessClient {
   private readonly o: { pool: pg.Pool; url: string; verifier: Verifier | undefined; metrics: Metrics; log: Logger; timeoutMs: number };
 
+  /** The witness as logged and stored: origin and path, never a query string (it could carry a token). */
+  private readonly shown: string;
+
   constructor(o: WitnessClient['o']) {
     this.o = o;
+    const u = new URL(o.url);
+    this.shown = `${u.origin}${u.pathname}`;
   }
 
   /** Sends what is due for `logIds` (the owned logs). */
@@ -30,8 +35,8 @@ export class WitnessClient {
          FROM audit_logs l
          JOIN audit_checkpoints c ON c.log_id = l.log_id AND c.tree_size = l.checkpoint_size
          LEFT JOIN audit_witness w ON w.log_id = l.log_id AND w.witness = $2
-        WHERE l.log_id = ANY($1) AND c.note IS NOT NULL AND c.witnessed_at IS NULL AND (w.tree_size IS NULL OR w.tree_size < c.tree_size)`,
-      [logIds, this.o.url],
+        WHERE l.log_id = ANY($1) AND c.note IS NOT NULL AND c.witnessed_at IS NULL AND (w.tree_size IS NULL OR w.tree_size <= c.tree_size)`,
+      [logIds, this.shown],
     );
     let behind = rows.length;
     for (const r of rows) {
@@ -61,7 +66,7 @@ export class WitnessClient {
       text = await res.text();
     } catch (err) {
       m.witnessFailures.labels('unreachable').inc();
-      this.o.log.warn({ log: logId, url: this.o.url, err: errorMessage(err) }, 'Audit witness unreachable; the checkpoint is sent again later');
+      this.o.log.warn({ log: logId, witness: this.shown, err: errorMessage(err) }, 'Audit witness unreachable; the checkpoint is sent again later');
       return 'unreachable';
     }
     if (res.status === 409) {
@@ -94,17 +99,21 @@ export class WitnessClient {
   /** The lines to keep: those the pinned witness key verifies, or (no key given) every signature line. Null: none verifies. */
   private check(note: string, lines: string[]): string | null {
     if (lines.length === 0) return null;
-    if (!this.o.verifier) return lines.join('');
-    const { text } = parseNote(note);
-    const { signatures } = parseNote(`${text}\n${lines.join('')}`);
-    const good = signatures.filter((s) => checkSignature(this.o.verifier!, text, s).ok);
-    return good.length > 0 ? good.map((s) => s.line).join('') : null;
+    try {
+      const { text } = parseNote(note);
+      const { signatures } = parseNote(`${text}\n${lines.join('')}`); // lines that do not parse: no cosignature
+      if (!this.o.verifier) return lines.join('');
+      const good = signatures.filter((s) => checkSignature(this.o.verifier!, text, s).ok);
+      return good.length > 0 ? good.map((s) => s.line).join('') : null;
+    } catch {
+      return null;
+    }
   }
 
   private async remember(logId: string, size: number): Promise<void> {
     await this.o.pool.query(
       `INSERT INTO audit_witness (log_id, witness, tree_size) VALUES ($1, $2, $3)
-       ON CONFLICT (log_id, witness) DO UPDATE SET tree_size = EXCLUDED.tree_size, updated_at = now()`, [logId, this.o.url, size]);
+       ON CONFLICT (log_id, witness) DO UPDATE SET tree_size = EXCLUDED.tree_size, updated_at = now()`, [logId, this.shown, size]);
   }
 
   /**

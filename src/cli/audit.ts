@@ -24,7 +24,7 @@ const USAGE = `usage: worker-sync audit verify --keys FILE [--group G | --log LO
        worker-sync audit prune --before 90d --archive DIR [--conflicts-before 30d] [--group G] [--keys FILE] [--actor NAME] [--dry-run] [--json]
        worker-sync audit verify-archive DIR --keys FILE [--offline] [--json]
        worker-sync audit export --from DATE --to DATE [--group G]      CSV with a header row, to stdout
-       worker-sync audit report [--from DATE (30d)] [--to DATE (now)] [--format md|html|json] [--group G] [--keys FILE] [--no-kafka] [--out FILE]
+       worker-sync audit report [--from DATE (30d)] [--to DATE (now)] [--format md|html|json] [--group G] [--keys FILE] [--witness-key VKEY] [--no-kafka] [--out FILE]
        worker-sync audit public-key [--format json|c2sp]   the pinned-keys entry of AUDIT_SIGNING_KEY_FILE, or its C2SP verifier key
        worker-sync audit checkpoint --log LOG_ID [--size N] [--format c2sp|json]   a signed checkpoint (default: the latest) as a C2SP note
        worker-sync audit consistency --log LOG_ID --from M --to N [--json]   an RFC 9162 consistency proof between two tree sizes
@@ -338,11 +338,8 @@ async function checkpointCommand(args: string[], cfg: Loaded): Promise<number> {
 
 /** Every stored leaf hash of `logId` from seq 1 through `size`, in order (a row without one is a hole: verify names it). */
 async function leavesThrough(db: pg.ClientBase, logId: string, size: number): Promise<Buffer[]> {
-  const leaves: Buffer[] = [];
-  await streamLeafRows(db, logId, 1, size, (rows) => {
-    for (const r of rows) leaves.push(Buffer.from(r.storedLeaf ?? Buffer.alloc(32)));
-  });
-  return leaves;
+  const { rows } = await db.query<{ leaf_hash: Buffer | null }>('SELECT leaf_hash FROM audit_log WHERE log_id = $1 AND seq <= $2 ORDER BY seq', [logId, size]);
+  return rows.map((r) => r.leaf_hash ?? Buffer.alloc(32));
 }
 
 async function consistencyCommand(args: string[], cfg: Loaded): Promise<number> {
@@ -367,12 +364,14 @@ async function consistencyCommand(args: string[], cfg: Loaded): Promise<number> 
     // the roots as signed, where a checkpoint signed that size: a proof between unsigned sizes proves less
     const signed = async (n: number) => (await storedCheckpoint(db, logId, n))?.root ?? null;
     const [s1, s2] = [await signed(from), await signed(to)];
-    const ok = verifyConsistency(from, to, first, second, proof) && (s1 === null || s1.equals(first)) && (s2 === null || s2.equals(second));
+    // a proof between sizes no checkpoint signed has no anchor: printed, but not called verified
+    const ok = verifyConsistency(from, to, first, second, proof) && s1 !== null && s1.equals(first) && s2 !== null && s2.equals(second);
     const out = {
       log_id: logId, first_size: from, second_size: to, first_root: first.toString('hex'), second_root: second.toString('hex'),
       proof: proof.map((h) => h.toString('hex')), first_signed: s1 !== null, second_signed: s2 !== null, verified: ok,
     };
-    process.stdout.write(args.includes('--json') ? `${JSON.stringify(out)}\n` : `${ok ? 'CONSISTENT' : 'NOT CONSISTENT'} ${JSON.stringify(out, null, 2)}\n`);
+    const verdict = ok ? 'CONSISTENT' : s1 === null || s2 === null ? 'NOT VERIFIED (a size without a signed checkpoint)' : 'NOT CONSISTENT';
+    process.stdout.write(args.includes('--json') ? `${JSON.stringify(out)}\n` : `${verdict} ${JSON.stringify(out, null, 2)}\n`);
     return ok ? 0 : 1;
   } finally {
     await db.end();
@@ -537,6 +536,13 @@ async function reportCommand(args: string[], cfg: Loaded): Promise<number> {
     process.stderr.write(`${typeof p === 'string' ? p : `--format must be md, html or json, not ${format}`}\n\n${USAGE}`);
     return 2;
   }
+  const witnessKey = flag(args, '--witness-key') ?? cfg.env.auditWitnessKey;
+  try {
+    if (witnessKey !== undefined) parseVerifierKey(witnessKey);
+  } catch (err) {
+    process.stderr.write(`--witness-key: ${errorMessage(err)}\n`);
+    return 2;
+  }
   const keysFile = flag(args, '--keys') ?? process.env.AUDIT_PINNED_KEYS_FILE;
   let pinned: Map<string, string> | null = null;
   if (keysFile) {
@@ -558,7 +564,7 @@ async function reportCommand(args: string[], cfg: Loaded): Promise<number> {
   try {
     const report = await buildReport(db, {
       group: flag(args, '--group') ?? cfg.env.groupId, from: p.from, to: p.to, pinned, published, publishedError,
-      witness: cfg.env.auditWitnessKey === undefined ? undefined : parseVerifierKey(cfg.env.auditWitnessKey),
+      witness: witnessKey === undefined ? undefined : parseVerifierKey(witnessKey),
       retentionDays: Number(flag(args, '--retention-days') ?? 90), conflictRetentionDays: Number(flag(args, '--conflict-retention-days') ?? 30),
     });
     const text = format === 'json' ? `${JSON.stringify(report, null, 2)}\n` : format === 'html' ? renderHtml(report) : renderMarkdown(report);

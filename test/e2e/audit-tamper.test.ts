@@ -107,6 +107,10 @@ describe('the signed audit log', () => {
       await control.query(`UPDATE audit_log SET actor = 'mallory' WHERE log_id = $1 AND seq = 9`, [logId]);
       return { seq: 9, kind: 'modified' };
     }],
+    ['a stored leaf hash cut to one byte', async () => {
+      await control.query(`UPDATE audit_log SET leaf_hash = '\\x00' WHERE log_id = $1 AND seq = 5`, [logId]);
+      return { seq: 5, kind: 'modified' };
+    }],
     ['a modified payload', async () => {
       await control.query(`UPDATE audit_log SET after = '{"name":"mallory"}' WHERE log_id = $1 AND seq = 12`, [logId]);
       return { seq: 12, kind: 'modified' };

@@ -70,8 +70,10 @@ export const keyIdOf = (name: string, type: number, raw: Buffer): Buffer => sha2
 
 /** `<name>+<hex key ID>+<base64(type ‖ key)>`, checked. */
 export function parseVKey(vkey: string): VKey {
-  const [name, hex, b64] = vkey.trim().split('+');
-  const bytes = Buffer.from(b64!, 'base64');
+  // name and key ID hold no '+'; the base64 key may
+  const [name, hex, ...rest] = vkey.trim().split('+');
+  const b64 = rest.join('+');
+  const bytes = Buffer.from(b64, 'base64');
   const raw = bytes.subarray(1);
   const id = keyIdOf(name!, bytes[0]!, raw);
   if (id.toString('hex') !== hex) throw new Error('vkey: key ID mismatch');

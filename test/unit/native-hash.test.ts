@@ -37,6 +37,7 @@ describe('native hashing', () => {
   it('refuses spans outside the buffer instead of reading past it', () => {
     expect(() => nativeHash!.leafHashes(Buffer.alloc(10), Int32Array.from([0, 5, 5, 11]), Buffer.alloc(64))).toThrow(RangeError);
     expect(() => nativeHash!.leafHashes(Buffer.alloc(10), Int32Array.from([0, 5]), Buffer.alloc(64))).toThrow(RangeError);
+    expect(() => nativeHash!.leafHashes(Buffer.alloc(10), Uint8Array.from([0, 5, 5, 9]) as unknown as Int32Array, Buffer.alloc(64))).toThrow(TypeError);
   });
 
   it('gives RFC 6962 interior nodes', () => {

@@ -1,6 +1,6 @@
 import { createPublicKey, generateKeyPairSync, sign, verify } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { append, consistencyProof, emptyFrontier, frontierRanges, inclusionProof, treeRoot } from '../../src/audit/merkle.ts';
+import { append, consistencyProof, emptyFrontier, frontierRanges, inclusionProof, treeRoot, verifyConsistency, verifyInclusion } from '../../src/audit/merkle.ts';
 import { mth, rfcConsistency, rfcInclusion, sha256 } from '../support/rfc9162.ts';
 import { checkpointText, checkSignature, cosignedMessage, parseCheckpointText, parseNote, parseVerifierKey, signNote, verifierKey } from '../../src/audit/note.ts';
 
@@ -38,6 +38,32 @@ describe('RFC 9162 proofs, checked by the RFC verifiers of test/support/rfc9162.
         const f = append(emptyFrontier(), leaves.slice(0, m));
         expect(consistencyProof(m, n, frontierRanges(f, leaves.slice(m, n)))).toEqual(fromLeaves);
         if (m < n) expect(rfcConsistency(m, n, first, mth(leaves.slice(0, n - 1).concat([leaf(999)])), fromLeaves), `${m} -> ${n} against another tree`).toBe(false);
+      }
+    }
+  });
+
+  it("the project's own verifiers (audit prove, audit consistency) accept what the RFC's do and refuse tampered proofs", () => {
+    for (let n = 1; n <= 40; n++) {
+      const second = treeRoot(leaves, 0, n);
+      for (let m = 1; m <= n; m++) {
+        const first = treeRoot(leaves, 0, m);
+        const proof = consistencyProof(m, n, (lo, hi) => treeRoot(leaves, lo, hi));
+        expect(verifyConsistency(m, n, first, second, proof), `${m} -> ${n}`).toBe(true);
+        if (m === n) continue;
+        expect(verifyConsistency(m, n, first, leaf(999), proof)).toBe(false);
+        expect(verifyConsistency(m, n, leaf(999), second, proof)).toBe(false);
+        if (proof.length > 0) {
+          const bad = [...proof];
+          bad[bad.length - 1] = leaf(998);
+          expect(verifyConsistency(m, n, first, second, bad)).toBe(false);
+          expect(verifyConsistency(m, n, first, second, proof.slice(1))).toBe(false);
+        }
+      }
+      for (let i = 0; i < n; i++) {
+        const path = inclusionProof(leaves.slice(0, n), i);
+        expect(verifyInclusion(leaves[i]!, i, n, path, second)).toBe(true);
+        expect(verifyInclusion(leaf(996), i, n, path, second)).toBe(false);
+        if (path.length > 0) expect(verifyInclusion(leaves[i]!, i, n, [leaf(997), ...path.slice(1)], second)).toBe(false);
       }
     }
   });
