@@ -41,8 +41,21 @@ export async function rawProducer(): Promise<RawProducer> {
     if (err) p?.reject(new Error(err.message));
     else p?.resolve(report.offset);
   });
+  // a topic a worker has just created may not be in this producer's metadata yet, and
+  // librdkafka fails a message for an explicit partition it does not know ("unknown
+  // partition") instead of waiting: wait until the broker reports the partition
+  const known = new Map<string, number>();
+  const ensure = async (topic: string, partition: number): Promise<void> => {
+    for (let i = 0; (known.get(topic) ?? 0) <= partition; i++) {
+      if (i === 100) throw new Error(`${topic} has no partition ${partition} after 20 s`);
+      const md = await new Promise<Kafka.Metadata>((resolve, reject) => producer.getMetadata({ topic, timeout: 5000 }, (err, m) => (err ? reject(err) : resolve(m))));
+      known.set(topic, md.topics.find((t) => t.name === topic)?.partitions.length ?? 0);
+      if ((known.get(topic) ?? 0) <= partition) await new Promise((r) => setTimeout(r, 200));
+    }
+  };
   return {
-    send(topic, key, value, partition) {
+    async send(topic, key, value, partition) {
+      if (partition !== undefined) await ensure(topic, partition);
       const id = n++;
       return new Promise<number>((resolve, reject) => {
         pending.set(id, { resolve, reject });
