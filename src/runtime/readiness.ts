@@ -48,6 +48,12 @@ export class Readiness {
   snapshot(): { ready: boolean; dependencies: Record<string, DependencyState> } {
     const deps: Record<string, DependencyState> = {};
     let ready = true;
+    if (this.timer === undefined) {
+      // start-up has not finished (nothing is probed before it does): never ready with no
+      // probes at all, or a pod takes traffic before it has connected to anything
+      deps.startup = { ok: false, detail: 'starting', checkedAt: new Date().toISOString() };
+      ready = false;
+    }
     for (const name of this.probes.keys()) {
       const s = this.state.get(name) ?? { ok: false, detail: 'not checked yet', checkedAt: new Date(0).toISOString() };
       deps[name] = s;
