@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { VersionVector } from '../src/clock/version-vector.ts';
 import { pack } from '../src/clock/batch.ts';
 import { loadNative, typescriptCodec, type ClockCodec } from '../src/clock/clock-codec.ts';
-import { ROOT, median, table, writeResults } from './common.ts';
+import { ROOT, median, table, writeResults } from '../harness/common.ts';
 
 /**
  * The version vector codec, TypeScript against the native addon (issue 4): encode, decode,

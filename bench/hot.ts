@@ -7,7 +7,7 @@ import { classify, recordOutcome, type ClassifyContext } from '../src/sync/class
 import { emptyState } from '../src/sync/record-state.ts';
 import { changeRow, encodeAuditRows } from '../src/audit/audit-rows.ts';
 import { appendOne, emptyFrontier, leafHash, rootOf } from '../src/audit/merkle.ts';
-import { ROOT, median, table, writeResults } from './common.ts';
+import { ROOT, median, table, writeResults } from '../harness/common.ts';
 
 /**
  * Micro-benchmarks of the per-event hot path (issue 6), in one process, rounds of

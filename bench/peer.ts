@@ -5,7 +5,7 @@ import Kafka from 'node-rdkafka';
 import pg from 'pg';
 import { deleteTopic, ensureTopic } from '../src/kafka/producer.ts';
 import { envelope, Keyspace, mixOp, step } from '../load/events.ts';
-import { freePort, progress, ROOT, writeResults } from './common.ts';
+import { freePort, progress, ROOT, writeResults } from '../harness/common.ts';
 
 /**
  * `npm run bench:peer` (issue 6): the same topic of Debezium change events (schemas on),

@@ -6,7 +6,7 @@ import { MySqlSink } from '../src/sinks/mysql-sink.ts';
 import type { Sink, UpsertRow } from '../src/sinks/sink.ts';
 import { encode } from '../src/clock/codec.ts';
 import { fromObject } from '../src/clock/version-vector.ts';
-import { median, stackUrls, table, writeResults } from './common.ts';
+import { median, stackUrls, table, writeResults } from '../harness/common.ts';
 
 /**
  * Each sink's batch apply at 100, 500 and 1,000 rows, on the stack's real databases:

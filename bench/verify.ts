@@ -8,7 +8,7 @@ import { generateSigningKey } from '../src/audit/signing.ts';
 import { changeRow, insertAuditRows, type AuditRowInput } from '../src/audit/audit-rows.ts';
 import { verifyLog } from '../src/audit/verify.ts';
 import type { ChangeEvent } from '../src/events/change-event.ts';
-import { stackUrls, writeResults } from './common.ts';
+import { stackUrls, writeResults } from '../harness/common.ts';
 import type { BenchOptions } from './run.ts';
 
 /**

@@ -3,7 +3,7 @@ import { closeSync, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
-import { freePort, median, table, writeResults } from '../bench/common.ts';
+import { freePort, median, table, writeResults } from '../harness/common.ts';
 
 /**
  * `npm run load:http` (issue 6): the HTTP endpoints under load, with autocannon, against a

@@ -7,7 +7,7 @@ import pg from 'pg';
 import { deleteTopic, ensureTopic } from '../src/kafka/producer.ts';
 import { commitAtEnd } from '../src/kafka/consumer.ts';
 import { ENTITIES, envelope, formsOf, Keyspace, mixOp, step, type Entity, type MixOp } from './events.ts';
-import { freePort, progress } from '../bench/common.ts';
+import { freePort, progress } from '../harness/common.ts';
 import { summarize, type CpuProfile } from './profile-summary.ts';
 import { cpuPerEvent, cpuSnapshot, type CpuGroup } from './proc-cpu.ts';
 import { statementsBetween, statementsSnapshot, type StatementCost } from './pg-statements.ts';

@@ -1,3 +1,8 @@
+/**
+ * The harness helpers the benchmarks (bench/) and the load tools (load/) share: the repo
+ * root, the local stack's URLs, result files, tables, medians, free ports and progress
+ * lines. A folder of its own, so that bench depends on load and never the reverse.
+ */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
