@@ -2,11 +2,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import Kafka from 'node-rdkafka';
 import pg from 'pg';
 import { deleteTopic, ensureTopic } from '../src/kafka/producer.ts';
 import { commitAtEnd } from '../src/kafka/consumer.ts';
-import { ENTITIES, envelope, formsOf, Keyspace, mixOp, step, type Entity, type MixOp } from './events.ts';
+import { ENTITIES, type Entity } from './events.ts';
+import { Generator, loadProducer, type Sample } from './generator.ts';
 import { freePort, progress } from '../harness/common.ts';
 import { summarize, type CpuProfile } from './profile-summary.ts';
 import { cpuPerEvent, cpuSnapshot, type CpuGroup } from './proc-cpu.ts';
@@ -18,7 +18,7 @@ const control = (): pg.Pool => (controlPool ??= new pg.Pool({ connectionString: 
 
 /**
  * `npm run load -- --rate 10000 --duration 60 [--json out.json]` (issue 6): offers a
- * steady rate of Debezium-format change events from the synthetic source node `load`
+ * steady rate (one burst per 100 ms, load/generator.ts) of Debezium-format change events from the synthetic source node `load`
  * (load/topology.yaml) to a worker it starts on the local stack, and measures what the
  * worker sustains:
  * - the mix is 70 % updates, 20 % inserts, 10 % deletes (each delete followed by its
@@ -71,54 +71,6 @@ function parseArgs(argv: string[]): Options | string {
     brokers: process.env.KAFKA_BROKERS ?? '127.0.0.1:19092', pgUrl: process.env.LOAD_PG_URL ?? 'postgres://app:app@127.0.0.1:55432/loadtest',
     workerUrl: get('--worker'), profileDir: get('--profile'), flamegraphDir: get('--flamegraph'), pgStatements: argv.includes('--pg-statements'),
   };
-}
-
-interface Sample { entity: Entity; id: number; version: number; sentAt: number }
-
-class Generator {
-  produced = 0;
-  deliveryErrors = 0;
-  private lsn = BigInt(Date.now()) * 1000n;
-  private seq = 0;
-  readonly keys = new Map<Entity, Keyspace>();
-  readonly samples: Sample[] = [];
-  sampleEvery = 97;
-
-  constructor(private readonly producer: Kafka.Producer, base: number) {
-    for (const e of ENTITIES) this.keys.set(e, new Keyspace(base));
-  }
-
-  /** One change event; returns the number of change events (tombstones not counted). */
-  emit(op: MixOp, entity: Entity): number {
-    const ks = this.keys.get(entity)!;
-    const now = Date.now();
-    const c = step(ks, op, now * 1000);
-    this.lsn += 8n;
-    const { topic, key, value } = envelope(entity, c.op, c.before, c.after, { lsn: this.lsn, txId: ++this.seq, now, ...formsOf(entity, this.seq) });
-    this.produce(topic, key, value);
-    if (c.op === 'd') this.produce(topic, key, null); // Debezium's tombstone
-    if (c.op === 'u' && this.seq % this.sampleEvery === 0) this.samples.push({ entity, id: c.id, version: ks.version.get(c.id)!, sentAt: now });
-    return 1;
-  }
-
-  private produce(topic: string, key: Buffer, value: Buffer | null): void {
-    for (;;) {
-      try {
-        this.producer.produce(topic, null, value, key, Date.now());
-        return;
-      } catch (err) {
-        if ((err as { code?: number }).code !== Kafka.CODES.ERRORS.ERR__QUEUE_FULL) throw err;
-        this.producer.poll();
-      }
-    }
-  }
-
-  next(): number {
-    const r = Math.random();
-    const entity = ENTITIES[Math.floor(Math.random() * ENTITIES.length)]!;
-    this.produced += this.emit(mixOp(r), entity);
-    return 1;
-  }
 }
 
 // ------------------------------------------------------------------ the worker and its metrics
@@ -207,7 +159,10 @@ const pct = (xs: number[], q: number) => (xs.length === 0 ? null : [...xs].sort(
 
 interface Result {
   rate_offered: number; rate_achieved: number; p50_ms: number | null; p95_ms: number | null; p99_ms: number | null; max_ms: number | null;
-  errors: number; lag_end: number; sustained: boolean; slo_met: boolean; duration_s: number; produced: number; committed: number;
+  errors: number; lag_end: number;
+  /** Messages the generator produced that the broker does not hold (counted in errors). */
+  undelivered: number;
+  sustained: boolean; slo_met: boolean; duration_s: number; produced: number; committed: number;
   sampled: { n: number; lost: number; p50_ms: number | null; p95_ms: number | null; max_ms: number | null };
   /** The backlog 30 s before the end (after the first third of a shorter run), and when that was. */
   backlog_30s_ago: number | null;
@@ -232,22 +187,25 @@ async function runAt(rate: number, o: Options, worker: string, gen: Generator, d
   const observed: number[] = [];
   let lost = 0;
   let sampling = true;
-  // the independent check: poll the PostgreSQL target for sampled updates
+  // the independent check: poll the PostgreSQL target for sampled updates, one query for
+  // every entity a poll (each query and each wake-up costs this process CPU the worker needs)
   const sampler = (async () => {
     while (sampling) {
       const now = Date.now();
-      const pending = gen.samples.splice(0, gen.samples.length);
-      const byEntity = new Map<Entity, Sample[]>();
-      for (const s of pending) {
+      const pending: Sample[] = [];
+      for (const s of gen.samples.splice(0, gen.samples.length)) {
         if (now - s.sentAt > 30_000) lost++;
-        else byEntity.set(s.entity, [...(byEntity.get(s.entity) ?? []), s]);
+        else pending.push(s);
       }
-      for (const [entity, ss] of byEntity) {
-        const { rows } = await db.query<{ id: string; qty: number }>(`SELECT id, qty FROM loadtest.${entity} WHERE id = ANY($1::bigint[])`, [ss.map((s) => s.id)]);
-        const at = new Map(rows.map((r) => [Number(r.id), r.qty]));
+      if (pending.length > 0) {
+        const { rows } = await db.query<{ entity: Entity; id: string; qty: number }>(
+          ENTITIES.map((e, i) => `SELECT '${e}' AS entity, id, qty FROM loadtest.${e} WHERE id = ANY($${i + 1}::bigint[])`).join(' UNION ALL '),
+          ENTITIES.map((e) => pending.filter((s) => s.entity === e).map((s) => s.id)),
+        );
+        const at = new Map(rows.map((r) => [`${r.entity}:${r.id}`, r.qty]));
         const seenAt = Date.now();
-        for (const s of ss) {
-          if ((at.get(s.id) ?? -1) >= s.version) observed.push(seenAt - s.sentAt);
+        for (const s of pending) {
+          if ((at.get(`${s.entity}:${s.id}`) ?? -1) >= s.version) observed.push(seenAt - s.sentAt);
           else gen.samples.push(s); // not there yet (or deleted since: it ages out as lost)
         }
       }
@@ -257,21 +215,12 @@ async function runAt(rate: number, o: Options, worker: string, gen: Generator, d
 
   const backlog: Array<[number, number]> = [];
   const t0 = performance.now();
-  let sent = 0;
-  let lastReport = 0;
-  while (performance.now() - t0 < o.duration * 1000) {
-    const due = Math.floor(((performance.now() - t0) / 1000) * rate) - sent;
-    for (let i = 0; i < due; i++) sent += gen.next();
-    const elapsed = (performance.now() - t0) / 1000;
-    if (elapsed - lastReport >= 1) {
-      lastReport = Math.floor(elapsed);
-      const s = await scrape(worker);
-      const lagNow = gen.produced - producedAtStart - (s.committed - startCommitted);
-      backlog.push([elapsed, lagNow]);
-      progress(`[${'#'.repeat(Math.round((elapsed / o.duration) * 30)).padEnd(30)}] ${Math.round(elapsed)}/${o.duration} s  offered ${Math.round(sent / elapsed)}/s  committed ${Math.round((s.committed - startCommitted) / elapsed)}/s  backlog ${lagNow}   `);
-    }
-    await sleep(5);
-  }
+  const sent = await gen.pace(rate, o.duration, async (elapsed, sentSoFar) => {
+    const s = await scrape(worker);
+    const lagNow = gen.produced - producedAtStart - (s.committed - startCommitted);
+    backlog.push([elapsed, lagNow]);
+    progress(`[${'#'.repeat(Math.round((elapsed / o.duration) * 30)).padEnd(30)}] ${Math.round(elapsed)}/${o.duration} s  offered ${Math.round(sentSoFar / elapsed)}/s  committed ${Math.round((s.committed - startCommitted) / elapsed)}/s  backlog ${lagNow}   `);
+  });
   const elapsed = (performance.now() - t0) / 1000;
   const end = await scrape(worker);
   const cpuEnd = cpuSnapshot(ROOT, workerPid);
@@ -296,6 +245,7 @@ async function runAt(rate: number, o: Options, worker: string, gen: Generator, d
   sampling = false;
   await sampler;
   const after = await scrape(worker);
+  const undelivered = await gen.undelivered(); // every message produced so far, checked against the broker's offsets
   // "not growing over the last 30 s": the backlog 30 s before the end (in a shorter run, after
   // its first third, so that the events in flight at any moment are not taken for growth)
   const ref = backlog.filter(([t]) => t <= Math.max(elapsed - 30, elapsed / 3)).at(-1) ?? null;
@@ -305,7 +255,7 @@ async function runAt(rate: number, o: Options, worker: string, gen: Generator, d
   const rateAchieved = committed / elapsed;
   return {
     rate_offered: rate, rate_achieved: Math.round(rateAchieved), p50_ms: round(quantile(start, end, 0.5)), p95_ms: round(p95), p99_ms: round(quantile(start, end, 0.99)),
-    max_ms: Math.max(maxBucket(start, end) ?? 0, pct(observed, 1) ?? 0) || null, errors: after.errors - start.errors + gen.deliveryErrors, lag_end: lagEnd,
+    max_ms: Math.max(maxBucket(start, end) ?? 0, pct(observed, 1) ?? 0) || null, errors: after.errors - start.errors + undelivered, undelivered, lag_end: lagEnd,
     sustained, slo_met: sustained && p95 !== null && p95 < SLO.p95 && rateAchieved >= SLO.rate * 0.99 && rate >= SLO.rate,
     duration_s: Number(elapsed.toFixed(1)), produced: producedRun, committed, backlog_30s_ago: then, backlog_ref_s: ref === null ? null : Math.round(ref[0]),
     catch_up_per_s: catchUpPerS,
@@ -333,7 +283,7 @@ function print(r: Result): void {
       'PostgreSQL statements by time in the window (pg_stat_statements; µs of execution per committed event, calls, ms per call, rows):',
       ...r.pg_statements.map((q) => `  ${String(q.us_per_event).padStart(6)} µs/event  ${String(q.calls).padStart(7)} calls  ${q.ms_per_call.toFixed(3).padStart(9)} ms/call  ${String(q.rows).padStart(8)} rows  ${q.db}: ${q.query.slice(0, 110)}`),
     ]),
-    `errors ${r.errors}; backlog at the end ${r.lag_end} events (at ${r.backlog_ref_s ?? 'n/a'} s: ${r.backlog_30s_ago ?? 'n/a'}); ${r.sustained ? 'sustained' : 'NOT sustained'}`,
+    `errors ${r.errors}${r.undelivered > 0 ? ` (${r.undelivered} generated messages never reached the broker)` : ''}; backlog at the end ${r.lag_end} events (at ${r.backlog_ref_s ?? 'n/a'} s: ${r.backlog_30s_ago ?? 'n/a'}); ${r.sustained ? 'sustained' : 'NOT sustained'}`,
     `verdict: ${r.slo_met ? 'SLO MET' : 'SLO NOT MET'} (${SLO.rate.toLocaleString('en-US')} events/s sustained with p95 < ${SLO.p95} ms)`,
     '',
   ].join('\n'));
@@ -357,14 +307,10 @@ async function main(): Promise<number> {
   }
   const worker = o.workerUrl ? { url: o.workerUrl, proc: undefined, logFile: '(external worker)' } : await startWorker(group, o);
   process.stderr.write(`worker ${worker.url} (log ${worker.logFile})\n`);
-  const producer = new Kafka.Producer({
-    'metadata.broker.list': o.brokers, 'client.id': 'worker-sync-load', 'linger.ms': 5, 'batch.num.messages': 10_000,
-    'compression.codec': 'lz4', 'queue.buffering.max.messages': 2_000_000, 'dr_cb': true,
-  }, {});
+  const producer = loadProducer(o.brokers);
   const gen = new Generator(producer, Date.now() * 10);
-  producer.on('delivery-report', (err) => { if (err) gen.deliveryErrors++; });
-  producer.setPollInterval(10);
   await new Promise<void>((resolve, reject) => producer.connect({}, (err) => (err ? reject(err) : resolve())));
+  await gen.start();
   const db = new pg.Pool({ connectionString: o.pgUrl, max: 2 });
   try {
     // seed the key space, then let the worker catch up: the measured run starts with live keys

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { loadTopology } from '../../src/config/topology.ts';
 import { DebeziumDecoder } from '../../src/events/debezium.ts';
 import type { ChangeEvent } from '../../src/events/change-event.ts';
-import { ENTITIES, envelope, formsOf, Keyspace, mixOp, row, step } from '../../load/events.ts';
+import { ENTITIES, envelope, EnvelopeWriter, formsOf, Keyspace, mixOp, row, step } from '../../load/events.ts';
 
 /** The load generator's events decode through the worker's own decoder, in both converter forms. */
 const topology = loadTopology(path.resolve('load/topology.yaml'));
@@ -43,6 +43,32 @@ describe('load generator events', () => {
       expect(keys.size, entity).toBe(1);
       expect(values.size, entity).toBe(entity === 'shipments' ? 2 : 1); // shipments still carries both value forms
     }
+  });
+
+  it('the EnvelopeWriter writes the same bytes as envelope, for every entity, op and converter form, event after event', () => {
+    // the generator's fast path reuses one buffer: each event is checked before the next write
+    for (const prefix of ['load', 'bench-gen']) {
+      const w = new EnvelopeWriter(prefix);
+      const ks = new Keyspace(9_999_990);
+      let checked = 0;
+      for (let seq = 1; seq <= 400; seq++) {
+        const entity = ENTITIES[seq % 3]!;
+        const nowUs = 1_796_000_000_000_000 + seq * 7919;
+        const c = step(ks, mixOp((seq * 0.618) % 1), nowUs);
+        const m = { lsn: 1_796_000_000_000_000n + BigInt(seq * 8), txId: seq, now: Math.floor(nowUs / 1000), ...formsOf(entity, seq), prefix };
+        const want = envelope(entity, c.op, c.before, c.after, m);
+        const got = w.write(entity, c.op, c.id, c.beforeVersion, c.afterVersion, nowUs, m);
+        expect(got.topic).toBe(want.topic);
+        expect(got.key.toString('latin1')).toBe(want.key.toString('latin1'));
+        expect(got.value.toString('latin1')).toBe(want.value.toString('latin1'));
+        checked++;
+      }
+      expect(checked).toBe(400);
+    }
+    // a value with 1-digit and 16-digit numbers at once
+    const w = new EnvelopeWriter();
+    const m = { lsn: 9n, txId: 0, now: 0, schemas: false, keySchemas: false };
+    expect(w.write('accounts', 'u', 1, 9, 10, 9_007_199_254_740_991, m).value.toString()).toBe(envelope('accounts', 'u', row(1, 9, 9_007_199_254_740_991), row(1, 10, 9_007_199_254_740_991), m).value.toString());
   });
 
   it('steps the key space: an insert adds a key at version 1, an update bumps it, a delete removes it, and with no key left both become inserts', () => {
