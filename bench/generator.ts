@@ -5,7 +5,7 @@ import { ENTITIES, envelope, EnvelopeWriter, formsOf, row, type Entity } from '.
 type Meta = { lsn: bigint; txId: number; now: number; schemas: boolean; keySchemas: boolean };
 import { Generator, loadProducer, POLL_MS, TICK_MS } from '../load/generator.ts';
 import { median, table, writeResults } from '../harness/common.ts';
-import type { BenchOptions } from './run.ts';
+import type { BenchOptions } from '../harness/common.ts';
 
 /**
  * What the load generator costs (issue 13 asks for at most 15 µs of CPU per event): on

@@ -3,10 +3,7 @@
  * Each prints its figures and writes bench/results/NAME.json. Benchmarks measure and
  * print; none of them is a test, and none belongs to `npm test`.
  */
-export interface BenchOptions {
-  /** --json FILE: the benchmark's headline figures, for scripts and A/B runs */
-  json?: string;
-}
+import type { BenchOptions } from '../harness/common.ts';
 
 const BENCHES: Record<string, { about: string; load: () => Promise<{ run: (o: BenchOptions) => Promise<void> }> }> = {
   hot: { about: 'the per-event hot path: decode (both converter forms), classify, audit row encode + hash, Merkle append', load: () => import('./hot.ts') },

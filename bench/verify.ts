@@ -9,7 +9,7 @@ import { changeRow, insertAuditRows, type AuditRowInput } from '../src/audit/aud
 import { verifyLog } from '../src/audit/verify.ts';
 import type { ChangeEvent } from '../src/events/change-event.ts';
 import { stackUrls, writeResults } from '../harness/common.ts';
-import type { BenchOptions } from './run.ts';
+import type { BenchOptions } from '../harness/common.ts';
 
 /**
  * Audit verification speed (issue 5 asks for at least 100,000 rows/s): writes one log of

@@ -9,6 +9,12 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+/** What every benchmark takes from `npm run bench` (bench/run.ts). */
+export interface BenchOptions {
+  /** --json FILE: the benchmark's headline figures, for scripts and A/B runs */
+  json?: string;
+}
+
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 export interface StackUrls {

@@ -13,7 +13,7 @@ import { buildReport, renderHtml, renderMarkdown } from '../audit/report.ts';
 import { parseVerifierKey, type Verifier } from '../audit/note.ts';
 import { consistencyProof, inclusionProof, treeRoot, verifyConsistency, verifyInclusion } from '../audit/merkle.ts';
 import { generateSigningKey, loadSigningKey, noteVerifierKey, readPinnedKeys, registerKey, verifyCheckpoint, type CheckpointRow } from '../audit/signing.ts';
-import type { Loaded } from './main.ts';
+import type { Loaded } from './loaded.ts';
 import { AdminLog, adminLogId, groupLogRegex, prunedThrough } from '../audit/admin-log.ts';
 import { migrateControlSchema } from '../audit/control-schema.ts';
 import { parseCutoff, prune, verifyArchive } from '../audit/prune.ts';

@@ -3,10 +3,10 @@ import mysql from 'mysql2/promise';
 import { parse as parseYaml } from 'yaml';
 import { readFileSync } from 'node:fs';
 import { parseTopology, type EntityConfig, type EntityNodeMapping, type NodeConfig, type Topology } from '../config/topology.ts';
-import type { ColumnType } from '../events/column-types.ts';
+import type { ColumnType } from '../config/column-types.ts';
 import { ConfigError, errorMessage } from '../errors.ts';
 import { redactUrl } from '../log.ts';
-import type { Loaded } from './main.ts';
+import type { Loaded } from './loaded.ts';
 import { parseEnv } from '../config/env.ts';
 
 const USAGE = `usage: worker-sync config check [--file F] [--connect] [--connect-url URL] [--json]

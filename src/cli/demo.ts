@@ -4,7 +4,7 @@ import path from 'node:path';
 import pg from 'pg';
 import mysql from 'mysql2/promise';
 import { PROJECT_ROOT } from '../config/env.ts';
-import { loadConfig } from './main.ts';
+import { loadConfig } from './loaded.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

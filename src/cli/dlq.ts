@@ -6,7 +6,7 @@ import { ChangeProducer, recordBytes, recordLimit, type OutMessage } from '../ka
 import { DLQ_REDIS_KEY, mirrorEntry } from '../runtime/dead-letters.ts';
 import { createLogger } from '../log.ts';
 import { errorMessage } from '../errors.ts';
-import type { Loaded } from './main.ts';
+import type { Loaded } from './loaded.ts';
 
 interface DeadRow {
   id: string;

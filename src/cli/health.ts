@@ -4,7 +4,7 @@ import { MongoClient } from 'mongodb';
 import Kafka from 'node-rdkafka';
 import { errorMessage } from '../errors.ts';
 import { redactUrl } from '../log.ts';
-import type { Loaded } from './main.ts';
+import type { Loaded } from './loaded.ts';
 import { kafkaClientProps } from '../kafka/client-config.ts';
 
 interface Check {

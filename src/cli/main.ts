@@ -1,7 +1,4 @@
-import { parseEnv, type EnvConfig } from '../config/env.ts';
-import { loadTopology, type Topology } from '../config/topology.ts';
 import { ConfigError, errorMessage } from '../errors.ts';
-import { configureKafkaClients } from '../kafka/client-config.ts';
 import { createLogger } from '../log.ts';
 import { Worker } from '../runtime/worker.ts';
 import { runHealth } from './health.ts';
@@ -10,11 +7,7 @@ import { runDlq } from './dlq.ts';
 import { runAudit } from './audit.ts';
 import { runConfigCheck } from './config-check.ts';
 import { runCollect, runSupport } from './support.ts';
-
-const LOCAL_STACK = {
-  brokers: '127.0.0.1:19092',
-  controlUrl: 'postgres://sync_user:sync_pass@127.0.0.1:55432/sync_db',
-};
+import { LOCAL_STACK, loadConfig } from './loaded.ts';
 
 const HELP = `worker-sync: CDC audit-and-synchronization worker
 
@@ -48,27 +41,6 @@ Environment (validated at start-up; a bad value exits 2 naming it):
 
 Exit codes: 0 ok, 1 runtime failure or unhealthy, 2 bad configuration or usage.
 `;
-
-export interface Loaded {
-  env: EnvConfig;
-  topology: Topology;
-  brokers: string;
-  controlUrl: string;
-  redisUrl: string | undefined;
-}
-
-export function loadConfig(): Loaded {
-  const env = parseEnv();
-  configureKafkaClients(env.kafkaSecurity);
-  const topology = loadTopology(env.configFile);
-  return {
-    env,
-    topology,
-    brokers: env.kafkaBrokers ?? topology.kafka.bootstrap ?? LOCAL_STACK.brokers,
-    controlUrl: env.controlUrl ?? topology.control.url ?? LOCAL_STACK.controlUrl,
-    redisUrl: env.redisUrl ?? topology.redis.url,
-  };
-}
 
 async function run(): Promise<number> {
   const cfg = loadConfig();

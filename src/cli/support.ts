@@ -7,7 +7,7 @@ import { PROJECT_ROOT } from '../config/env.ts';
 import { errorMessage } from '../errors.ts';
 import { redactText, redactUrl } from '../log.ts';
 import { healthReport } from './health.ts';
-import type { Loaded } from './main.ts';
+import type { Loaded } from './loaded.ts';
 
 const LOGS_USAGE = `usage: worker-sync collect logs [--lines N] [--out FILE]   (npm run collect:logs)
 

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '../errors.ts';
-import { parseColumnType, type ColumnType } from '../events/column-types.ts';
+import { parseColumnType, type ColumnType } from './column-types.ts';
 
 /**
  * The sync topology (DESIGN §4): which databases take part, which records are synced,

@@ -1,5 +1,4 @@
 import type { Canonical } from './values.ts';
-import type { ResolveCommand } from '../sync/classify.ts';
 
 export type Op = 'c' | 'u' | 'd' | 'r' | 't';
 
@@ -44,6 +43,17 @@ export interface ChangeEvent {
    * the changes topic like a change, so its record's lane applies it in order.
    */
   resolve?: ResolveCommand;
+}
+
+/** An operator's resolution of an open conflict, carried to the record's lane through the changes topic. */
+export interface ResolveCommand {
+  conflictId: number;
+  /** The winning value; null when the winner is a delete. */
+  value: Row | null;
+  winnerNode: string | null;
+  by: string;
+  strategy: string;
+  atMs: number;
 }
 
 /** The null value Debezium writes after a delete so compaction can drop the key. Never data. */

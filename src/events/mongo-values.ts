@@ -1,6 +1,6 @@
 import { Binary, Decimal128, Double, Int32, Long } from 'mongodb';
 import type { EntityConfig } from '../config/topology.ts';
-import type { ColumnType } from './column-types.ts';
+import type { ColumnType } from '../config/column-types.ts';
 import type { Row } from './change-event.ts';
 import { checkJson, decimalFromText, deeperThan, integerFrom, MAX_JSON_DEPTH, microsToTimestamp, toCanonical, ValueError, type Canonical } from './values.ts';
 

@@ -1,4 +1,4 @@
-import type { ColumnType } from './column-types.ts';
+import type { ColumnType } from '../config/column-types.ts';
 
 /**
  * Conversion of Debezium field values to the canonical forms of column-types.ts.

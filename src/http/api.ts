@@ -3,8 +3,8 @@ import type pg from 'pg';
 import type { Topology } from '../config/topology.ts';
 import type { Row } from '../events/change-event.ts';
 import { decimalFromText, toCanonical, ValueError, type Canonical } from '../events/values.ts';
-import type { ColumnType } from '../events/column-types.ts';
-import { writePaused, type PauseGate } from '../runtime/pause.ts';
+import type { ColumnType } from '../config/column-types.ts';
+import { writePaused, type PauseGate } from '../control/pause.ts';
 import { json, type HttpRequest, type HttpResponse, type Route } from './server.ts';
 
 /**

@@ -17,7 +17,7 @@ import type { CheckpointStore, Checkpoint } from './checkpoint-store.ts';
 import type { BatchOutcome, Lane, LaneHost } from './lane.ts';
 import { DLQ_REDIS_KEY, insertDeadLetters, internalLetter, mirrorEntry, rejectedLetter } from './dead-letters.ts';
 import type { Semaphore } from './semaphore.ts';
-import type { PauseGate } from './pause.ts';
+import type { PauseGate } from '../control/pause.ts';
 import { EpochFencedError, type AuditWriter } from '../audit/audit-writer.ts';
 import { backoff, type ConsumeLoop } from './consume-loop.ts';
 

@@ -11,7 +11,7 @@ import { Metrics } from '../metrics.ts';
 import type { Logger } from '../log.ts';
 import { migrateControlSchema, registerNodes } from '../audit/control-schema.ts';
 import { PostgresSink } from '../sinks/postgres-sink.ts';
-import { PauseGate } from './pause.ts';
+import { PauseGate } from '../control/pause.ts';
 import { AuditWriter } from '../audit/audit-writer.ts';
 import { AuditService } from '../audit/audit-service.ts';
 import { registerKey, signingKeyFor } from '../audit/signing.ts';

@@ -1,6 +1,6 @@
 import mysql from 'mysql2/promise';
 import type { EntityConfig } from '../config/topology.ts';
-import type { ColumnType } from '../events/column-types.ts';
+import type { ColumnType } from '../config/column-types.ts';
 import type { Row } from '../events/change-event.ts';
 import { decimalFromText, integerFrom, type Canonical } from '../events/values.ts';
 import { quoteMy, type DeleteRow, type PoolStats, type Sink, type SinkResult, type UpsertRow, type WriteOutcome } from './sink.ts';

@@ -2,7 +2,7 @@ import pg from 'pg';
 import pgCopy from 'pg-copy-streams';
 import { copyLine } from './copy-text.ts';
 import type { EntityConfig, EntityNodeMapping } from '../config/topology.ts';
-import type { ColumnType } from '../events/column-types.ts';
+import type { ColumnType } from '../config/column-types.ts';
 import type { Row } from '../events/change-event.ts';
 import { decimalFromText, integerFrom, type Canonical } from '../events/values.ts';
 import { quotePg, type DeleteRow, type PoolStats, type Sink, type SinkResult, type UpsertRow, type WriteOutcome } from './sink.ts';

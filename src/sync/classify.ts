@@ -1,5 +1,5 @@
 import type { EntityConfig } from '../config/topology.ts';
-import type { ChangeEvent, Row } from '../events/change-event.ts';
+import type { ChangeEvent, ResolveCommand, Row } from '../events/change-event.ts';
 import { compare, counterOf, equals, merge, withCounter, type VersionVector } from '../clock/version-vector.ts';
 import { nodeState, PENDING_CONFLICT, rowDigest, type EchoEntry, type RecordState } from './record-state.ts';
 import { sameValue } from '../events/debezium.ts';
@@ -39,17 +39,6 @@ export interface Conflict {
   open: boolean;
   /** `manual`: the record already had an open conflict; this change updates its side of it. */
   updatesOpen: boolean;
-}
-
-/** An operator's resolution of an open conflict, carried to the record's lane through the changes topic. */
-export interface ResolveCommand {
-  conflictId: number;
-  /** The winning value; null when the winner is a delete. */
-  value: Row | null;
-  winnerNode: string | null;
-  by: string;
-  strategy: string;
-  atMs: number;
 }
 
 export type Decision =

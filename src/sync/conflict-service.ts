@@ -6,7 +6,7 @@ import type { OutMessage } from '../kafka/producer.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Logger } from '../log.ts';
 import { errorMessage } from '../errors.ts';
-import { readPaused, type PauseGate } from '../runtime/pause.ts';
+import { readPaused, type PauseGate } from '../control/pause.ts';
 
 export interface ConflictRow {
   id: string;

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseJsonLossless } from '../../src/events/lossless-json.ts';
 import { integerFrom, toCanonical } from '../../src/events/values.ts';
-import { parseColumnType } from '../../src/events/column-types.ts';
+import { parseColumnType } from '../../src/config/column-types.ts';
 
 describe('lossless JSON for int64', () => {
   it('keeps integers beyond 2^53 exact, outside strings only', () => {

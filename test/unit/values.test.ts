@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { decimalFromText, deeperThan, formatDecimal, MAX_JSON_DEPTH, microsToTimestamp, toCanonical, unscaledFromBytes, zonedToUtc, daysToDate, ValueError } from '../../src/events/values.ts';
-import { parseColumnType } from '../../src/events/column-types.ts';
+import { parseColumnType } from '../../src/config/column-types.ts';
 import { copyField, copyLine } from '../../src/sinks/copy-text.ts';
 
 const t = (s: string) => parseColumnType(s, 'test');

@@ -5,6 +5,10 @@ import type pg from 'pg';
  * while paused; ingest keeps routing, so nothing is lost and the held changes apply in
  * order on resume. The flag's durable copy is a sync_control row per deployment, which
  * every replica reads, so neither a restart nor a Redis FLUSHALL resumes a paused fleet.
+ *
+ * Its own folder, below the three that use it: the HTTP API sets it, the control loop
+ * (src/sync/conflict-service.ts) follows the durable flag, and the sync stage waits on
+ * it. None of them imports the others for it.
  */
 export class PauseGate {
   private paused = false;
