@@ -242,7 +242,7 @@ export function parseEnv(env: Env = process.env): EnvConfig {
       return v;
     })(),
     batchSize: int(env, 'BATCH_SIZE', 1000, 1, 100_000),
-    batchWaitMs: int(env, 'BATCH_WAIT_MS', 20, 1, 10_000),
+    batchWaitMs: int(env, 'BATCH_WAIT_MS', 250, 1, 10_000),
     maxBufferedEvents: int(env, 'MAX_BUFFERED_EVENTS', 20_000, 100, 10_000_000),
     shutdownGraceMs: int(env, 'SHUTDOWN_GRACE_MS', 25_000, 100, 600_000),
     changesTopic: str(env, 'CHANGES_TOPIC') ?? `${str(env, 'KAFKA_GROUP_ID') ?? 'worker-sync-group'}.changes`,
