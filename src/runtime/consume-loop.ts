@@ -1,11 +1,9 @@
 import type { ChangeConsumer, ConsumedMessage } from '../kafka/consumer.ts';
 import { tpKey } from '../kafka/consumer.ts';
 import type { Logger } from '../log.ts';
-import { errorMessage } from '../errors.ts';
+import { ABANDONED, retry } from '../retry.ts';
 import type { Lane } from './lane.ts';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-export const backoff = (attempt: number) => Math.min(5000, 100 * 2 ** Math.min(attempt, 6)) * (0.5 + Math.random() / 2);
 
 /**
  * Fetches batches from one consumer and hands each partition's run of messages to its
@@ -39,21 +37,13 @@ export class ConsumeLoop {
   }
 
   private async run(): Promise<void> {
-    let failures = 0;
     while (!this.stopping) {
       if (this.buffered >= this.maxBuffered) {
         await new Promise<void>((r) => { this.drainWaiter = r; });
         continue;
       }
-      let messages: ConsumedMessage[];
-      try {
-        messages = await this.consumer.consume(this.batchSize);
-        failures = 0;
-      } catch (err) {
-        this.log.warn({ err: errorMessage(err) }, 'Consume failed; backing off');
-        await sleep(backoff(failures++));
-        continue;
-      }
+      const messages = await retry('consume', () => this.consumer.consume(this.batchSize), { log: this.log, message: 'Consume failed; backing off', abandon: () => this.stopping });
+      if (messages === ABANDONED) break;
       if (messages.length > 0) this.dispatch(messages);
     }
   }

@@ -9,10 +9,10 @@ import type { Metrics } from '../metrics.ts';
 import type { Logger } from '../log.ts';
 import type { BatchOutcome, Lane, LaneHost } from './lane.ts';
 import type { Semaphore } from './semaphore.ts';
-import { backoff, type ConsumeLoop } from './consume-loop.ts';
+import type { ConsumeLoop } from './consume-loop.ts';
+import { ABANDONED, retry } from '../retry.ts';
 import type { Checkpoint } from './checkpoint-store.ts';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface Staged {
   topic: string;
@@ -89,16 +89,10 @@ export class IngestStage implements LaneHost {
       }
     }
     if (staged.length > 0 && !(await this.stage(lane, staged))) return 'held';
-    for (let attempt = 0; ; attempt++) {
-      if (lane.revoked) return 'held';
-      try {
-        await this.o.producer.send(out);
-        break;
-      } catch (err) {
-        log.error({ lane: lane.logId, attempt, err: errorMessage(err) }, 'Routing to the changes topic failed; retrying in order');
-        await sleep(backoff(attempt));
-      }
-    }
+    const routed = await retry('routing', () => this.o.producer.send(out), {
+      log, level: 'error', message: 'Routing to the changes topic failed; retrying in order', context: { lane: lane.logId }, abandon: () => lane.revoked,
+    });
+    if (routed === ABANDONED) return 'held';
     if (tombstones > 0) this.o.metrics.tombstones.inc(tombstones);
     this.o.metrics.routed.inc(out.length - dead);
     this.consumer.storeOffset(lane.topic, lane.partition, batch[batch.length - 1]!.offset + 1);
@@ -132,22 +126,17 @@ export class IngestStage implements LaneHost {
 
   /** Keeps the payloads of this batch's too-large dead letters until their commit takes them (idempotent: a re-routed batch stages nothing twice). */
   private async stage(lane: Lane, staged: Staged[]): Promise<boolean> {
-    for (let attempt = 0; ; attempt++) {
-      if (lane.revoked) return false;
-      try {
-        await this.o.pool.query(
-          `INSERT INTO sync_staged_payloads (consumer_group, topic, partition, "offset", payload)
-           SELECT $1, * FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bytea[])
-           ON CONFLICT DO NOTHING`,
-          [this.o.groupId, staged.map((s) => s.topic), staged.map((s) => s.partition), staged.map((s) => s.offset), staged.map((s) => s.payload)],
-        );
-        return true;
-      } catch (err) {
-        this.o.log.error({ lane: lane.logId, attempt, err: errorMessage(err) }, 'Staging an oversized dead letter\'s payload failed; retrying in order');
-        await sleep(backoff(attempt));
-      }
-    }
+    const done = await retry('staging', () => this.o.pool.query(
+      `INSERT INTO sync_staged_payloads (consumer_group, topic, partition, "offset", payload)
+       SELECT $1, * FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bytea[])
+       ON CONFLICT DO NOTHING`,
+      [this.o.groupId, staged.map((s) => s.topic), staged.map((s) => s.partition), staged.map((s) => s.offset), staged.map((s) => s.payload)],
+    ), {
+      log: this.o.log, level: 'error', message: 'Staging an oversized dead letter\'s payload failed; retrying in order', context: { lane: lane.logId }, abandon: () => lane.revoked,
+    });
+    return done !== ABANDONED;
   }
+
 
   released(count: number): void {
     this.loop.released(count);

@@ -19,9 +19,9 @@ import { DLQ_REDIS_KEY, insertDeadLetters, internalLetter, mirrorEntry, rejected
 import type { Semaphore } from './semaphore.ts';
 import type { PauseGate } from '../control/pause.ts';
 import { EpochFencedError, type AuditWriter } from '../audit/audit-writer.ts';
-import { backoff, type ConsumeLoop } from './consume-loop.ts';
+import type { ConsumeLoop } from './consume-loop.ts';
+import { backoff, retry, sleep } from '../retry.ts';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A batch fails this often, not for want of a server, before it is split; and a record alone, before it is dead-lettered. */
 export const DETERMINISTIC_TRIES = 3;
@@ -60,17 +60,12 @@ export class SyncStage implements LaneHost {
   /** The epoch this worker holds per audit log it writes (claimed when its lane starts). */
   readonly epochs = new Map<string, number>();
 
-  async loadCheckpoint(topic: string, partition: number): Promise<Checkpoint | null> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const logId = `${this.o.groupId}:${topic}/${partition}`;
-        this.epochs.set(logId, await this.o.audit.claim(this.o.pool, logId, this.o.workerId));
-        return await this.o.checkpoints.load(topic, partition);
-      } catch (err) {
-        this.o.log.warn({ topic, partition, attempt, err: errorMessage(err) }, 'Checkpoint load failed; retrying');
-        await sleep(backoff(attempt));
-      }
-    }
+  loadCheckpoint(topic: string, partition: number): Promise<Checkpoint | null> {
+    const logId = `${this.o.groupId}:${topic}/${partition}`;
+    return retry('checkpoint load', async () => {
+      this.epochs.set(logId, await this.o.audit.claim(this.o.pool, logId, this.o.workerId));
+      return this.o.checkpoints.load(topic, partition);
+    }, { log: this.o.log, message: 'Checkpoint load failed; retrying', context: { topic, partition } });
   }
 
   /**
@@ -343,16 +338,10 @@ export class SyncStage implements LaneHost {
     return { dead, ids };
   }
 
-  private async retryForever<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await fn();
-      } catch (err) {
-        this.o.log.warn({ attempt, err: errorMessage(err) }, `${what} failed; retrying`);
-        await sleep(backoff(attempt));
-      }
-    }
+  private retryForever<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    return retry(what, fn, { log: this.o.log });
   }
+
 
   /**
    * The runbook reads failed work with `LLEN bull:sync:failed`: the committed dead letters

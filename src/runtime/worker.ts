@@ -30,7 +30,8 @@ import { CheckpointStore, type Checkpoint } from './checkpoint-store.ts';
 import { Lane, type LaneHost } from './lane.ts';
 import { Semaphore } from './semaphore.ts';
 import { Readiness } from './readiness.ts';
-import { ConsumeLoop, backoff } from './consume-loop.ts';
+import { ConsumeLoop } from './consume-loop.ts';
+import { retry } from '../retry.ts';
 import { IngestStage } from './ingest-stage.ts';
 import { SyncStage } from './sync-stage.ts';
 import { Circuits } from './circuits.ts';
@@ -338,16 +339,9 @@ export class Worker {
     }
   }
 
-  private async retry<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await fn();
-      } catch (err) {
-        if (this.stopping || err instanceof ConfigError) throw err; // retrying a bad configuration cannot help
-        this.log.warn({ attempt, err: errorMessage(err) }, `${what} failed; retrying`);
-        await sleep(backoff(attempt));
-      }
-    }
+  private retry<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    // retrying a bad configuration cannot help
+    return retry(what, fn, { log: this.log, fatal: (err) => this.stopping || err instanceof ConfigError });
   }
 
   /**
