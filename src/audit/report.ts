@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import type { Verifier } from './note.ts';
 import { adminLogId, groupLogRegex, prunedThrough } from './admin-log.ts';
+import { deadLetterCounts } from '../control/dead-letters.ts';
 import type { PublishedCheckpoint } from './audit-service.ts';
 import { logIds, verifyLog, verifyLogs } from './verify.ts';
 
@@ -90,9 +91,7 @@ export async function buildReport(db: pg.ClientBase, o: ReportOptions): Promise<
      GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5`, [o.group, o.from, o.to]);
   const { rows: open } = await db.query<{ id: string; entity: string; record_key: string; detected_at: Date }>(
     `SELECT id, entity, record_key, detected_at FROM sync_conflicts WHERE consumer_group = $1 AND resolved_at IS NULL AND detected_at < $2 ORDER BY id LIMIT 100`, [o.group, o.to]);
-  const { rows: dead } = await db.query<{ reason: string; status: string; count: number }>(
-    `SELECT reason, status, count(*)::int AS count FROM sync_dead_letters WHERE consumer_group = $1 AND created_at >= $2 AND created_at < $3 GROUP BY 1, 2 ORDER BY 1, 2`,
-    [o.group, o.from, o.to]);
+  const dead = await deadLetterCounts(db, o.group, o.from, o.to);
   // every key that signed the group's checkpoints: a checkpoint signed after the period
   // began covers its rows, so keys are listed with all their checkpoints
   const { rows: keys } = await db.query<{ key_id: string; checkpoints: number; first_signed: Date; last_signed: Date; created_at: Date | null; retired_at: Date | null }>(

@@ -4,25 +4,12 @@ import { DebeziumDecoder } from '../events/debezium.ts';
 import { decodeChangeRecord, encodeChange, routingKey } from '../events/change-codec.ts';
 import { ChangeProducer, recordBytes, recordLimit, type OutMessage } from '../kafka/producer.ts';
 import { DLQ_REDIS_KEY, mirrorEntry } from '../runtime/dead-letters.ts';
+import { listDeadLetters, replayCandidates, setDeadLetterStatus, type DeadLetterRow, type DeadLetterStatus } from '../control/dead-letters.ts';
 import { createLogger } from '../log.ts';
 import { errorMessage } from '../errors.ts';
 import type { Loaded } from './loaded.ts';
 
-interface DeadRow {
-  id: string;
-  created_at: Date;
-  reason: string;
-  error: string;
-  topic: string;
-  partition: number;
-  offset: string;
-  entity: string | null;
-  record_key: string | null;
-  source_node: string | null;
-  status: string;
-  payload: Buffer | null;
-  payload_kind: 'debezium' | 'change';
-}
+type DeadRow = DeadLetterRow;
 
 const USAGE = `usage: worker-sync dlq list [--status open|replayed|all] [--limit N] [--json]
        worker-sync dlq replay (--all | --id N [--id N ...]) [--dry-run] [--json]
@@ -62,11 +49,7 @@ async function list(db: pg.Client, args: string[], cfg: Loaded): Promise<number>
     process.stderr.write(USAGE);
     return 2;
   }
-  const { rows } = await db.query<DeadRow>(
-    `SELECT id, created_at, reason, error, topic, partition, "offset", entity, record_key, source_node, status, payload_kind
-     FROM sync_dead_letters WHERE consumer_group = $1 AND ($2 = 'all' OR status = $2) ORDER BY id LIMIT $3`,
-    [cfg.env.groupId, status, limit],
-  );
+  const rows = await listDeadLetters(db, cfg.env.groupId, status as DeadLetterStatus | 'all', limit);
   if (args.includes('--json')) {
     process.stdout.write(`${JSON.stringify(rows.map((r) => ({ ...r, id: Number(r.id), offset: Number(r.offset) })))}\n`);
     return 0;
@@ -92,16 +75,7 @@ async function replay(db: pg.Client, args: string[], cfg: Loaded): Promise<numbe
   }
   // The selected dead letters and every open one of the same records: a record's dead
   // letters are re-driven together and in order, or not at all.
-  const { rows } = await db.query<DeadRow & { selected: boolean }>(
-    `WITH sel AS (SELECT id, entity, record_key FROM sync_dead_letters WHERE consumer_group = $1 AND status = 'open' AND ($2 OR id = ANY($3)))
-     SELECT d.id, d.reason, d.error, d.topic, d.partition, d."offset", d.entity, d.record_key, d.payload, d.payload_kind, d.status,
-            d.id IN (SELECT id FROM sel) AS selected
-     FROM sync_dead_letters d
-     WHERE d.consumer_group = $1 AND d.status = 'open'
-       AND (d.id IN (SELECT id FROM sel) OR EXISTS (SELECT 1 FROM sel s WHERE s.entity = d.entity AND s.record_key = d.record_key))
-     ORDER BY d.id`,
-    [cfg.env.groupId, all, ids],
-  );
+  const rows = await replayCandidates(db, cfg.env.groupId, all, ids);
   const decoder = new DebeziumDecoder(cfg.topology);
   const blocked = new Set<string>();
   const first = new Map<string, DeadRow & { selected: boolean }>();
@@ -146,7 +120,7 @@ async function replay(db: pg.Client, args: string[], cfg: Loaded): Promise<numbe
   if (!dryRun && ready.length > 0) {
     const readyIds = ready.map((r) => r.row.id);
     // 'replaying' releases the park, so the re-driven changes are not parked again.
-    await db.query(`UPDATE sync_dead_letters SET status = 'replaying' WHERE id = ANY($1)`, [readyIds]);
+    await setDeadLetterStatus(db, readyIds, 'replaying');
     const producer = new ChangeProducer(cfg.brokers, `${cfg.env.workerId}-dlq`, createLogger('warn', 'worker-sync-dlq'), cfg.env.kafkaMaxMessageBytes);
     try {
       await producer.connect();
@@ -156,9 +130,9 @@ async function replay(db: pg.Client, args: string[], cfg: Loaded): Promise<numbe
         if (!asJson && messages.length > 500) process.stderr.write(`\rreplayed ${Math.min(i + 500, messages.length)}/${messages.length}`);
       }
       if (!asJson && messages.length > 500) process.stderr.write('\n');
-      await db.query(`UPDATE sync_dead_letters SET status = 'replayed', replayed_at = now() WHERE id = ANY($1)`, [readyIds]);
+      await setDeadLetterStatus(db, readyIds, 'replayed');
     } catch (err) {
-      await db.query(`UPDATE sync_dead_letters SET status = 'open' WHERE id = ANY($1) AND status = 'replaying'`, [readyIds]);
+      await setDeadLetterStatus(db, readyIds, 'open');
       throw err;
     } finally {
       await producer.disconnect();

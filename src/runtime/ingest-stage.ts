@@ -11,8 +11,8 @@ import type { BatchOutcome, Lane, LaneHost } from './lane.ts';
 import type { Semaphore } from './semaphore.ts';
 import type { ConsumeLoop } from './consume-loop.ts';
 import { ABANDONED, retry } from '../retry.ts';
+import { stagePayloads } from '../control/dead-letters.ts';
 import type { Checkpoint } from './checkpoint-store.ts';
-
 
 interface Staged {
   topic: string;
@@ -126,12 +126,7 @@ export class IngestStage implements LaneHost {
 
   /** Keeps the payloads of this batch's too-large dead letters until their commit takes them (idempotent: a re-routed batch stages nothing twice). */
   private async stage(lane: Lane, staged: Staged[]): Promise<boolean> {
-    const done = await retry('staging', () => this.o.pool.query(
-      `INSERT INTO sync_staged_payloads (consumer_group, topic, partition, "offset", payload)
-       SELECT $1, * FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bytea[])
-       ON CONFLICT DO NOTHING`,
-      [this.o.groupId, staged.map((s) => s.topic), staged.map((s) => s.partition), staged.map((s) => s.offset), staged.map((s) => s.payload)],
-    ), {
+    const done = await retry('staging', () => stagePayloads(this.o.pool, this.o.groupId, staged), {
       log: this.o.log, level: 'error', message: 'Staging an oversized dead letter\'s payload failed; retrying in order', context: { lane: lane.logId }, abandon: () => lane.revoked,
     });
     return done !== ABANDONED;

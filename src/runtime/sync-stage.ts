@@ -15,7 +15,8 @@ import type { Logger } from '../log.ts';
 import type { CrashPoint } from '../config/env.ts';
 import type { CheckpointStore, Checkpoint } from './checkpoint-store.ts';
 import type { BatchOutcome, Lane, LaneHost } from './lane.ts';
-import { DLQ_REDIS_KEY, insertDeadLetters, internalLetter, mirrorEntry, rejectedLetter } from './dead-letters.ts';
+import { DLQ_REDIS_KEY, internalLetter, mirrorEntry, rejectedLetter } from './dead-letters.ts';
+import { insertDeadLetters, parkedKeys } from '../control/dead-letters.ts';
 import type { Semaphore } from './semaphore.ts';
 import type { PauseGate } from '../control/pause.ts';
 import { EpochFencedError, type AuditWriter } from '../audit/audit-writer.ts';
@@ -97,7 +98,7 @@ export class SyncStage implements LaneHost {
       if ('event' in r) keys.add(r.event.keyText);
       else if (r.dead.recordKey !== null) keys.add(r.dead.recordKey);
     }
-    const parked = keys.size === 0 ? new Set<string>() : await this.parkedKeys([...keys]);
+    const parked = keys.size === 0 ? new Set<string>() : await parkedKeys(this.o.pool, this.o.groupId, [...keys]);
     for (const r of records) {
       if ('dead' in r) {
         out.dead.push(r.dead);
@@ -118,13 +119,7 @@ export class SyncStage implements LaneHost {
     return out;
   }
 
-  private async parkedKeys(keys: string[]): Promise<Set<string>> {
-    const { rows } = await this.o.pool.query<{ entity: string; record_key: string }>(
-      `SELECT DISTINCT entity, record_key FROM sync_dead_letters WHERE status = 'open' AND consumer_group = $1 AND record_key = ANY($2)`,
-      [this.o.groupId, keys],
-    );
-    return new Set(rows.map((r) => `${r.entity}\u0000${r.record_key}`));
-  }
+
 
   /** A pause holds every lane before it cuts its next batch, so what arrives meanwhile is applied together on resume. */
   gate(): Promise<boolean> {
