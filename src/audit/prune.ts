@@ -7,6 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip, createGzip } from 'node:zlib';
 import type pg from 'pg';
 import { AdminLog, adminLogId, groupLogRegex, type PrunedLog } from './admin-log.ts';
+import { conflictsAsJson, deleteConflicts, prunableConflicts } from '../control/conflicts.ts';
 import { decodeFields, leafOfTexts, META_FIELD_NAMES, PAYLOAD_FIELD_NAMES, streamLeafRows } from './leaf.ts';
 import { verifyCheckpoint } from './signing.ts';
 import { appendOne, emptyFrontier, rootOf } from './merkle.ts';
@@ -107,9 +108,7 @@ export async function prune(pool: pg.Pool, admin: AdminLog, o: PruneOptions): Pr
     const reports = await verifyLogs(client, ids, o.pinned, [], (n) => o.progress?.('verify', verified += n, Number(total)));
     const done = new Map(reports.filter((r) => r.pruned).map((r) => [r.log_id, r.pruned!.to]));
     const todo = await plan(client, o, done);
-    const { rows: conflictRows } = await client.query<{ id: string }>(
-      `SELECT id FROM sync_conflicts WHERE consumer_group = $1 AND resolved_at < $2 AND converged_at IS NOT NULL ORDER BY id`, [o.group, o.conflictsBefore]);
-    const conflictIds = conflictRows.map((r) => Number(r.id));
+    const conflictIds = await prunableConflicts(client, o.group, o.conflictsBefore);
     const result: PruneResult = {
       archive: null, manifest_sha256: null, admin_seq: null, logs: [], conflicts: conflictIds.length, damaged: reports.filter((r) => r.damage), dry_run: o.dryRun === true,
     };
@@ -144,7 +143,7 @@ export async function prune(pool: pg.Pool, admin: AdminLog, o: PruneOptions): Pr
       for (const l of manifest.logs) {
         await client.query('UPDATE audit_log SET before = NULL, after = NULL, writes = NULL WHERE log_id = $1 AND seq BETWEEN $2 AND $3', [l.log_id, l.from_seq, l.to_seq]);
       }
-      if (conflictIds.length > 0) await client.query('DELETE FROM sync_conflicts WHERE id = ANY($1::bigint[])', [conflictIds]);
+      await deleteConflicts(client, conflictIds);
       result.admin_seq = await admin.append(client, {
         op: 'prune', actor: o.actor, eventId: `prune/${name}`,
         details: {
@@ -251,8 +250,7 @@ async function writeArchive(client: pg.PoolClient, dir: string, todo: Awaited<Re
   const files = [await audit.close()];
   const conflicts = new NdjsonGz(path.join(dir, 'sync_conflicts.ndjson.gz'));
   for (let i = 0; i < conflictIds.length; i += 1000) {
-    const { rows } = await client.query<{ j: string }>('SELECT row_to_json(c)::text AS j FROM sync_conflicts c WHERE id = ANY($1::bigint[]) ORDER BY id', [conflictIds.slice(i, i + 1000)]);
-    await conflicts.write(rows.map((r) => r.j));
+    await conflicts.write(await conflictsAsJson(client, conflictIds.slice(i, i + 1000)));
   }
   files.push(await conflicts.close());
   return files;

@@ -2,6 +2,7 @@ import type pg from 'pg';
 import type { Verifier } from './note.ts';
 import { adminLogId, groupLogRegex, prunedThrough } from './admin-log.ts';
 import { deadLetterCounts } from '../control/dead-letters.ts';
+import { conflictsByResolution, conflictsDue, openConflictsBefore } from '../control/conflicts.ts';
 import type { PublishedCheckpoint } from './audit-service.ts';
 import { logIds, verifyLog, verifyLogs } from './verify.ts';
 
@@ -84,13 +85,8 @@ export async function buildReport(db: pg.ClientBase, o: ReportOptions): Promise<
      GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4`, win);
   const { rows: kinds } = await db.query<{ key: string; count: number }>(
     `SELECT kind AS key, count(*)::int AS count FROM audit_log WHERE log_id ~ $1 AND executed_at >= $2 AND executed_at < $3 GROUP BY 1 ORDER BY 1`, win);
-  const { rows: resolutions } = await db.query<ComplianceReport['conflicts']['by_resolution'][number]>(
-    `SELECT entity, strategy, COALESCE(resolution_strategy, CASE WHEN resolved_at IS NULL THEN 'open' ELSE strategy END) AS resolution, resolved_by,
-            CASE WHEN resolved_at IS NULL THEN 'open' WHEN converged_at IS NULL THEN 'resolved, converging' ELSE 'converged' END AS state, count(*)::int AS count
-     FROM sync_conflicts WHERE consumer_group = $1 AND detected_at >= $2 AND detected_at < $3
-     GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5`, [o.group, o.from, o.to]);
-  const { rows: open } = await db.query<{ id: string; entity: string; record_key: string; detected_at: Date }>(
-    `SELECT id, entity, record_key, detected_at FROM sync_conflicts WHERE consumer_group = $1 AND resolved_at IS NULL AND detected_at < $2 ORDER BY id LIMIT 100`, [o.group, o.to]);
+  const resolutions = await conflictsByResolution<ComplianceReport['conflicts']['by_resolution'][number]>(db, o.group, o.from, o.to);
+  const open = await openConflictsBefore(db, o.group, o.to);
   const dead = await deadLetterCounts(db, o.group, o.from, o.to);
   // every key that signed the group's checkpoints: a checkpoint signed after the period
   // began covers its rows, so keys are listed with all their checkpoints
@@ -112,9 +108,7 @@ export async function buildReport(db: pg.ClientBase, o: ReportOptions): Promise<
   const { rows: oldest } = await db.query<{ at: Date | null; due: number }>(
     `SELECT min(executed_at) AS at, count(*) FILTER (WHERE executed_at < now() - make_interval(days => $2))::int AS due
      FROM audit_log WHERE log_id ~ $1 AND log_id <> $3 AND writes IS NOT NULL`, [groupLogRegex(o.group), o.retentionDays, adminLogId(o.group)]);
-  const { rows: cdue } = await db.query<{ n: number }>(
-    `SELECT count(*)::int AS n FROM sync_conflicts WHERE consumer_group = $1 AND converged_at IS NOT NULL AND resolved_at < now() - make_interval(days => $2)`,
-    [o.group, o.conflictRetentionDays]);
+  const conflictsDueN = await conflictsDue(db, o.group, o.conflictRetentionDays);
 
   // integrity: a full verification of the group's logs, as `audit verify` does it
   let integrity: ComplianceReport['integrity'];
@@ -168,7 +162,7 @@ export async function buildReport(db: pg.ClientBase, o: ReportOptions): Promise<
       })),
       oldest_payload_at: oldest[0]?.at?.toISOString() ?? null,
       rows_due: oldest[0]?.due ?? 0,
-      conflicts_due: cdue[0]?.n ?? 0,
+      conflicts_due: conflictsDueN,
     },
   };
 }

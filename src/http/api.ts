@@ -5,6 +5,7 @@ import type { Row } from '../events/change-event.ts';
 import { decimalFromText, toCanonical, ValueError, type Canonical } from '../events/values.ts';
 import type { ColumnType } from '../config/column-types.ts';
 import { writePaused, type PauseGate } from '../control/pause.ts';
+import { getConflict, listConflicts, resolveConflict, resolveToSuggested, type StoredConflict } from '../control/conflicts.ts';
 import { json, type HttpRequest, type HttpResponse, type Route } from './server.ts';
 
 /**
@@ -55,15 +56,7 @@ function input(req: HttpRequest): { b: Record<string, unknown>; by: string; erro
   return { b, by };
 }
 
-interface DbConflict {
-  id: string; entity: string; record_key: string; strategy: string; suggested_winner: string | null; winner_node: string | null; winner_value: Row | null;
-  local_node: string | null; local_value: Row | null; local_deleted: boolean; local_hlc: string | null; local_version: Buffer | null;
-  incoming_node: string; incoming_value: Row | null; incoming_deleted: boolean; incoming_hlc: string | null; incoming_version: Buffer | null;
-  merged_version: Buffer | null; detected_at: Date; resolved_at: Date | null; resolution_strategy: string | null; resolved_by: string | null; converged_at: Date | null;
-}
-
-const COLUMNS = `id, entity, record_key, strategy, suggested_winner, winner_node, winner_value, local_node, local_value, local_deleted, local_hlc, local_version,
-  incoming_node, incoming_value, incoming_deleted, incoming_hlc, incoming_version, merged_version, detected_at, resolved_at, resolution_strategy, resolved_by, converged_at`;
+type DbConflict = StoredConflict;
 
 function present(c: DbConflict) {
   const side = (node: string | null, value: Row | null, deleted: boolean, hlc: string | null, version: Buffer | null) =>
@@ -115,14 +108,7 @@ export function apiRoutes(d: ApiDeps): Route[] {
       after = decoded.slice(3);
     }
     const limit = Number(limitRaw);
-    const { rows } = await d.pool.query<DbConflict>(
-      `SELECT ${COLUMNS} FROM sync_conflicts
-       WHERE consumer_group = $1 AND id > $2
-         AND ($3 = 'all' OR ($3 = 'open') = (resolved_at IS NULL))
-         AND ($4::text IS NULL OR entity = $4) AND ($5::text IS NULL OR local_node = $5 OR incoming_node = $5)
-       ORDER BY id LIMIT $6`,
-      [d.groupId, after, status, entity, node, limit + 1],
-    );
+    const rows = await listConflicts(d.pool, d.groupId, { after, status, entity, node, limit });
     const page = rows.slice(0, limit);
     const next = rows.length > limit ? Buffer.from(`id:${page[page.length - 1]!.id}`).toString('base64url') : null;
     return json(200, { conflicts: page.map(present), next_cursor: next });
@@ -131,8 +117,8 @@ export function apiRoutes(d: ApiDeps): Route[] {
   const one = async (req: HttpRequest) => {
     const id = req.params?.id ?? '';
     if (!ID.test(id)) return bad('id', 'must be a positive integer');
-    const { rows } = await d.pool.query<DbConflict>(`SELECT ${COLUMNS} FROM sync_conflicts WHERE consumer_group = $1 AND id = $2`, [d.groupId, id]);
-    return rows[0] ? json(200, present(rows[0])) : json(404, { error: `no conflict ${id}` });
+    const c = await getConflict(d.pool, d.groupId, id);
+    return c ? json(200, present(c)) : json(404, { error: `no conflict ${id}` });
   };
 
   const resolveOne = async (req: HttpRequest) => {
@@ -143,8 +129,7 @@ export function apiRoutes(d: ApiDeps): Route[] {
     const { by } = inp;
     const { winner, value } = inp.b as { winner?: unknown; value?: unknown };
     if ((winner === undefined) === (value === undefined)) return bad('winner', 'give either winner (a node) or value (the record), not both and not neither');
-    const { rows } = await d.pool.query<DbConflict>(`SELECT ${COLUMNS} FROM sync_conflicts WHERE consumer_group = $1 AND id = $2`, [d.groupId, id]);
-    const c = rows[0];
+    const c = await getConflict(d.pool, d.groupId, id);
     if (!c) return json(404, { error: `no conflict ${id}` });
     if (c.resolved_at !== null) return json(409, { error: `conflict ${id} is already resolved (${c.resolution_strategy} by ${c.resolved_by})` });
     let winnerNode: string | null = null;
@@ -176,12 +161,8 @@ export function apiRoutes(d: ApiDeps): Route[] {
         if (JSON.stringify(winnerValue[k]) !== JSON.stringify(key[i])) return bad(`value.${k}`, `must be the record's key (${JSON.stringify(key[i])})`);
       }
     }
-    const res = await d.pool.query(
-      `UPDATE sync_conflicts SET resolved_at = now(), resolution_strategy = $3, resolved_by = $4, winner_node = $5, winner_value = $6, winner_deleted = $7
-       WHERE consumer_group = $1 AND id = $2 AND resolved_at IS NULL`,
-      [d.groupId, id, winnerNode ? 'api_winner' : 'api_value', by, winnerNode, winnerValue === null ? null : JSON.stringify(winnerValue), deleted],
-    );
-    if (res.rowCount === 0) return json(409, { error: `conflict ${id} was resolved meanwhile` });
+    const done = await resolveConflict(d.pool, d.groupId, id, { strategy: winnerNode ? 'api_winner' : 'api_value', by, winnerNode, winnerValue, deleted });
+    if (!done) return json(409, { error: `conflict ${id} was resolved meanwhile` });
     d.kick();
     return json(202, { id: Number(id), status: 'resolved', converging: true, winner_node: winnerNode, resolved_by: by });
   };
@@ -193,14 +174,9 @@ export function apiRoutes(d: ApiDeps): Route[] {
     const { entity, limit = 1000 } = inp.b as { entity?: unknown; limit?: unknown };
     if (entity !== undefined && (typeof entity !== 'string' || !d.topology.entities.has(entity))) return bad('entity', 'must be a configured entity');
     if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1 || limit > 100_000) return bad('limit', 'must be an integer from 1 to 100000');
-    const { rows } = await d.pool.query<{ id: string }>(
-      `UPDATE sync_conflicts SET resolved_at = now(), resolution_strategy = 'auto', resolved_by = $3, winner_node = suggested_winner
-       WHERE id IN (SELECT id FROM sync_conflicts WHERE consumer_group = $1 AND resolved_at IS NULL AND ($2::text IS NULL OR entity = $2) ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)
-       RETURNING id`,
-      [d.groupId, entity ?? null, by, limit],
-    );
-    if (rows.length > 0) d.kick();
-    return json(200, { resolved: rows.length, ids: rows.map((r) => Number(r.id)), strategy: 'auto (each conflict\'s suggested winner, by lww)' });
+    const ids = await resolveToSuggested(d.pool, d.groupId, (entity as string | undefined) ?? null, by, limit);
+    if (ids.length > 0) d.kick();
+    return json(200, { resolved: ids.length, ids, strategy: 'auto (each conflict\'s suggested winner, by lww)' });
   };
 
   const setPause = (paused: boolean) => async (req: HttpRequest) => {

@@ -7,24 +7,9 @@ import type { Metrics } from '../metrics.ts';
 import type { Logger } from '../log.ts';
 import { errorMessage } from '../errors.ts';
 import { readPaused, type PauseGate } from '../control/pause.ts';
+import { claimForConvergence, conflictCounts, type StoredConflict } from '../control/conflicts.ts';
 
-export interface ConflictRow {
-  id: string;
-  entity: string;
-  record_key: string;
-  local_node: string | null;
-  local_value: Row | null;
-  local_deleted: boolean;
-  incoming_node: string;
-  incoming_value: Row | null;
-  incoming_deleted: boolean;
-  suggested_winner: string | null;
-  winner_node: string | null;
-  winner_value: Row | null;
-  winner_deleted: boolean | null;
-  resolution_strategy: string | null;
-  resolved_by: string | null;
-}
+type ConflictRow = StoredConflict;
 
 /** The strategies a policy settles by itself; anything else in resolution_strategy was an operator's. */
 export const AUTO_STRATEGIES = ['lww', 'priority', 'merge'];
@@ -81,16 +66,7 @@ export class ConflictService {
   }
 
   private async converge(): Promise<void> {
-    const { rows } = await this.o.pool.query<ConflictRow>(
-      `UPDATE sync_conflicts SET converge_requested_at = now()
-       WHERE id IN (SELECT id FROM sync_conflicts
-                    WHERE consumer_group = $1 AND resolved_at IS NOT NULL AND converged_at IS NULL
-                      AND (converge_requested_at IS NULL OR converge_requested_at < now() - interval '30 seconds')
-                    ORDER BY id LIMIT 500 FOR UPDATE SKIP LOCKED)
-       RETURNING id, entity, record_key, local_node, local_value, local_deleted, incoming_node, incoming_value, incoming_deleted,
-                 suggested_winner, winner_node, winner_value, winner_deleted, resolution_strategy, resolved_by`,
-      [this.o.groupId],
-    );
+    const rows = await claimForConvergence(this.o.pool, this.o.groupId);
     if (rows.length === 0) return;
     const messages: OutMessage[] = [];
     for (const r of rows) {
@@ -136,15 +112,8 @@ export class ConflictService {
     // sync_conflicts only (conflicts are rare, and detected_at is indexed); conflict_rate comes
     // from the worker's counters at each scrape (metrics.ts), not from counting audit_log, which
     // cost 350 ms a call at 2,000 events/s and grows with the rate
-    const { rows } = await this.o.pool.query<{ open: string; total: string; auto: string }>(
-      `SELECT
-         (SELECT count(*) FROM sync_conflicts WHERE consumer_group = $1 AND resolved_at IS NULL) AS open,
-         (SELECT count(*) FROM sync_conflicts WHERE consumer_group = $1 AND detected_at > now() - interval '24 hours') AS total,
-         (SELECT count(*) FROM sync_conflicts WHERE consumer_group = $1 AND detected_at > now() - interval '24 hours' AND resolution_strategy = ANY($2)) AS auto`,
-      [this.o.groupId, AUTO_STRATEGIES],
-    );
-    const r = rows[0]!;
-    this.o.metrics.conflictsOpen.set(Number(r.open));
-    this.o.metrics.autoResolvedRatio.set(Number(r.total) === 0 ? 1 : Number(r.auto) / Number(r.total));
+    const r = await conflictCounts(this.o.pool, this.o.groupId, AUTO_STRATEGIES);
+    this.o.metrics.conflictsOpen.set(r.open);
+    this.o.metrics.autoResolvedRatio.set(r.total === 0 ? 1 : r.auto / r.total);
   }
 }
