@@ -9,6 +9,7 @@ import { changeRow, conflictRow, insertAuditRows, resolveRow, type AuditRowInput
 import { saveConflicts } from '../sync/conflict-store.ts';
 import { encode } from '../clock/codec.ts';
 import type { SyncBatchResult, SyncEngine } from '../sync/sync-engine.ts';
+import type { Applier } from './apply.ts';
 import type { StateStore } from '../sync/state-store.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Logger } from '../log.ts';
@@ -47,7 +48,7 @@ export class SyncStage implements LaneHost {
   consumer!: ChangeConsumer;
 
   private readonly o: {
-    pool: pg.Pool; engine: SyncEngine; store: StateStore; checkpoints: CheckpointStore; metrics: Metrics; log: Logger;
+    pool: pg.Pool; engine: SyncEngine; applier: Applier; store: StateStore; checkpoints: CheckpointStore; metrics: Metrics; log: Logger;
     workerId: string; groupId: string; crashPoint: CrashPoint | undefined; crashAfter: number; redis: Redis | undefined;
     producer: ChangeProducer; changesTopic: string; propagating: (entity: string) => boolean; pause: PauseGate; audit: AuditWriter;
   };
@@ -253,7 +254,7 @@ export class SyncStage implements LaneHost {
     try {
       const { rows } = await this.o.pool.query<{ standby: boolean }>('SELECT pg_is_in_recovery() AS standby');
       if (rows[0]?.standby) throw new Error('the control database is a standby (read-only)');
-      await this.o.engine.ping();
+      await this.o.applier.ping();
       return true;
     } catch (err) {
       this.o.log.warn({ err: errorMessage(err) }, 'A dependency does not answer: the failure is retried, not blamed on the record');

@@ -25,6 +25,7 @@ import { MySqlSink } from '../sinks/mysql-sink.ts';
 import { MongoSink } from '../sinks/mongo-sink.ts';
 import type { Sink } from '../sinks/sink.ts';
 import { SyncEngine } from '../sync/sync-engine.ts';
+import { Applier } from './apply.ts';
 import { StateStore } from '../sync/state-store.ts';
 import { CheckpointStore, type Checkpoint } from './checkpoint-store.ts';
 import { Lane, type LaneHost } from './lane.ts';
@@ -192,7 +193,7 @@ export class Worker {
       this.redis.on('error', (err) => this.log.debug({ err: err.message }, 'Redis connection error'));
     }
     const store = new StateStore();
-    const engine = new SyncEngine(topology, this.sinks, nodeIndex, store, this.log, (node, ms, result) => {
+    const applier = new Applier(this.sinks, this.log, (node, ms, result) => {
       this.metrics.nodeWriteDuration.labels(node).observe(ms);
       if (!Array.isArray(result)) {
         this.metrics.nodeErrors.labels(node).inc();
@@ -205,6 +206,7 @@ export class Worker {
       this.metrics.nodeBatchSize.labels(node).observe(result.length);
       for (const o of result) this.metrics.nodeRows.labels(node, o).inc();
     });
+    const engine = new SyncEngine(topology, (slots) => applier.apply(slots), nodeIndex, store, this.log);
     const ingest = new IngestStage({
       semaphore: this.semaphore, batchSize: env.batchSize, decoder: new DebeziumDecoder(topology), producer: this.producer,
       changesTopic: env.changesTopic, topology, metrics: this.metrics, log: this.log,
@@ -217,7 +219,7 @@ export class Worker {
     await this.conflicts.tick(); // a paused deployment starts paused
     this.conflicts.start();
     const sync = new SyncStage(this.semaphore, env.batchSize, {
-      pool: this.pool, engine, store, checkpoints: this.checkpoints, metrics: this.metrics, log: this.log,
+      pool: this.pool, engine, applier, store, checkpoints: this.checkpoints, metrics: this.metrics, log: this.log,
       workerId: env.workerId, groupId: env.groupId, crashPoint: env.testCrashPoint, crashAfter: env.testCrashAfter, redis: this.redis,
       producer: this.producer, changesTopic: env.changesTopic, propagating: (e) => topology.entities.get(e)?.truncate === 'propagate', pause: this.pause,
       audit: auditWriter,

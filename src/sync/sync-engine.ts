@@ -4,8 +4,7 @@ import type { ChangeEvent, Row } from '../events/change-event.ts';
 import { positionKey } from '../events/source-position.ts';
 import { decode, encode } from '../clock/codec.ts';
 import { format, type VersionVector } from '../clock/version-vector.ts';
-import type { Sink, UpsertRow, DeleteRow, WriteOutcome } from '../sinks/sink.ts';
-import { errorMessage, TargetError, type FailureKind } from '../errors.ts';
+import type { WriteOutcome } from '../sinks/sink.ts';
 import { mongoForm } from '../events/mongo-values.ts';
 import { classify, recordOutcome, resolveOpen, type Decision, type PlannedWrite } from './classify.ts';
 import { emptyState, rowDigest, type RecordState } from './record-state.ts';
@@ -47,7 +46,8 @@ export interface SyncBatchResult {
   counts: Record<Decision['kind'], number>;
 }
 
-interface Slot {
+/** One planned write to apply: the apply step sets its outcome (or 'rejected', with the error). */
+export interface WriteSlot {
   write: PlannedWrite;
   state: RecordState;
   entity: EntityConfig;
@@ -57,52 +57,42 @@ interface Slot {
   error?: string;
 }
 
-/** A row is tried alone this many times before it is rejected (DESIGN §6). */
-export const REJECT_AFTER = 3;
-
 /**
- * Told about every sink statement: its node, duration, and per-row outcomes, or the
- * error and what kind of failure the sink found it to be (only `unavailable` says
- * anything of the node's health).
+ * The apply step (DESIGN §2 apply), which the runtime provides (src/runtime/apply.ts): it
+ * writes the slots, one sink call per node and entity, and sets each slot's outcome. The
+ * engine decides what to write and what the outcomes mean; it never calls a sink.
  */
-export type SinkObserver = (node: string, durationMs: number, result: WriteOutcome[] | { error: Error; kind: FailureKind }) => void;
+export type ApplyStep = (slots: WriteSlot[]) => Promise<void>;
 
 export type Logger = { debug(o: object, m: string): void; warn(o: object, m: string): void; isLevelEnabled(l: string): boolean };
 
 /**
- * The sync stage of one lane batch (DESIGN §2 sync + apply): load the batch's record
- * states in one query per entity, classify every event in order, reduce the planned
- * writes to the last one per node and key, apply them with one sink call per node and
- * entity, and record which writes will echo. The caller commits the states, audit
+ * The sync stage of one lane batch (DESIGN §2 sync): load the batch's record states in
+ * one query per entity, classify every event in order, reduce the planned writes to the
+ * last one per node and key, hand them to the apply step, and record from its outcomes
+ * which writes will echo. The caller commits the states, audit
  * leaves and checkpoint in one transaction afterwards.
  */
 export class SyncEngine {
   private readonly topology: Topology;
-  private readonly sinks: Map<string, Sink>;
+  private readonly applyStep: ApplyStep;
   private readonly nodeIndex: Map<string, number>;
   private readonly nodePriority: Map<string, number>;
   private readonly store: StateStore;
   private readonly log: Logger;
-  private readonly observe: SinkObserver;
 
   /** Rows as MongoDB nodes will emit them; the other kinds emit what they were given. */
   private readonly emitted: ((node: string, row: Row, entity: EntityConfig) => Row) | undefined;
 
-  constructor(topology: Topology, sinks: Map<string, Sink>, nodeIndex: Map<string, number>, store: StateStore, log: Logger, observe: SinkObserver = () => undefined) {
-    this.observe = observe;
+  constructor(topology: Topology, apply: ApplyStep, nodeIndex: Map<string, number>, store: StateStore, log: Logger) {
+    this.applyStep = apply;
     const mongo = new Set([...topology.nodes.values()].filter((n) => n.kind === 'mongodb').map((n) => n.name));
     this.emitted = mongo.size === 0 ? undefined : (node, row, entity) => (mongo.has(node) ? mongoForm(row, entity) : row);
     this.topology = topology;
-    this.sinks = sinks;
     this.nodeIndex = nodeIndex;
     this.nodePriority = new Map([...topology.nodes.values()].map((n) => [n.name, n.priority]));
     this.store = store;
     this.log = log;
-  }
-
-  /** Every target node answers (asked before a persistent failure is blamed on a record). */
-  async ping(): Promise<void> {
-    await Promise.all([...this.sinks.values()].map((s) => s.ping()));
   }
 
   async process(db: pg.Pool, events: ChangeEvent[]): Promise<SyncBatchResult> {
@@ -121,14 +111,14 @@ export class SyncEngine {
     const counts: Record<Decision['kind'], number> = { duplicate: 0, echo: 0, repair: 0, causal: 0, concurrent: 0, resolved: 0, ignored: 0 };
     let synced: SyncedEvent[] = [];
     const failed = new Map<string, { node: string; error: string }>();
-    let slots = new Map<string, Slot>();
+    let slots = new Map<string, WriteSlot>();
     let eventSlots: Array<Array<{ id: string; write: PlannedWrite }>> = [];
     let firstPending = 0;
     const debug = this.log.isLevelEnabled('debug');
 
     // Applies the writes planned so far and settles the audit writes of their events.
     const flush = async () => {
-      await this.apply(slots);
+      await this.applyStep([...slots.values()]);
       for (const slot of slots.values()) {
         if (slot.outcome === 'rejected') {
           const id = `${slot.entity.name}\u0000${slot.keyText}`;
@@ -245,82 +235,7 @@ export class SyncEngine {
       return { ...ev, id: `${ev.id}#${keyText}`, op: 'd', key, keyText, before: key, after: null, changed: null, baseVersion: null };
     });
   }
-
-  /** One applyBatch per node and entity; nodes in parallel, entities of a node in turn. */
-  private async apply(slots: Map<string, Slot>): Promise<void> {
-    const byNode = new Map<string, Map<EntityConfig, Slot[]>>();
-    for (const slot of slots.values()) {
-      let entities = byNode.get(slot.write.node);
-      if (!entities) byNode.set(slot.write.node, (entities = new Map()));
-      const list = entities.get(slot.entity) ?? [];
-      list.push(slot);
-      entities.set(slot.entity, list);
-    }
-    await Promise.all([...byNode].map(async ([node, entities]) => {
-      const sink = this.sinks.get(node);
-      if (!sink) throw new Error(`no sink for node ${node}`);
-      for (const [entity, list] of entities) await this.applyOnHalves(sink, entity, list);
-    }));
-  }
-
-  /**
-   * Writes the slots of one node and entity: one call for the whole list, normally. A
-   * statement the node refuses for what its rows hold is retried on halves until the rows
-   * at fault stand alone; a row refused alone REJECT_AFTER times is marked rejected, and
-   * every other row is written (DESIGN §6). Any other failure is thrown: the batch is
-   * retried whole, in order.
-   */
-  private async applyOnHalves(sink: Sink, entity: EntityConfig, list: Slot[]): Promise<void> {
-    const pending: Slot[][] = [list];
-    const tries = new Map<Slot, number>();
-    const refusedAlone = async (slot: Slot, error: string) => {
-      const n = (tries.get(slot) ?? 0) + 1;
-      tries.set(slot, n);
-      if (n >= REJECT_AFTER) {
-        slot.outcome = 'rejected';
-        slot.error = `${sink.node} refused the write ${n} times: ${error}`;
-        this.log.warn({ node: sink.node, entity: entity.name, key: slot.keyText, err: error }, 'Target refused a row; it goes to the dead letters');
-        return;
-      }
-      await sleep(50 * n); // a parent row in flight on another lane may land meanwhile
-      pending.push([slot]);
-    };
-    while (pending.length > 0) {
-      const chunk = pending.shift()!;
-      const ups = chunk.filter((s) => s.write.op === 'upsert');
-      const dels = chunk.filter((s) => s.write.op === 'delete');
-      const expected = (s: Slot) => (s.write.expected === null ? null : encode(s.write.expected));
-      const upserts: UpsertRow[] = ups.map((s) => ({ key: s.key, row: s.write.row!, version: encode(s.write.version), expected: expected(s), expectAbsent: s.write.expectedAbsent }));
-      const deletes: DeleteRow[] = dels.map((s) => ({ key: s.key, expected: expected(s), anyVersion: s.write.anyVersion }));
-      const started = performance.now();
-      let res;
-      try {
-        res = await sink.applyBatch(entity, upserts, deletes);
-      } catch (err) {
-        const failure = TargetError.from(sink.node, err);
-        this.observe(sink.node, performance.now() - started, { error: failure, kind: failure.kind });
-        if (failure.kind !== 'rows') throw failure;
-        if (chunk.length > 1) pending.unshift(chunk.slice(0, chunk.length >> 1), chunk.slice(chunk.length >> 1));
-        else await refusedAlone(chunk[0]!, errorMessage(failure.cause ?? failure));
-        continue;
-      }
-      const outcomes: WriteOutcome[] = [];
-      const settle = (s: Slot, o: (typeof res.upserts)[number]) => {
-        if (typeof o === 'string') {
-          s.outcome = o;
-          outcomes.push(o);
-        }
-      };
-      ups.forEach((s, i) => settle(s, res.upserts[i]!));
-      dels.forEach((s, i) => settle(s, res.deletes[i]!));
-      this.observe(sink.node, performance.now() - started, outcomes);
-      const refused = [...ups.map((s, i) => [s, res.upserts[i]!] as const), ...dels.map((s, i) => [s, res.deletes[i]!] as const)];
-      for (const [s, o] of refused) if (typeof o !== 'string') await refusedAlone(s, o.rejected);
-    }
-  }
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Whether `ev` could be the echo of `w`: a delete of a delete, or the row `w` writes. */
 function mayEcho(ev: ChangeEvent, w: PlannedWrite): boolean {

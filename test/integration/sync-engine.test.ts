@@ -5,6 +5,7 @@ import { PostgresSink } from '../../src/sinks/postgres-sink.ts';
 import { MySqlSink } from '../../src/sinks/mysql-sink.ts';
 import type { Sink } from '../../src/sinks/sink.ts';
 import { SyncEngine } from '../../src/sync/sync-engine.ts';
+import { Applier } from '../../src/runtime/apply.ts';
 import { StateStore } from '../../src/sync/state-store.ts';
 import { migrateControlSchema, registerNodes } from '../../src/audit/control-schema.ts';
 import type { ChangeEvent, Row } from '../../src/events/change-event.ts';
@@ -39,7 +40,8 @@ beforeAll(async () => {
   await migrateControlSchema(control);
   const nodeIndex = await registerNodes(control, ['pg', 'maria']);
   sinks.set('pg', new PostgresSink('pg', s.postgres.url)).set('maria', new MySqlSink('maria', s.mariadb.url));
-  engine = new SyncEngine(topology, sinks, nodeIndex, store, silent);
+  const applier = new Applier(sinks, silent);
+  engine = new SyncEngine(topology, (slots) => applier.apply(slots), nodeIndex, store, silent);
 });
 
 afterAll(async () => {
