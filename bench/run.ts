@@ -10,6 +10,7 @@ const BENCHES: Record<string, { about: string; load: () => Promise<{ run: (o: Be
   clock: { about: 'version vector codec, TypeScript vs native: encode, decode, batch compare and merge at 1/100/1000', load: () => import('./clock.ts') },
   verify: { about: 'audit log verification speed over a 200,000-row log (needs the stack)', load: () => import('./verify.ts') },
   generator: { about: 'the load generator\'s CPU per event: envelope building, the paced generator without a worker, idle wake-ups (needs the stack)', load: () => import('./generator.ts') },
+  idle: { about: 'an idle worker\'s CPU per second, per thread (timers and polls with nothing to do; needs the stack; WORKER_SYNC_BIN for an A/B)', load: () => import('./idle.ts') },
   sinks: { about: 'each sink\'s batch apply at 100/500/1000 rows; PostgreSQL unnest vs COPY staging (needs the stack)', load: () => import('./sinks.ts') },
 };
 
