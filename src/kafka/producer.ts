@@ -48,14 +48,15 @@ class BatchDelivery {
   }
 }
 
+/** How often the router's producer is polled: with nothing in flight (error and log events), and while a batch waits for its acknowledgements. */
+const IDLE_POLL_MS = 1000;
+const IN_FLIGHT_POLL_MS = 5;
+
 /**
  * The routing producer (DESIGN §8): idempotent with acks=all, so one source partition's
  * events are never reordered or doubled by a retry on the way to the changes topic.
  * `send` resolves when every message of the batch is acknowledged.
  */
-const IDLE_POLL_MS = 1000;
-const IN_FLIGHT_POLL_MS = 5;
-
 export class ChangeProducer {
   private readonly producer: Kafka.Producer;
 

@@ -4,7 +4,6 @@ import type { Logger } from '../log.ts';
 import { ABANDONED, retry } from '../retry.ts';
 import type { Lane } from './lane.ts';
 
-
 /**
  * Fetches batches from one consumer and hands each partition's run of messages to its
  * lane. Fetching pauses while more than `maxBuffered` messages wait uncommitted, so a

@@ -132,7 +132,6 @@ export class IngestStage implements LaneHost {
     return done !== ABANDONED;
   }
 
-
   released(count: number): void {
     this.loop.released(count);
   }

@@ -24,10 +24,8 @@ import { EpochFencedError, type AuditWriter } from '../audit/audit-writer.ts';
 import type { ConsumeLoop } from './consume-loop.ts';
 import { backoff, retry, sleep } from '../retry.ts';
 
-
 /** A batch fails this often, not for want of a server, before it is split; and a record alone, before it is dead-lettered. */
 export const DETERMINISTIC_TRIES = 3;
-
 
 interface Parsed {
   events: ChangeEvent[];
@@ -119,8 +117,6 @@ export class SyncStage implements LaneHost {
     }
     return out;
   }
-
-
 
   /** A pause holds every lane before it cuts its next batch, so what arrives meanwhile is applied together on resume. */
   gate(): Promise<boolean> {
@@ -337,7 +333,6 @@ export class SyncStage implements LaneHost {
   private retryForever<T>(what: string, fn: () => Promise<T>): Promise<T> {
     return retry(what, fn, { log: this.o.log });
   }
-
 
   /**
    * The runbook reads failed work with `LLEN bull:sync:failed`: the committed dead letters
