@@ -9,7 +9,7 @@ import { freePort, ROOT, table, writeResults, type BenchOptions } from '../harne
 /**
  * What an idle worker costs (issue 13): a worker on the load topology, with nothing
  * arriving, its CPU per second over BENCH_IDLE_SECONDS (20), per thread, from
- * /proc/<pid>/task/<tid>/schedstat. Each wake-up of a process costs 100-300 µs of CPU on
+ * /proc/<pid>/task/<tid>/schedstat. Each wake-up of a process costs 100-340 µs of CPU on
  * this 2-core machine (`npm run bench -- generator` measures it), so timers and polls that
  * fire when there is nothing to do are CPU taken from the rest of the stack, and per
  * event they weigh most at low rates. WORKER_SYNC_BIN runs another build's worker, for an

@@ -9,7 +9,7 @@ import { ENTITIES, EnvelopeWriter, formsOf, Keyspace, mixOp, step, type Entity, 
  * - Envelopes come from an EnvelopeWriter: constant pieces copied into one buffer, no
  *   per-event JSON.
  * - The pace loop wakes every TICK_MS and produces what is due in one burst. Each wake-up
- *   of a process costs about 100-200 µs of CPU on this machine whatever it then does
+ *   of a process costs about 100-340 µs of CPU on this machine whatever it then does
  *   (measured with `npm run bench -- generator`), so 200 wake-ups/s cost more than the
  *   events. Every event is stamped when it is built, just before it is produced, so the
  *   burst does not add to the latency measured from its ts_ms.

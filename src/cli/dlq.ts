@@ -9,7 +9,6 @@ import { createLogger } from '../log.ts';
 import { errorMessage } from '../errors.ts';
 import type { Loaded } from './loaded.ts';
 
-type DeadRow = DeadLetterRow;
 
 const USAGE = `usage: worker-sync dlq list [--status open|replayed|all] [--limit N] [--json]
        worker-sync dlq replay (--all | --id N [--id N ...]) [--dry-run] [--json]
@@ -78,8 +77,8 @@ async function replay(db: pg.Client, args: string[], cfg: Loaded): Promise<numbe
   const rows = await replayCandidates(db, cfg.env.groupId, all, ids);
   const decoder = new DebeziumDecoder(cfg.topology);
   const blocked = new Set<string>();
-  const first = new Map<string, DeadRow & { selected: boolean }>();
-  const ready: Array<{ row: DeadRow; out: OutMessage | null }> = [];
+  const first = new Map<string, DeadLetterRow & { selected: boolean }>();
+  const ready: Array<{ row: DeadLetterRow; out: OutMessage | null }> = [];
   const failing: Array<{ id: number; error: string }> = [];
   for (const row of rows) {
     const key = row.entity && row.record_key ? `${row.entity}:${row.record_key}` : null;

@@ -56,9 +56,8 @@ function input(req: HttpRequest): { b: Record<string, unknown>; by: string; erro
   return { b, by };
 }
 
-type DbConflict = StoredConflict;
 
-function present(c: DbConflict) {
+function present(c: StoredConflict) {
   const side = (node: string | null, value: Row | null, deleted: boolean, hlc: string | null, version: Buffer | null) =>
     ({ node, value, deleted, hlc, version: version?.toString('hex') ?? null });
   return {

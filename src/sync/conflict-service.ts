@@ -9,7 +9,6 @@ import { errorMessage } from '../errors.ts';
 import { readPaused, type PauseGate } from '../control/pause.ts';
 import { claimForConvergence, conflictCounts, type StoredConflict } from '../control/conflicts.ts';
 
-type ConflictRow = StoredConflict;
 
 /** The strategies a policy settles by itself; anything else in resolution_strategy was an operator's. */
 export const AUTO_STRATEGIES = ['lww', 'priority', 'merge'];
@@ -78,7 +77,7 @@ export class ConflictService {
   }
 
   /** The resolve command of a resolved conflict: the chosen value, else the chosen node's side, else the suggested winner's. */
-  private command(r: ConflictRow): ChangeEvent | undefined {
+  private command(r: StoredConflict): ChangeEvent | undefined {
     const entity = this.o.topology.entities.get(r.entity);
     if (!entity) {
       this.o.log.warn({ conflict: r.id, entity: r.entity }, 'Resolved conflict of an entity this topology no longer has; left unconverged');
