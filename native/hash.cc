@@ -65,7 +65,74 @@ Napi::Value Node(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// appendLeaves(levels, size, leaves, stops, out): appends the 32-byte leaf hashes in leaves to
+// the tree of `size` leaves whose frontier is levels (64 slots of 32 bytes: slot l holds the
+// root of the perfect subtree of 2^l leaves when bit l of size is set), in place. For each
+// tree size in stops (ascending, each within size+1 .. size+count), writes that tree's RFC
+// 6962 root to out[32j .. 32j+32). One call per COPY chunk, where merkle.ts's appendOne
+// costs a call and a Buffer per interior node.
+void Root(const uint8_t* levels, uint64_t size, uint8_t* out) {
+  int l = 0;
+  while (((size >> l) & 1) == 0) l++;
+  uint8_t in[65];
+  in[0] = 0x01;
+  uint8_t r[32];
+  for (int k = 0; k < 32; k++) r[k] = levels[32 * l + k];
+  for (l++; l < 64; l++) {
+    if (((size >> l) & 1) == 0) continue;
+    for (int k = 0; k < 32; k++) {
+      in[1 + k] = levels[32 * l + k];
+      in[33 + k] = r[k];
+    }
+    SHA256(in, sizeof in, r);
+  }
+  for (int k = 0; k < 32; k++) out[k] = r[k];
+}
+
+Napi::Value AppendLeaves(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 5 || !info[0].IsBuffer() || !info[1].IsNumber() || !info[2].IsBuffer() || !info[3].IsTypedArray() || !info[4].IsBuffer()) {
+    throw Napi::TypeError::New(env, "appendLeaves(levels: Buffer, size: number, leaves: Buffer, stops: Float64Array, out: Buffer)");
+  }
+  auto levels = info[0].As<Napi::Buffer<uint8_t>>();
+  const double sized = info[1].As<Napi::Number>().DoubleValue();
+  auto leaves = info[2].As<Napi::Buffer<uint8_t>>();
+  if (info[3].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) throw Napi::TypeError::New(env, "appendLeaves: stops must be a Float64Array");
+  auto stops = info[3].As<Napi::Float64Array>();
+  auto out = info[4].As<Napi::Buffer<uint8_t>>();
+  if (levels.Length() != 64 * 32 || leaves.Length() % 32 != 0 || out.Length() < 32 * stops.ElementLength()) {
+    throw Napi::RangeError::New(env, "appendLeaves: levels is 64 x 32 bytes, leaves a multiple of 32, out 32 bytes a stop");
+  }
+  if (!(sized >= 0 && sized < 9007199254740992.0)) throw Napi::RangeError::New(env, "appendLeaves: size out of range");
+  uint64_t size = static_cast<uint64_t>(sized);
+  const uint64_t count = leaves.Length() / 32;
+  uint8_t* lv = levels.Data();
+  const uint8_t* lf = leaves.Data();
+  size_t stop = 0;
+  const size_t nstops = stops.ElementLength();
+  uint8_t in[65];
+  in[0] = 0x01;
+  for (uint64_t i = 0; i < count; i++) {
+    uint8_t h[32];
+    for (int k = 0; k < 32; k++) h[k] = lf[32 * i + k];
+    int l = 0;
+    for (; (size >> l) & 1; l++) {  // merge while the subtree of this level is there
+      for (int k = 0; k < 32; k++) {
+        in[1 + k] = lv[32 * l + k];
+        in[33 + k] = h[k];
+      }
+      SHA256(in, sizeof in, h);
+    }
+    for (int k = 0; k < 32; k++) lv[32 * l + k] = h[k];
+    size++;
+    while (stop < nstops && stops[stop] == static_cast<double>(size)) Root(lv, size, out.Data() + 32 * stop++);
+  }
+  if (stop != nstops) throw Napi::RangeError::New(env, "appendLeaves: a stop lies outside the appended sizes or out of order");
+  return env.Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("appendLeaves", Napi::Function::New(env, AppendLeaves, "appendLeaves"));
   exports.Set("leafHashes", Napi::Function::New(env, LeafHashes, "leafHashes"));
   exports.Set("node", Napi::Function::New(env, Node, "node"));
   return exports;

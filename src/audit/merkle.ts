@@ -70,6 +70,53 @@ export function appendOne(f: Frontier, leaf: Hash): void {
   f.size++;
 }
 
+/**
+ * A frontier kept by level, for appending many leaves at once (the verifier, one call per
+ * COPY chunk): slot l holds the root of the perfect subtree of 2^l leaves while bit l of
+ * size is set. With the native addon a whole chunk is one call (native/hash.cc,
+ * appendLeaves); without it, the same loop runs on nodeHash. Same trees as Frontier.
+ */
+export class LevelFrontier {
+  size = 0;
+  private readonly levels = Buffer.alloc(64 * 32);
+
+  /** `useNative` false runs the TypeScript loop even where the addon loaded (the tests hold both to the same roots). */
+  constructor(private readonly useNative = native !== undefined) {}
+
+  /** Appends the 32-byte leaf hashes packed in `leaves`; returns the root at each tree size in `stops` (ascending, within the appended sizes). */
+  append(leaves: Buffer, stops: readonly number[]): Hash[] {
+    const out = Buffer.allocUnsafe(32 * stops.length);
+    if (this.useNative && native) {
+      native.appendLeaves(this.levels, this.size, leaves, Float64Array.from(stops), out);
+      this.size += leaves.length / 32;
+    } else {
+      let stop = 0;
+      for (let i = 0; i < leaves.length; i += 32) {
+        let h: Hash = leaves.subarray(i, i + 32);
+        let l = 0;
+        for (; Math.floor(this.size / 2 ** l) % 2 === 1; l++) h = nodeHashJs(this.levels.subarray(32 * l, 32 * l + 32), h);
+        h.copy(this.levels, 32 * l);
+        this.size++;
+        while (stop < stops.length && stops[stop] === this.size) this.root().copy(out, 32 * stop++);
+      }
+      if (stop !== stops.length) throw new RangeError('LevelFrontier.append: a stop lies outside the appended sizes or out of order');
+    }
+    return stops.map((_, j) => out.subarray(32 * j, 32 * j + 32));
+  }
+
+  /** MTH of the tree so far. */
+  root(): Hash {
+    if (this.size === 0) return EMPTY_ROOT;
+    let r: Hash | null = null;
+    for (let l = 0; l < 64; l++) {
+      if (Math.floor(this.size / 2 ** l) % 2 === 0) continue;
+      const slot = this.levels.subarray(32 * l, 32 * l + 32);
+      r = r === null ? Buffer.from(slot) : nodeHashJs(slot, r);
+    }
+    return r!;
+  }
+}
+
 /** MTH of the tree the frontier describes. */
 export function rootOf(f: Frontier): Hash {
   if (f.roots.length === 0) return EMPTY_ROOT;

@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 interface HashAddon {
   leafHashes(buf: Buffer, spans: Int32Array, out: Buffer): void;
   node(left: Buffer, right: Buffer, out: Buffer): void;
+  appendLeaves(levels: Buffer, size: number, leaves: Buffer, stops: Float64Array, out: Buffer): void;
 }
 
 export const HASH_ADDON_PATH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../build/Release/ws_hash.node');

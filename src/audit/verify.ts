@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { appendOne, emptyFrontier, rootOf } from './merkle.ts';
+import { LevelFrontier } from './merkle.ts';
 import { decodeFields, encodeFields, leafHashOf, payloadHash, streamLeafRows, type LeafRow } from './leaf.ts';
 import { adminLogId, groupLogRegex, prunedThrough } from './admin-log.ts';
 import { checkpointHash, checkpointMessage, verifyCheckpoint, type CheckpointBody, type CheckpointRow } from './signing.ts';
@@ -133,13 +133,18 @@ export async function verifyLog(db: pg.ClientBase, logId: string, pinned: Map<st
   const roots = new Map(cps.map((c) => [Number(c.tree_size), c.root]));
 
   // rows: seq continuity, payload and leaf hashes, roots at checkpoints
-  const f = emptyFrontier();
+  const tree = new LevelFrontier();
   let expected = 1;
   let lastGoodCheckpoint = 0;
   let verifiedThrough = 0;
   const mismatched: Mismatch[] = [];
   const written = logRows[0] ? Number(logRows[0].tree_size) : Number.MAX_SAFE_INTEGER;
   let inserted = false;
+  // per arriving group: the leaves it appends, the checkpoint sizes it reaches, and whether every row up to each was sound
+  let batch = Buffer.allocUnsafe(32 * 1024);
+  let appended = 0;
+  const stops: number[] = [];
+  const soundAt: boolean[] = [];
   const onRow = (r: LeafRow) => {
     const seq = r.seq;
     if (seq > written) {
@@ -164,20 +169,29 @@ export async function verifyLog(db: pg.ClientBase, logId: string, pinned: Map<st
     }
     // the tree is built from the stored leaf hashes: a row edited alone is named by its own hash
     // (a stored hash of the wrong length is already a mismatch, named above: the tree goes on with the recomputed one)
-    appendOne(f, r.storedLeaf?.length === 32 ? r.storedLeaf : leaf);
-    const root = roots.get(f.size);
-    if (root) {
-      if (!rootOf(f).equals(root)) {
-        rootFindings.push({ seq: lastGoodCheckpoint + 1, kind: 'modified', detail: `the rows from seq ${lastGoodCheckpoint + 1} to ${f.size} do not hash to the root signed at tree size ${f.size}` });
-      } else {
-        lastGoodCheckpoint = f.size;
-        if (signedOk.has(f.size) && rowFindings.length === 0 && mismatched.length === 0) verifiedThrough = f.size;
-      }
+    (r.storedLeaf?.length === 32 ? r.storedLeaf : leaf).copy(batch, 32 * appended++);
+    const size = tree.size + appended;
+    if (roots.has(size)) {
+      stops.push(size);
+      soundAt.push(rowFindings.length === 0 && mismatched.length === 0);
     }
     expected++;
   };
   await streamLeafRows(db, logId, 1, Infinity, (rows) => {
+    if (batch.length < 32 * rows.length) batch = Buffer.allocUnsafe(64 * rows.length);
     for (const r of rows) onRow(r);
+    const got = tree.append(batch.subarray(0, 32 * appended), stops);
+    stops.forEach((size, j) => {
+      if (!got[j]!.equals(roots.get(size)!)) {
+        rootFindings.push({ seq: lastGoodCheckpoint + 1, kind: 'modified', detail: `the rows from seq ${lastGoodCheckpoint + 1} to ${size} do not hash to the root signed at tree size ${size}` });
+      } else {
+        lastGoodCheckpoint = size;
+        if (signedOk.has(size) && soundAt[j]) verifiedThrough = size;
+      }
+    });
+    appended = 0;
+    stops.length = 0;
+    soundAt.length = 0;
     progress(rows.length);
   });
   const n = Math.min(expected - 1, written);

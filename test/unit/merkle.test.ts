@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { append, EMPTY_ROOT, emptyFrontier, inclusionProof, leafHash, nodeHash, rootOf, treeRoot, verifyInclusion } from '../../src/audit/merkle.ts';
+import { append, EMPTY_ROOT, emptyFrontier, inclusionProof, leafHash, LevelFrontier, nodeHash, rootOf, treeRoot, verifyInclusion } from '../../src/audit/merkle.ts';
+import { nativeHash } from '../../src/audit/native-hash.ts';
 
 const hex = (b: Buffer) => b.toString('hex');
 
@@ -30,6 +31,28 @@ describe('RFC 6962 Merkle trees', () => {
     expect(rootOf(batched)).toEqual(rootOf(one));
     expect(batched.size).toBe(300);
   });
+
+  for (const useNative of [true, false]) {
+    it(`the verifier's level frontier (${useNative ? 'native' : 'TypeScript'}) gives the recursive root at every requested size, in chunks of any length`, () => {
+      if (useNative) expect(nativeHash).toBeDefined();
+      const leaves = Array.from({ length: 1100 }, (_, i) => leafHash(Buffer.from(`leaf ${i}`)));
+      const tree = new LevelFrontier(useNative);
+      expect(tree.root()).toEqual(EMPTY_ROOT);
+      const chunks = [1, 1, 2, 4, 8, 3, 64, 0, 129, 500, 388];
+      let at = 0;
+      for (const len of chunks) {
+        // every size in the chunk for small ones, powers of two and some others for the large
+        const stops = Array.from({ length: len }, (_, i) => at + i + 1).filter((s) => len < 10 || (s & (s - 1)) === 0 || s % 97 === 0 || s === at + len);
+        const roots = tree.append(Buffer.concat(leaves.slice(at, at + len)), stops);
+        stops.forEach((s, j) => expect(roots[j], `size ${s}`).toEqual(treeRoot(leaves.slice(0, s))));
+        at += len;
+        expect(tree.size).toBe(at);
+        expect(tree.root()).toEqual(treeRoot(leaves.slice(0, at)));
+      }
+      expect(at).toBe(1100);
+      expect(() => tree.append(Buffer.concat(leaves.slice(0, 2)), [1103])).toThrow(RangeError);
+    });
+  }
 
   it('proves every leaf of every tree up to 70 leaves, and refuses a wrong leaf, index, size or root', () => {
     const leaves = Array.from({ length: 70 }, (_, i) => leafHash(Buffer.from(`x${i}`)));
