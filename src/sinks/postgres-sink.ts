@@ -173,13 +173,8 @@ FROM k LEFT JOIN ${target} x ON ${keyMatch('x', 'k')} ORDER BY k._o`;
     const st = this.sql(entity, mapping);
     const client = await this.pool.connect();
     let broken: Error | undefined;
-    // One statement is a transaction of its own: BEGIN and COMMIT would only add two round
-    // trips, each a wake-up of the server and of the worker (bench/RESULTS.md, issue 13).
-    // COPY mode's staging table lives for a transaction, and upserts with deletes are two
-    // statements: those still get one.
-    const transaction = this.mode === 'copy' || (upserts.length > 0 && deletes.length > 0);
     try {
-      if (transaction) await client.query('BEGIN');
+      await client.query('BEGIN');
       let up: WriteOutcome[] = [];
       if (upserts.length > 0) {
         const res = this.mode === 'copy'
@@ -196,10 +191,10 @@ FROM k LEFT JOIN ${target} x ON ${keyMatch('x', 'k')} ORDER BY k._o`;
         const res = await client.query<{ outcome: WriteOutcome }>(st.del, params);
         dl = res.rows.map((r) => r.outcome);
       }
-      if (transaction) await client.query('COMMIT');
+      await client.query('COMMIT');
       return { upserts: up, deletes: dl };
     } catch (err) {
-      if (transaction) await client.query('ROLLBACK').catch(() => undefined);
+      await client.query('ROLLBACK').catch(() => undefined);
       this.staged.delete(client); // a staging table created in this transaction is gone
       if (failureKind(err) === 'unavailable') broken = err as Error; // the pool drops the client
       throw err;
