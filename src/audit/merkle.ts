@@ -74,7 +74,7 @@ export function appendOne(f: Frontier, leaf: Hash): void {
  * A frontier kept by level, for appending many leaves at once (the verifier, one call per
  * COPY chunk): slot l holds the root of the perfect subtree of 2^l leaves while bit l of
  * size is set. With the native addon a whole chunk is one call (native/hash.cc,
- * appendLeaves); without it, the same loop runs on nodeHash. Same trees as Frontier.
+ * appendLeaves); without it, the same loop runs on nodeHashJs. Same trees as Frontier.
  */
 export class LevelFrontier {
   size = 0;
