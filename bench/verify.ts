@@ -9,7 +9,7 @@ import { changeRow, insertAuditRows, type AuditRowInput } from '../src/audit/aud
 import { verifyLogs } from '../src/audit/verify.ts';
 import { cpuSnapshot, type CpuGroup } from '../load/proc-cpu.ts';
 import type { ChangeEvent } from '../src/events/change-event.ts';
-import { stackUrls, writeResults } from '../harness/common.ts';
+import { ROOT, stackUrls, writeResults } from '../harness/common.ts';
 import type { BenchOptions } from '../harness/common.ts';
 
 /**
@@ -31,12 +31,12 @@ import type { BenchOptions } from '../harness/common.ts';
  * 200,000 rows on a freshly started stack; rounds timed beside it measured 176,000-208,000
  * rows/s instead of ~330,000 (bench/RESULTS.md, issue 15).
  */
-async function settle(root: string): Promise<{ seconds: number; idle: boolean }> {
+async function settle(): Promise<{ seconds: number; idle: boolean }> {
   const started = performance.now();
-  let last = cpuSnapshot(root, undefined).postgres;
+  let last = cpuSnapshot(ROOT, undefined).postgres;
   while (performance.now() - started < 120_000) {
     await new Promise((r) => setTimeout(r, 1000));
-    const now = cpuSnapshot(root, undefined).postgres;
+    const now = cpuSnapshot(ROOT, undefined).postgres;
     const busy = last !== null && now !== null ? now - last : 0;
     last = now;
     if (busy < 0.05) return { seconds: (performance.now() - started) / 1000, idle: true };
@@ -79,17 +79,16 @@ export async function run(o: BenchOptions = {}): Promise<void> {
   const writeS = (performance.now() - started) / 1000;
   if (process.stderr.isTTY) process.stderr.write('\n');
   const pinned = new Map([[key.keyId, key.publicPem]]);
-  const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
-  const settled = await settle(root);
+  const settled = await settle();
   process.stdout.write(`waited ${settled.seconds.toFixed(1)} s for PostgreSQL to fall idle after the write${settled.idle ? '' : ' (it did not: the rounds below ran beside it)'}\n`);
   const results = [];
   for (let round = 0; round < Number(process.env.BENCH_ROUNDS ?? 5); round++) {
     const client = await db.connect();
-    const before = cpuSnapshot(root, undefined);
+    const before = cpuSnapshot(ROOT, undefined);
     const t = performance.now();
     const [report] = await verifyLogs(client, [logId], pinned, []).finally(() => client.release());
     const s = (performance.now() - t) / 1000;
-    const after = cpuSnapshot(root, undefined);
+    const after = cpuSnapshot(ROOT, undefined);
     const per = (k: CpuGroup) => { const a = before[k]; const b = after[k]; return a === null || b === null ? null : Number((((b - a) * 1e6) / n).toFixed(2)); };
     if (!report || report.damage || report.rows !== n) throw new Error(`verification failed: ${JSON.stringify(report)}`);
     const us = { verifier: per('generator'), postgres: per('postgres'), broker: per('broker'), connect: per('connect'), mariadb: per('mariadb') };

@@ -9,7 +9,6 @@ import { createLogger } from '../log.ts';
 import { errorMessage } from '../errors.ts';
 import type { Loaded } from './loaded.ts';
 
-
 const USAGE = `usage: worker-sync dlq list [--status open|replayed|all] [--limit N] [--json]
        worker-sync dlq replay (--all | --id N [--id N ...]) [--dry-run] [--json]
 

@@ -56,7 +56,6 @@ function input(req: HttpRequest): { b: Record<string, unknown>; by: string; erro
   return { b, by };
 }
 
-
 function present(c: StoredConflict) {
   const side = (node: string | null, value: Row | null, deleted: boolean, hlc: string | null, version: Buffer | null) =>
     ({ node, value, deleted, hlc, version: version?.toString('hex') ?? null });

@@ -9,7 +9,6 @@ import { errorMessage } from '../errors.ts';
 import { readPaused, type PauseGate } from '../control/pause.ts';
 import { claimForConvergence, conflictCounts, type StoredConflict } from '../control/conflicts.ts';
 
-
 /** The strategies a policy settles by itself; anything else in resolution_strategy was an operator's. */
 export const AUTO_STRATEGIES = ['lww', 'priority', 'merge'];
 
