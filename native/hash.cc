@@ -7,8 +7,20 @@
 #include <openssl/sha.h>
 
 #include <cstdint>
+#include <cstring>
+#include <string>
 
 namespace {
+
+// SHA-256 of one buffer through the low-level API. OpenSSL 3's one-shot SHA256() goes through
+// EVP_Q_digest, which fetches the algorithm by name on every call: for a 65-byte Merkle node
+// that lookup costs several times the digest itself (bench/RESULTS.md, issue 15).
+inline void Sha256(const uint8_t* d, size_t n, uint8_t* md) {
+  SHA256_CTX c;
+  SHA256_Init(&c);
+  SHA256_Update(&c, d, n);
+  SHA256_Final(md, &c);
+}
 
 // leafHashes(buf, spans, out): for row i, spans[4i .. 4i+3] = metaStart, metaEnd, payloadStart,
 // payloadEnd, byte offsets into buf (payloadStart < 0: the row has no payload and is skipped).
@@ -34,7 +46,7 @@ Napi::Value LeafHashes(const Napi::CallbackInfo& info) {
     if (ps < 0) continue;
     if (ms < 0 || me < ms || me > len || pe < ps || pe > len) throw Napi::RangeError::New(env, "leafHashes: a span lies outside the buffer");
     uint8_t* o = out.Data() + 64 * i;
-    SHA256(b + ps, static_cast<size_t>(pe - ps), o + 32);
+    Sha256(b + ps, static_cast<size_t>(pe - ps), o + 32);
     SHA256_CTX c;
     SHA256_Init(&c);
     SHA256_Update(&c, kPrefix, 2);
@@ -61,7 +73,7 @@ Napi::Value Node(const Napi::CallbackInfo& info) {
     in[1 + k] = l.Data()[k];
     in[33 + k] = r.Data()[k];
   }
-  SHA256(in, sizeof in, out.Data());
+  Sha256(in, sizeof in, out.Data());
   return env.Undefined();
 }
 
@@ -84,7 +96,7 @@ void Root(const uint8_t* levels, uint64_t size, uint8_t* out) {
       in[1 + k] = levels[32 * l + k];
       in[33 + k] = r[k];
     }
-    SHA256(in, sizeof in, r);
+    Sha256(in, sizeof in, r);
   }
   for (int k = 0; k < 32; k++) out[k] = r[k];
 }
@@ -121,7 +133,7 @@ Napi::Value AppendLeaves(const Napi::CallbackInfo& info) {
         in[1 + k] = lv[32 * l + k];
         in[33 + k] = h[k];
       }
-      SHA256(in, sizeof in, h);
+      Sha256(in, sizeof in, h);
     }
     for (int k = 0; k < 32; k++) lv[32 * l + k] = h[k];
     size++;
@@ -131,7 +143,144 @@ Napi::Value AppendLeaves(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// scanLeafRows(buf, pos, seqs, starts, flags, leaves, state): parses the rows of PostgreSQL's
+// binary COPY of `seq, leaf_hash, payload_hash, <15 metadata texts>, <3 payload texts>` (the
+// verifier's query, src/audit/leaf.ts) from byte pos on, as many as are whole in buf and fit
+// in seqs. For row i it writes seqs[i] (the seq), starts[i] (the row's byte offset, for a
+// second look), leaves[32i .. 32i+32) (the leaf the tree is built from: the stored leaf hash
+// when it is 32 bytes, else the recomputed one) and flags[i]: bit 0 when the row has no
+// payload (all three payload fields NULL: pruned, hashed by the caller), bit 1 when the
+// recomputed leaf or payload hash differs from the stored one (or a stored leaf is absent).
+// state[0] = rows written, state[1] = 1 when the trailer was read. Returns the offset after the
+// last whole row (after the trailer). The caller looks again, field by field, only at flagged
+// rows; this call replaces the per-row parse, the two digests and the two comparisons.
+constexpr int kFields = 21, kMetaFirst = 3, kPayloadFirst = 18;
+
+int32_t ReadI32(const uint8_t* p) { return static_cast<int32_t>((uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3])); }
+
+Napi::Value ScanLeafRows(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 7 || !info[0].IsBuffer() || !info[1].IsNumber() || !info[2].IsTypedArray() || !info[3].IsTypedArray() || !info[4].IsTypedArray() || !info[5].IsBuffer() || !info[6].IsTypedArray()) {
+    throw Napi::TypeError::New(env, "scanLeafRows(buf: Buffer, pos: number, seqs: Float64Array, starts: Int32Array, flags: Uint8Array, leaves: Buffer, state: Int32Array)");
+  }
+  if (info[2].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+      info[4].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array || info[6].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    throw Napi::TypeError::New(env, "scanLeafRows: seqs Float64Array, starts Int32Array, flags Uint8Array, state Int32Array");
+  }
+  auto buf = info[0].As<Napi::Buffer<uint8_t>>();
+  const double posd = info[1].As<Napi::Number>().DoubleValue();
+  auto seqs = info[2].As<Napi::Float64Array>();
+  auto starts = info[3].As<Napi::Int32Array>();
+  auto flags = info[4].As<Napi::Uint8Array>();
+  auto leaves = info[5].As<Napi::Buffer<uint8_t>>();
+  auto state = info[6].As<Napi::Int32Array>();
+  const size_t cap = seqs.ElementLength();
+  if (starts.ElementLength() < cap || flags.ElementLength() < cap || leaves.Length() < 32 * cap || state.ElementLength() < 2) {
+    throw Napi::RangeError::New(env, "scanLeafRows: starts, flags and leaves must hold as many rows as seqs, state 2 slots");
+  }
+  const uint8_t* b = buf.Data();
+  const int64_t len = static_cast<int64_t>(buf.Length());
+  if (!(posd >= 0 && posd <= static_cast<double>(len)) || len > INT32_MAX) throw Napi::RangeError::New(env, "scanLeafRows: pos outside the buffer");
+  int64_t pos = static_cast<int64_t>(posd);
+  size_t n = 0;
+  state[1] = 0;
+  static const uint8_t kPrefix[2] = {0x00, 0x02};
+  int64_t fs[kFields];
+  int32_t fl[kFields];
+  while (n < cap && pos + 2 <= len) {
+    const int16_t count = static_cast<int16_t>((uint16_t(b[pos]) << 8) | uint16_t(b[pos + 1]));
+    if (count == -1) {
+      state[1] = 1;
+      pos += 2;
+      break;
+    }
+    if (count != kFields) {
+      throw Napi::Error::New(env, "binary COPY row with " + std::to_string(count) + " fields, expected " + std::to_string(kFields));
+    }
+    int64_t p = pos + 2;
+    bool whole = true;
+    for (int f = 0; f < kFields; f++) {
+      if (p + 4 > len) { whole = false; break; }
+      const int32_t l = ReadI32(b + p);
+      fs[f] = p + 4;
+      fl[f] = l;
+      p += 4 + (l > 0 ? l : 0);
+      if (p > len) { whole = false; break; }
+    }
+    if (!whole) break;
+    if (fl[0] != 8) throw Napi::Error::New(env, "binary COPY row: seq is not an 8-byte bigint");
+    int64_t seq = 0;
+    for (int k = 0; k < 8; k++) seq = static_cast<int64_t>((static_cast<uint64_t>(seq) << 8) | b[fs[0] + k]);
+    seqs[n] = static_cast<double>(seq);
+    starts[n] = static_cast<int32_t>(pos);
+    uint8_t* leaf = leaves.Data() + 32 * n;
+    const bool storedLeaf32 = fl[1] == 32;
+    uint8_t flag = 0;
+    if (fl[kPayloadFirst] < 0 && fl[kPayloadFirst + 1] < 0 && fl[kPayloadFirst + 2] < 0) {
+      flag = 1;
+      if (storedLeaf32) memcpy(leaf, b + fs[1], 32); else memset(leaf, 0, 32);
+    } else {
+      const int64_t ms = fs[kMetaFirst] - 4, ps = fs[kPayloadFirst] - 4;
+      uint8_t ph[32], lh[32];
+      Sha256(b + ps, static_cast<size_t>(p - ps), ph);
+      SHA256_CTX c;
+      SHA256_Init(&c);
+      SHA256_Update(&c, kPrefix, 2);
+      SHA256_Update(&c, b + ms, static_cast<size_t>(ps - ms));
+      SHA256_Update(&c, ph, 32);
+      SHA256_Final(lh, &c);
+      const bool leafOk = storedLeaf32 && memcmp(b + fs[1], lh, 32) == 0;
+      const bool payloadOk = fl[2] < 0 || (fl[2] == 32 && memcmp(b + fs[2], ph, 32) == 0);
+      if (!leafOk || !payloadOk) flag = 2;
+      memcpy(leaf, storedLeaf32 ? b + fs[1] : lh, 32);
+    }
+    flags[n] = flag;
+    n++;
+    pos = p;
+  }
+  state[0] = static_cast<int32_t>(n);
+  return Napi::Number::New(env, static_cast<double>(pos));
+}
+
+// unframeCopyData(buf, pos, out, outPos, state): copies the payloads of the consecutive whole
+// CopyData messages ('d', int32 length, payload) of the PostgreSQL protocol stream in buf,
+// from pos on, to out from outPos on. Stops at the first message that is not CopyData or is
+// not whole. state[0] = the offset of that message (or buf's end), state[1] = out's new end.
+// One call per socket read, where a JavaScript parse costs calls and a Buffer per row.
+Napi::Value UnframeCopyData(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 5 || !info[0].IsBuffer() || !info[1].IsNumber() || !info[2].IsBuffer() || !info[3].IsNumber() || !info[4].IsTypedArray() ||
+      info[4].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    throw Napi::TypeError::New(env, "unframeCopyData(buf: Buffer, pos: number, out: Buffer, outPos: number, state: Int32Array)");
+  }
+  auto buf = info[0].As<Napi::Buffer<uint8_t>>();
+  auto out = info[2].As<Napi::Buffer<uint8_t>>();
+  auto state = info[4].As<Napi::Int32Array>();
+  const double posd = info[1].As<Napi::Number>().DoubleValue(), outd = info[3].As<Napi::Number>().DoubleValue();
+  const int64_t len = static_cast<int64_t>(buf.Length()), olen = static_cast<int64_t>(out.Length());
+  if (state.ElementLength() < 2 || len > INT32_MAX || olen > INT32_MAX || !(posd >= 0 && posd <= static_cast<double>(len)) || !(outd >= 0 && outd <= static_cast<double>(olen))) {
+    throw Napi::RangeError::New(env, "unframeCopyData: a position outside its buffer");
+  }
+  const uint8_t* b = buf.Data();
+  uint8_t* o = out.Data();
+  int64_t pos = static_cast<int64_t>(posd), at = static_cast<int64_t>(outd);
+  while (pos + 5 <= len && b[pos] == 'd') {
+    const int64_t n = static_cast<uint32_t>(ReadI32(b + pos + 1));
+    if (n < 4) throw Napi::Error::New(env, "unframeCopyData: a CopyData message shorter than its length field");
+    if (pos + 1 + n > len) break;
+    if (at + n - 4 > olen) throw Napi::RangeError::New(env, "unframeCopyData: out is too small");
+    memcpy(o + at, b + pos + 5, static_cast<size_t>(n - 4));
+    at += n - 4;
+    pos += 1 + n;
+  }
+  state[0] = static_cast<int32_t>(pos);
+  state[1] = static_cast<int32_t>(at);
+  return env.Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("unframeCopyData", Napi::Function::New(env, UnframeCopyData, "unframeCopyData"));
+  exports.Set("scanLeafRows", Napi::Function::New(env, ScanLeafRows, "scanLeafRows"));
   exports.Set("appendLeaves", Napi::Function::New(env, AppendLeaves, "appendLeaves"));
   exports.Set("leafHashes", Napi::Function::New(env, LeafHashes, "leafHashes"));
   exports.Set("node", Napi::Function::New(env, Node, "node"));

@@ -1,8 +1,8 @@
 import { hash } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
 import type pg from 'pg';
-import pgCopy from 'pg-copy-streams';
 import { nativeHash } from './native-hash.ts';
+import { CopyOut } from './copy-out.ts';
 
 /**
  * The canonical bytes of one audit_log row, the input of its RFC 6962 leaf hash
@@ -43,6 +43,17 @@ export const PAYLOAD_FIELD_SQL = ['before::text', 'after::text', 'writes::text']
 
 /** The session settings the timestamp texts are defined under. */
 export const LEAF_SESSION_SQL = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'";
+
+/**
+ * The plan of the verifier's read, set around its COPY and reset after: a walk of the primary
+ * key (log_id, seq), which hands over the rows in seq order as it reads them. Where one log is
+ * most of the table (one partition, or the bench's log) the planner would otherwise pick a
+ * parallel sequential scan and sort the whole log, spilling it to temporary files past
+ * work_mem, with two more processes on the verifier's cores: 1.12-1.46 s against 0.77-0.94 s
+ * for 200,000 rows here (bench/RESULTS.md, issue 15).
+ */
+export const LEAF_PLAN_SQL = 'SET enable_seqscan = off; SET enable_bitmapscan = off; SET enable_sort = off; SET max_parallel_workers_per_gather = 0';
+const LEAF_PLAN_RESET_SQL = 'RESET enable_seqscan; RESET enable_bitmapscan; RESET enable_sort; RESET max_parallel_workers_per_gather';
 
 /** A timestamp's text (ISO-8601 in, millisecond precision) as PostgreSQL prints it under LEAF_SESSION_SQL. */
 export function pgTimestampText(iso: string): string {
@@ -140,18 +151,123 @@ function hashChunk(buf: Buffer, rows: LeafRow[]): void {
 const SIGNATURE = Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1');
 const META_FIELDS = LEAF_FIELD_SQL.length;
 const FIELDS = 3 + META_FIELDS + PAYLOAD_FIELD_SQL.length;
+/** The fewest bytes a row of the verifier's COPY takes: its field count, 21 lengths and the 8-byte seq. */
+const MIN_ROW_BYTES = 2 + 4 * FIELDS + 8;
+
+const fieldStarts = new Int32Array(FIELDS);
+const fieldLens = new Int32Array(FIELDS);
+
+/**
+ * The row of the verifier's binary COPY at pos: 'end' at the trailer, null when buf does not
+ * hold all of it yet. Its buffers are views into buf. (No closures: this runs per row.)
+ */
+function rowAt(buf: Buffer, pos: number): { row: LeafRow; next: number } | 'end' | null {
+  const end = buf.length;
+  if (pos + 2 > end) return null;
+  const count = buf.readInt16BE(pos);
+  if (count === -1) return 'end';
+  if (count !== FIELDS) throw new Error(`binary COPY row with ${count} fields, expected ${FIELDS}`);
+  // field starts and lengths, in order: seq, leaf_hash, payload_hash, then the texts
+  const starts = fieldStarts;
+  const lens = fieldLens;
+  let p = pos + 2;
+  for (let i = 0; i < FIELDS; i++) {
+    if (p + 4 > end) return null;
+    const len = buf.readInt32BE(p);
+    starts[i] = p + 4;
+    lens[i] = len;
+    p += 4 + (len > 0 ? len : 0);
+    if (p > end) return null;
+  }
+  if (lens[0] !== 8) throw new Error('binary COPY row: seq is not an 8-byte bigint');
+  const metaStart = starts[3]! - 4;
+  const payloadStart = starts[3 + META_FIELDS]! - 4;
+  const payloadNull = lens[3 + META_FIELDS]! < 0 && lens[4 + META_FIELDS]! < 0 && lens[5 + META_FIELDS]! < 0;
+  return {
+    row: {
+      seq: Number(buf.readBigInt64BE(starts[0]!)),
+      storedLeaf: lens[1]! < 0 ? null : buf.subarray(starts[1]!, starts[1]! + lens[1]!),
+      storedPayload: lens[2]! < 0 ? null : buf.subarray(starts[2]!, starts[2]! + lens[2]!),
+      meta: buf.subarray(metaStart, payloadStart),
+      payload: payloadNull ? null : buf.subarray(payloadStart, p),
+    },
+    next: p,
+  };
+}
+
+/** LeafChunk.flags: the row has no payload (a pruned row; its leaf is the caller's to compute). */
+export const ROW_NO_PAYLOAD = 1;
+/** LeafChunk.flags: the recomputed leaf or payload hash differs from the stored one, or no leaf hash is stored. */
+export const ROW_MISMATCH = 2;
+
+/**
+ * The whole rows of one arriving COPY chunk, scanned in one call: the verifier's fast path.
+ * A row with flags 0 is a row whose stored hashes match what its fields hash to; the
+ * verifier needs only its seq and leaf. Any other row it reads field by field (row).
+ */
+export interface LeafChunk {
+  count: number;
+  seqs: Float64Array;
+  flags: Uint8Array;
+  /** row i's leaf at [32i, 32i+32): the stored leaf hash when 32 bytes, else the recomputed one (for a row with ROW_NO_PAYLOAD, the stored one or zeros) */
+  leaves: Buffer;
+  /** Row i as LeafRow (views into the chunk: copy what you keep). Without the hashes: rowLeaf computes them. */
+  row(i: number): LeafRow;
+}
+
+export interface ScanArrays { seqs: Float64Array; starts: Int32Array; flags: Uint8Array; leaves: Buffer; state: Int32Array }
+
+/**
+ * The reference of native/hash.cc's scanLeafRows, and what runs without the addon: scans the
+ * whole rows of buf from pos (as many as fit in a.seqs), fills a (state[0] rows, state[1] 1
+ * after the trailer) and returns the offset after the last whole row.
+ */
+export function scanLeafRowsJs(buf: Buffer, pos: number, a: ScanArrays): number {
+  let n = 0;
+  a.state[1] = 0;
+  while (n < a.seqs.length) {
+    const r = rowAt(buf, pos);
+    if (r === null) break;
+    if (r === 'end') {
+      a.state[1] = 1;
+      pos += 2;
+      break;
+    }
+    const { row } = r;
+    a.seqs[n] = row.seq;
+    a.starts[n] = pos;
+    const stored32 = row.storedLeaf !== null && row.storedLeaf.length === 32;
+    if (row.payload === null) {
+      a.flags[n] = ROW_NO_PAYLOAD;
+      if (stored32) row.storedLeaf!.copy(a.leaves, 32 * n);
+      else a.leaves.fill(0, 32 * n, 32 * n + 32);
+    } else {
+      const payload = payloadHash(row.payload);
+      const leaf = leafHashOf(row.meta, payload);
+      const ok = stored32 && leaf.equals(row.storedLeaf!) && (row.storedPayload === null || payload.equals(row.storedPayload));
+      a.flags[n] = ok ? 0 : ROW_MISMATCH;
+      (stored32 ? row.storedLeaf! : leaf).copy(a.leaves, 32 * n);
+    }
+    n++;
+    pos = r.next;
+  }
+  a.state[0] = n;
+  return pos;
+}
 
 /**
  * Parses PostgreSQL's binary COPY output of `seq, leaf_hash, payload_hash, <metadata
- * texts>, <payload texts>` into LeafRows, across chunk boundaries. Since the text fields
- * arrive in exactly the leaf's field layout, a row's encoded fields are slices of the
- * stream: nothing is decoded or re-encoded.
+ * texts>, <payload texts>` across chunk boundaries, into LeafRow[] per chunk (rows mode) or
+ * one LeafChunk per chunk (chunks mode, the verifier's). Since the text fields arrive in
+ * exactly the leaf's field layout, a row's encoded fields are slices of the stream: nothing
+ * is decoded or re-encoded.
  */
 class LeafRowParser extends Transform {
   private carry: Buffer | null = null;
   private header = false;
+  private trailer = false;
 
-  constructor() {
+  constructor(private readonly mode: 'rows' | 'chunks', private readonly scan = nativeHash ? nativeHash.scanLeafRows : undefined) {
     super({ readableObjectMode: true });
   }
 
@@ -171,15 +287,20 @@ class LeafRowParser extends Transform {
       pos = 19 + buf.readInt32BE(15);
       this.header = true;
     }
+    try {
+      pos = this.mode === 'chunks' ? this.chunks(buf, pos) : this.rows(buf, pos);
+    } catch (err) {
+      done(err as Error);
+      return;
+    }
+    this.carry = pos < buf.length ? buf.subarray(pos) : null;
+    done();
+  }
+
+  private rows(buf: Buffer, pos: number): number {
     const rows: LeafRow[] = [];
     for (;;) {
-      let row: ReturnType<LeafRowParser['row']>;
-      try {
-        row = this.row(buf, pos);
-      } catch (err) {
-        done(err as Error);
-        return;
-      }
+      const row = rowAt(buf, pos);
       if (row === null) break;
       if (row === 'end') {
         pos = buf.length;
@@ -189,70 +310,57 @@ class LeafRowParser extends Transform {
       rows.push(row.row);
       pos = row.next;
     }
-    this.carry = pos < buf.length ? buf.subarray(pos) : null;
     if (rows.length > 0 && nativeHash) hashChunk(buf, rows);
     if (rows.length > 0) this.push(rows);
-    done();
+    return pos;
+  }
+
+  private chunks(buf: Buffer, pos: number): number {
+    const cap = Math.ceil((buf.length - pos) / MIN_ROW_BYTES) + 1; // room for every row buf can hold
+    const a: ScanArrays = { seqs: new Float64Array(cap), starts: new Int32Array(cap), flags: new Uint8Array(cap), leaves: Buffer.allocUnsafe(32 * cap), state: new Int32Array(2) };
+    const next = this.scan ? this.scan(buf, pos, a.seqs, a.starts, a.flags, a.leaves, a.state) : scanLeafRowsJs(buf, pos, a);
+    if (a.state[1] === 1) {
+      this.trailer = true;
+      if (next < buf.length) throw new Error(`binary COPY: ${buf.length - next} bytes after the trailer`);
+    }
+    const count = a.state[0]!;
+    if (count > 0) {
+      const { starts } = a;
+      this.push({
+        count, seqs: a.seqs, flags: a.flags, leaves: a.leaves,
+        row: (i: number) => (rowAt(buf, starts[i]!) as { row: LeafRow }).row,
+      } satisfies LeafChunk);
+    }
+    return next;
   }
 
   override _flush(done: TransformCallback): void {
     if (this.carry && this.carry.length > 0) done(new Error(`binary COPY ended inside a row (${this.carry.length} bytes left)`));
     else done(this.trailer ? undefined : new Error('binary COPY ended without its trailer'));
   }
-
-  private trailer = false;
-
-  /** The row at pos, or null when the buffer does not hold all of it yet. (No closures: this runs per row.) */
-  private row(buf: Buffer, pos: number): { row: LeafRow; next: number } | 'end' | null {
-    const end = buf.length;
-    if (pos + 2 > end) return null;
-    const count = buf.readInt16BE(pos);
-    if (count === -1) return 'end';
-    if (count !== FIELDS) throw new Error(`binary COPY row with ${count} fields, expected ${FIELDS}`);
-    // field starts and lengths, in order: seq, leaf_hash, payload_hash, then the texts
-    const starts = this.starts;
-    const lens = this.lens;
-    let p = pos + 2;
-    for (let i = 0; i < FIELDS; i++) {
-      if (p + 4 > end) return null;
-      const len = buf.readInt32BE(p);
-      starts[i] = p + 4;
-      lens[i] = len;
-      p += 4 + (len > 0 ? len : 0);
-      if (p > end) return null;
-    }
-    const metaStart = starts[3]! - 4;
-    const payloadStart = starts[3 + META_FIELDS]! - 4;
-    const payloadNull = lens[3 + META_FIELDS]! < 0 && lens[4 + META_FIELDS]! < 0 && lens[5 + META_FIELDS]! < 0;
-    return {
-      row: {
-        seq: Number(buf.readBigInt64BE(starts[0]!)),
-        storedLeaf: lens[1]! < 0 ? null : buf.subarray(starts[1]!, starts[1]! + lens[1]!),
-        storedPayload: lens[2]! < 0 ? null : buf.subarray(starts[2]!, starts[2]! + lens[2]!),
-        meta: buf.subarray(metaStart, payloadStart),
-        payload: payloadNull ? null : buf.subarray(payloadStart, p),
-      },
-      next: p,
-    };
-  }
-
-  private readonly starts = new Int32Array(FIELDS);
-  private readonly lens = new Int32Array(FIELDS);
 }
 
-/**
- * Streams one log's rows from seq `from` through `to` (inclusive; Infinity for the end) in
- * seq order, calling `onRows` for each arriving group (a promise it returns pauses the
- * stream until it settles). One binary COPY: no paging queries.
- */
-export async function streamLeafRows(client: pg.ClientBase, logId: string, from: number, to: number, onRows: (rows: LeafRow[]) => Promise<void> | undefined | void): Promise<void> {
+/** The verifier's query over one log's rows from seq `from` through `to` (inclusive; Infinity for the end), in seq order. */
+export function leafCopySql(client: pg.ClientBase, logId: string, from: number, to: number): string {
   const upper = Number.isFinite(to) ? ` AND seq <= ${Math.trunc(to)}` : '';
-  const sql = `COPY (SELECT seq, leaf_hash, payload_hash, ${LEAF_FIELD_SQL.join(', ')}, ${PAYLOAD_FIELD_SQL.join(', ')}
+  return `COPY (SELECT seq, leaf_hash, payload_hash, ${LEAF_FIELD_SQL.join(', ')}, ${PAYLOAD_FIELD_SQL.join(', ')}
     FROM audit_log WHERE log_id = ${client.escapeLiteral(logId)} AND seq >= ${Math.trunc(from)}${upper} ORDER BY audit_log.seq) TO STDOUT (FORMAT binary)`;
-  await client.query(LEAF_SESSION_SQL);
-  const source = client.query(pgCopy.to(sql));
-  const parser = new LeafRowParser();
-  await new Promise<void>((resolve, reject) => {
+}
+
+/** Runs the COPY through a parser, handing each parsed group to `onData` (a promise it returns pauses the stream until it settles). */
+async function streamCopy<T>(client: pg.ClientBase, sql: string, parser: LeafRowParser, onData: (data: T) => Promise<void> | undefined | void): Promise<void> {
+  await client.query(`${LEAF_SESSION_SQL}; ${LEAF_PLAN_SQL}`);
+  try {
+    await copyInto(client, sql, parser, onData);
+  } finally {
+    // (inside a transaction that failed, its rollback undoes the settings instead)
+    await client.query(LEAF_PLAN_RESET_SQL).catch(() => undefined);
+  }
+}
+
+function copyInto<T>(client: pg.ClientBase, sql: string, parser: LeafRowParser, onData: (data: T) => Promise<void> | undefined | void): Promise<void> {
+  const source = client.query(new CopyOut(sql));
+  return new Promise<void>((resolve, reject) => {
     source.on('error', reject);
     parser.on('error', reject);
     const fail = (err: unknown) => {
@@ -260,9 +368,9 @@ export async function streamLeafRows(client: pg.ClientBase, logId: string, from:
       source.destroy();
       reject(err);
     };
-    parser.on('data', (rows: LeafRow[]) => {
+    parser.on('data', (data: T) => {
       try {
-        const wait = onRows(rows);
+        const wait = onData(data);
         if (wait) { // the consumer wants a pause (backpressure)
           parser.pause();
           wait.then(() => parser.resume(), fail);
@@ -274,6 +382,24 @@ export async function streamLeafRows(client: pg.ClientBase, logId: string, from:
     parser.on('end', resolve);
     source.pipe(parser);
   });
+}
+
+/**
+ * Streams one log's rows from seq `from` through `to` (inclusive; Infinity for the end) in
+ * seq order, calling `onRows` for each arriving group (a promise it returns pauses the
+ * stream until it settles). One binary COPY: no paging queries.
+ */
+export async function streamLeafRows(client: pg.ClientBase, logId: string, from: number, to: number, onRows: (rows: LeafRow[]) => Promise<void> | undefined | void): Promise<void> {
+  await streamCopy(client, leafCopySql(client, logId, from, to), new LeafRowParser('rows'), onRows);
+}
+
+/**
+ * The same rows as streamLeafRows, as one scanned LeafChunk per arriving group: parsing,
+ * both digests and the comparison with the stored hashes in one native call per chunk
+ * (scanLeafRowsJs without the addon). The verifier's path.
+ */
+export async function streamLeafChunks(client: pg.ClientBase, logId: string, from: number, to: number, onChunk: (chunk: LeafChunk) => Promise<void> | undefined | void): Promise<void> {
+  await streamCopy(client, leafCopySql(client, logId, from, to), new LeafRowParser('chunks'), onChunk);
 }
 
 /** Decodes encoded fields back to texts (null for NULL): for reports, archives and proofs. */

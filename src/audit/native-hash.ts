@@ -12,6 +12,8 @@ interface HashAddon {
   leafHashes(buf: Buffer, spans: Int32Array, out: Buffer): void;
   node(left: Buffer, right: Buffer, out: Buffer): void;
   appendLeaves(levels: Buffer, size: number, leaves: Buffer, stops: Float64Array, out: Buffer): void;
+  unframeCopyData(buf: Buffer, pos: number, out: Buffer, outPos: number, state: Int32Array): void;
+  scanLeafRows(buf: Buffer, pos: number, seqs: Float64Array, starts: Int32Array, flags: Uint8Array, leaves: Buffer, state: Int32Array): number;
 }
 
 export const HASH_ADDON_PATH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../build/Release/ws_hash.node');

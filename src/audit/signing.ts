@@ -105,9 +105,9 @@ export function signCheckpoint(key: SigningKey, c: Omit<CheckpointBody, 'keyId'>
   return { body, signature, hash: checkpointHash(message, signature), note };
 }
 
-export function verifyCheckpoint(publicPem: string, body: CheckpointBody, signature: Buffer): boolean {
+export function verifyCheckpoint(publicKey: string | KeyObject, body: CheckpointBody, signature: Buffer): boolean {
   try {
-    return verify(null, checkpointMessage(body), createPublicKey(publicPem), signature);
+    return verify(null, checkpointMessage(body), typeof publicKey === 'string' ? createPublicKey(publicKey) : publicKey, signature);
   } catch {
     return false;
   }

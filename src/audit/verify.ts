@@ -1,11 +1,11 @@
 import type pg from 'pg';
 import { LevelFrontier } from './merkle.ts';
-import { decodeFields, encodeFields, leafHashOf, payloadHash, streamLeafRows, type LeafRow } from './leaf.ts';
+import { decodeFields, encodeFields, leafHashOf, payloadHash, streamLeafChunks, type LeafRow } from './leaf.ts';
 import { adminLogId, groupLogRegex, prunedThrough } from './admin-log.ts';
 import { checkpointHash, checkpointMessage, verifyCheckpoint, type CheckpointBody, type CheckpointRow } from './signing.ts';
 import type { PublishedCheckpoint } from './audit-service.ts';
-import { checkSignature, ED25519, ed25519FromRaw, keyId, parseCheckpointText, parseNote, rawEd25519, type Verifier } from './note.ts';
-import { createPublicKey } from 'node:crypto';
+import { checkSignature, ED25519, keyId, parseCheckpointText, parseNote, rawEd25519, type Verifier } from './note.ts';
+import { createPublicKey, type KeyObject } from 'node:crypto';
 
 /**
  * Verification of the signed audit log (DESIGN §7). Per log it streams the rows in seq
@@ -63,12 +63,31 @@ export function rowLeaf(r: LeafRow, prunedThrough: number): { payload: Buffer; l
   return { payload, leaf: leafHashOf(r.meta, payload) };
 }
 
+interface PinnedKey { key: KeyObject; raw: Buffer }
+
+/** Pinned keys parsed once, not at each of a log's checkpoints (a PEM's parse cost more than the Ed25519 check). */
+const parsedKeys = new Map<string, PinnedKey | Error>();
+
+function pinnedKey(pem: string): PinnedKey | Error {
+  let k = parsedKeys.get(pem);
+  if (!k) {
+    try {
+      const key = createPublicKey(pem);
+      k = { key, raw: rawEd25519(key) };
+    } catch (err) {
+      k = err as Error;
+    }
+    parsedKeys.set(pem, k);
+  }
+  return k;
+}
+
 /**
  * A checkpoint's C2SP note: signed over its own text by the checkpoint's pinned key (under
  * whatever name its line gives, whose key ID must match), and naming the same size and root.
  * Returns what is wrong, or null.
  */
-function noteProblem(note: string, size: number, root: Buffer, pinnedPem: string): string | null {
+function noteProblem(note: string, size: number, root: Buffer, pinned: PinnedKey): string | null {
   let parsed: ReturnType<typeof parseNote>;
   let body: ReturnType<typeof parseCheckpointText>;
   try {
@@ -78,9 +97,8 @@ function noteProblem(note: string, size: number, root: Buffer, pinnedPem: string
     return `its C2SP note does not parse: ${(err as Error).message}`;
   }
   if (body.size !== size || !body.root.equals(root)) return `its C2SP note names tree size ${body.size} and another root`;
-  const raw = rawEd25519(createPublicKey(pinnedPem));
   const ok = parsed.signatures.some((s) => {
-    const v: Verifier = { name: s.name, id: keyId(s.name, ED25519, raw), type: ED25519, key: ed25519FromRaw(raw) };
+    const v: Verifier = { name: s.name, id: keyId(s.name, ED25519, pinned.raw), type: ED25519, key: pinned.key };
     return checkSignature(v, parsed.text, s).ok;
   });
   return ok ? null : 'its C2SP note carries no signature that verifies with the pinned key';
@@ -111,9 +129,11 @@ export async function verifyLog(db: pg.ClientBase, logId: string, pinned: Map<st
     const size = Number(c.tree_size);
     const before = findings.length;
     const body: CheckpointBody = { logId, treeSize: size, root: c.root, prevHash: c.prev_hash, signedAt: c.signed_at.toISOString(), keyId: c.key_id };
-    const key = pinned.get(c.key_id);
+    const pem = pinned.get(c.key_id);
+    const key = pem === undefined ? undefined : pinnedKey(pem);
     if (!key) note({ seq: size, kind: 'unknown key', detail: `checkpoint at tree size ${size} is signed by key ${c.key_id}, which is not pinned` });
-    else if (!verifyCheckpoint(key, body, c.signature)) note({ seq: size, kind: 'bad signature', detail: `checkpoint at tree size ${size}: the signature does not verify with key ${c.key_id}` });
+    else if (key instanceof Error) note({ seq: size, kind: 'bad signature', detail: `checkpoint at tree size ${size}: the pinned key ${c.key_id} does not parse (${key.message})` });
+    else if (!verifyCheckpoint(key.key, body, c.signature)) note({ seq: size, kind: 'bad signature', detail: `checkpoint at tree size ${size}: the signature does not verify with key ${c.key_id}` });
     else if (!checkpointHash(checkpointMessage(body), c.signature).equals(c.checkpoint_hash)) note({ seq: size, kind: 'bad signature', detail: `checkpoint at tree size ${size}: its stored hash is not the hash of its message and signature` });
     else if (c.note) {
       const problem = noteProblem(c.note, size, c.root, key);
@@ -140,11 +160,18 @@ export async function verifyLog(db: pg.ClientBase, logId: string, pinned: Map<st
   const mismatched: Mismatch[] = [];
   const written = logRows[0] ? Number(logRows[0].tree_size) : Number.MAX_SAFE_INTEGER;
   let inserted = false;
-  // per arriving group: the leaves it appends, the checkpoint sizes it reaches, and whether every row up to each was sound
-  let batch = Buffer.allocUnsafe(32 * 1024);
+  // per arriving chunk: the leaves it appends (built in place over the chunk's own leaves), the checkpoint sizes it reaches, and whether every row up to each was sound
+  let batch: Buffer = Buffer.alloc(0);
   let appended = 0;
   const stops: number[] = [];
   const soundAt: boolean[] = [];
+  const reached = (size: number) => {
+    if (roots.has(size)) {
+      stops.push(size);
+      soundAt.push(rowFindings.length === 0 && mismatched.length === 0);
+    }
+  };
+  // a row the chunk's scan flagged (no payload, a hash that differs), or out of line: looked at field by field
   const onRow = (r: LeafRow) => {
     const seq = r.seq;
     if (seq > written) {
@@ -170,16 +197,23 @@ export async function verifyLog(db: pg.ClientBase, logId: string, pinned: Map<st
     // the tree is built from the stored leaf hashes: a row edited alone is named by its own hash
     // (a stored hash of the wrong length is already a mismatch, named above: the tree goes on with the recomputed one)
     (r.storedLeaf?.length === 32 ? r.storedLeaf : leaf).copy(batch, 32 * appended++);
-    const size = tree.size + appended;
-    if (roots.has(size)) {
-      stops.push(size);
-      soundAt.push(rowFindings.length === 0 && mismatched.length === 0);
-    }
+    reached(tree.size + appended);
     expected++;
   };
-  await streamLeafRows(db, logId, 1, Infinity, (rows) => {
-    if (batch.length < 32 * rows.length) batch = Buffer.allocUnsafe(64 * rows.length);
-    for (const r of rows) onRow(r);
+  await streamLeafChunks(db, logId, 1, Infinity, (chunk) => {
+    batch = chunk.leaves; // appended <= i below: a leaf only ever moves down, over rows already taken
+    const { seqs, flags } = chunk;
+    for (let i = 0; i < chunk.count; i++) {
+      const seq = seqs[i]!;
+      if (flags[i] === 0 && seq === expected && seq <= written) { // the common row: its hashes match its fields, in line
+        if (appended !== i) batch.copyWithin(32 * appended, 32 * i, 32 * i + 32);
+        appended++;
+        reached(tree.size + appended);
+        expected++;
+      } else {
+        onRow(chunk.row(i));
+      }
+    }
     const got = tree.append(batch.subarray(0, 32 * appended), stops);
     stops.forEach((size, j) => {
       if (!got[j]!.equals(roots.get(size)!)) {
@@ -192,7 +226,7 @@ export async function verifyLog(db: pg.ClientBase, logId: string, pinned: Map<st
     appended = 0;
     stops.length = 0;
     soundAt.length = 0;
-    progress(rows.length);
+    progress(chunk.count);
   });
   const n = Math.min(expected - 1, written);
 

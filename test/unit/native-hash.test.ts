@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { nativeHash, nativeHashNote } from '../../src/audit/native-hash.ts';
-import { encodeFields, leafHashOf, payloadHash } from '../../src/audit/leaf.ts';
+import { encodeFields, leafHashOf, payloadHash, ROW_MISMATCH, ROW_NO_PAYLOAD, scanLeafRowsJs, type ScanArrays } from '../../src/audit/leaf.ts';
 import { nodeHashJs } from '../../src/audit/merkle.ts';
 
 /** The native SHA-256 batch (native/hash.cc) against node:crypto's, which is the reference. */
@@ -49,5 +49,77 @@ describe('native hashing', () => {
       expect(out).toEqual(nodeHashJs(l, r));
     }
     expect(() => nativeHash!.node(Buffer.alloc(31), Buffer.alloc(32), Buffer.alloc(32))).toThrow(RangeError);
+  });
+
+  describe('scanning the verifier\'s binary COPY rows (scanLeafRows, against scanLeafRowsJs)', () => {
+    const field = (b: Buffer | null) => {
+      const len = Buffer.alloc(4);
+      len.writeInt32BE(b === null ? -1 : b.length);
+      return b === null ? len : Buffer.concat([len, b]);
+    };
+    /** One row as PostgreSQL's binary COPY gives it: seq, leaf_hash, payload_hash, 15 metadata texts, 3 payload texts. */
+    const copyRow = (seq: number, kind: 'intact' | 'leaf edited' | 'payload hash edited' | 'no stored leaf' | 'short leaf' | 'pruned' | 'no payload hash') => {
+      const metaTexts = Array.from({ length: 15 }, (_, k) => (k === seq % 15 ? null : `${k}:${'ë'.repeat(seq % 7)}${seq}`));
+      const payloadTexts = kind === 'pruned' ? [null, null, null] : [JSON.stringify({ id: seq, v: 'x'.repeat(seq % 300) }), null, '[]'];
+      const meta = encodeFields(metaTexts);
+      const payloadFields = encodeFields(payloadTexts);
+      const ph = payloadHash(payloadFields);
+      const leaf = leafHashOf(meta, ph);
+      const seqBytes = Buffer.alloc(8);
+      seqBytes.writeBigInt64BE(BigInt(seq));
+      const storedLeaf = kind === 'leaf edited' ? Buffer.from(leaf).fill(7, 0, 1) : kind === 'no stored leaf' ? null : kind === 'short leaf' ? leaf.subarray(0, 1) : leaf;
+      const storedPayload = kind === 'payload hash edited' ? Buffer.alloc(32, 1) : kind === 'no payload hash' ? null : ph;
+      const count = Buffer.alloc(2);
+      count.writeInt16BE(21);
+      return { bytes: Buffer.concat([count, field(seqBytes), field(storedLeaf), field(storedPayload), meta, payloadFields]), leaf, storedLeaf };
+    };
+    const kinds = ['intact', 'intact', 'intact', 'leaf edited', 'payload hash edited', 'no stored leaf', 'short leaf', 'pruned', 'no payload hash'] as const;
+    const rows = Array.from({ length: 120 }, (_, i) => ({ kind: kinds[i % kinds.length]!, ...copyRow(i + 1, kinds[i % kinds.length]!) }));
+    const trailer = Buffer.from([0xff, 0xff]);
+    const body = Buffer.concat([...rows.map((r) => r.bytes), trailer]);
+    const arrays = (cap: number): ScanArrays => ({ seqs: new Float64Array(cap), starts: new Int32Array(cap), flags: new Uint8Array(cap), leaves: Buffer.alloc(32 * cap), state: new Int32Array(2) });
+    const native = (buf: Buffer, pos: number, a: ScanArrays) => nativeHash!.scanLeafRows(buf, pos, a.seqs, a.starts, a.flags, a.leaves, a.state);
+
+    it('flags exactly the rows whose stored hashes do not match, and gives the leaf the tree is built from', () => {
+      const a = arrays(200);
+      const next = native(body, 0, a);
+      expect(next).toBe(body.length);
+      expect([...a.state]).toEqual([120, 1]);
+      rows.forEach((r, i) => {
+        expect(a.seqs[i]).toBe(i + 1);
+        const want = r.kind === 'pruned' ? ROW_NO_PAYLOAD : r.kind === 'intact' || r.kind === 'no payload hash' ? 0 : ROW_MISMATCH;
+        expect(a.flags[i], `row ${i + 1}, ${r.kind}`).toBe(want);
+        const treeLeaf = r.storedLeaf?.length === 32 ? r.storedLeaf : r.kind === 'pruned' ? Buffer.alloc(32) : r.leaf;
+        expect(a.leaves.subarray(32 * i, 32 * i + 32).equals(treeLeaf), `row ${i + 1}`).toBe(true);
+      });
+    });
+
+    it('gives what the TypeScript scan gives, wherever the chunk ends and however few rows fit', () => {
+      for (let cut = 0; cut <= body.length; cut += 97) {
+        for (const cap of [1, 7, 200]) {
+          const buf = body.subarray(0, cut);
+          const n = arrays(cap);
+          const j = arrays(cap);
+          const at = cut > rows[0]!.bytes.length ? rows[0]!.bytes.length : 0; // also from inside the buffer
+          expect(native(buf, at, n)).toBe(scanLeafRowsJs(buf, at, j));
+          expect([...n.state]).toEqual([...j.state]);
+          const k = n.state[0]!;
+          expect([...n.seqs.subarray(0, k)]).toEqual([...j.seqs.subarray(0, k)]);
+          expect([...n.starts.subarray(0, k)]).toEqual([...j.starts.subarray(0, k)]);
+          expect([...n.flags.subarray(0, k)]).toEqual([...j.flags.subarray(0, k)]);
+          expect(n.leaves.subarray(0, 32 * k).equals(j.leaves.subarray(0, 32 * k))).toBe(true);
+        }
+      }
+    });
+
+    it('refuses a row of another shape, and a position or arrays it cannot use', () => {
+      const bad = Buffer.from(body);
+      bad.writeInt16BE(20, 0);
+      expect(() => native(bad, 0, arrays(10))).toThrow(/20 fields, expected 21/);
+      expect(() => scanLeafRowsJs(bad, 0, arrays(10))).toThrow(/20 fields, expected 21/);
+      expect(() => native(body, body.length + 1, arrays(10))).toThrow(RangeError);
+      const a = arrays(10);
+      expect(() => nativeHash!.scanLeafRows(body, 0, a.seqs, a.starts, a.flags, Buffer.alloc(31), a.state)).toThrow(RangeError);
+    });
   });
 });

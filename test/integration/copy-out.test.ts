@@ -1,0 +1,118 @@
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import pg from 'pg';
+import pgCopy from 'pg-copy-streams';
+import { CopyOut, unframeCopyDataJs } from '../../src/audit/copy-out.ts';
+import { LEAF_PLAN_SQL, leafCopySql, streamLeafRows } from '../../src/audit/leaf.ts';
+import { migrateControlSchema } from '../../src/audit/control-schema.ts';
+import { nativeHash } from '../../src/audit/native-hash.ts';
+import { stack } from '../support/stack.ts';
+
+/**
+ * The verifier's COPY reader (src/audit/copy-out.ts) on the real control database: it takes
+ * the connection's socket from node-postgres for the copy and hands it back after, so it must
+ * give pg-copy-streams' bytes exactly, surface an error, and leave the connection usable.
+ */
+let client: pg.Client;
+
+beforeAll(async () => {
+  const pool = new pg.Pool({ connectionString: stack().postgres.controlUrl, max: 1 });
+  await migrateControlSchema(pool);
+  await pool.end();
+  client = new pg.Client({ connectionString: stack().postgres.controlUrl });
+  await client.connect();
+  await client.query(`CREATE FUNCTION pg_temp.noisy(i int) RETURNS int LANGUAGE plpgsql AS $$
+    BEGIN IF i % 997 = 0 THEN RAISE NOTICE 'row %', i; END IF; RETURN i; END $$`);
+});
+
+afterAll(async () => {
+  await client?.end();
+});
+
+async function collect(stream: NodeJS.ReadableStream, slow = false): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const chunk of stream) {
+    parts.push(chunk as Buffer);
+    if (slow && parts.length % 50 === 0) await new Promise((r) => setTimeout(r, 5)); // the reader falls behind: backpressure
+  }
+  return Buffer.concat(parts);
+}
+
+// rows of every size around a socket read, with NOTICEs from the server between them
+const SQL = `COPY (SELECT pg_temp.noisy(i), repeat(md5(i::text), (i % 200) + 1), CASE WHEN i % 7 = 0 THEN NULL ELSE i::text END FROM generate_series(1, 30000) i) TO STDOUT (FORMAT binary)`;
+
+describe('CopyOut', () => {
+  for (const unframe of ['native', 'TypeScript'] as const) {
+    it(`gives exactly the bytes pg-copy-streams gives, and leaves the connection usable (${unframe} unframing)`, async () => {
+      const fn = unframe === 'native' ? nativeHash!.unframeCopyData : unframeCopyDataJs;
+      const want = await collect(client.query(pgCopy.to(SQL)));
+      const got = await collect(client.query(new CopyOut(SQL, fn)), true);
+      expect(got.length).toBeGreaterThan(1_000_000);
+      expect(got.equals(want)).toBe(true);
+      expect((await client.query('SELECT 41 + 1 AS n')).rows[0].n).toBe(42);
+    });
+  }
+
+  it('fails with the server\'s error, before the copy and in the middle of it, and the connection goes on', async () => {
+    await expect(collect(client.query(new CopyOut('COPY (SELECT * FROM no_such_table) TO STDOUT')))).rejects.toThrow(/no_such_table/);
+    expect((await client.query('SELECT 1 AS n')).rows[0].n).toBe(1);
+    const midway = `COPY (SELECT CASE WHEN i < 20000 THEN i ELSE 1 / (i - i) END FROM generate_series(1, 30000) i) TO STDOUT`;
+    await expect(collect(client.query(new CopyOut(midway)))).rejects.toThrow(/division by zero/);
+    expect((await client.query('SELECT 2 AS n')).rows[0].n).toBe(2);
+  });
+
+  it('reads the rest of a copy its reader abandoned and drops it, so the connection goes on', async () => {
+    const stream = client.query(new CopyOut(SQL));
+    let chunks = 0;
+    await new Promise<void>((resolve) => {
+      stream.on('data', () => {
+        if (++chunks === 3) {
+          stream.destroy();
+          resolve();
+        }
+      });
+    });
+    expect((await client.query('SELECT 3 AS n')).rows[0].n).toBe(3);
+  });
+
+  it('unframes natively exactly as in TypeScript, wherever a read ends', () => {
+    const msgs: Buffer[] = [];
+    for (let i = 0; i < 200; i++) {
+      const payload = randomBytes(i * 13 % 700);
+      const head = Buffer.alloc(5);
+      head[0] = 0x64;
+      head.writeUInt32BE(payload.length + 4, 1);
+      msgs.push(head, payload);
+    }
+    msgs.push(Buffer.from([0x63, 0, 0, 0, 4])); // CopyDone
+    const stream = Buffer.concat(msgs);
+    for (let cut = 0; cut <= stream.length; cut += 211) {
+      const buf = stream.subarray(0, cut);
+      const a = Buffer.alloc(buf.length);
+      const b = Buffer.alloc(buf.length);
+      const sa = new Int32Array(2);
+      const sb = new Int32Array(2);
+      nativeHash!.unframeCopyData(buf, 0, a, 0, sa);
+      unframeCopyDataJs(buf, 0, b, 0, sb);
+      expect([...sa]).toEqual([...sb]);
+      expect(a.subarray(0, sa[1]).equals(b.subarray(0, sb[1]))).toBe(true);
+    }
+    expect(() => nativeHash!.unframeCopyData(stream, 0, Buffer.alloc(10), 0, new Int32Array(2))).toThrow(RangeError);
+  });
+});
+
+describe('the verifier\'s read of a log', () => {
+  it('walks the primary key in seq order, with no sort and no parallel workers, and leaves the session\'s settings as they were', async () => {
+    const select = leafCopySql(client, 'some-group:t/0', 1, Infinity).replace(/^COPY \(/, '').replace(/\) TO STDOUT \(FORMAT binary\)$/, '');
+    await client.query(LEAF_PLAN_SQL);
+    const { rows } = await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${select}`);
+    await client.query('RESET enable_seqscan; RESET enable_bitmapscan; RESET enable_sort; RESET max_parallel_workers_per_gather');
+    const plan = rows.map((r) => r['QUERY PLAN']).join('\n');
+    expect(plan).toMatch(/^Index Scan using audit_log_pkey on audit_log/);
+    expect(plan).not.toMatch(/Sort|Gather|Seq Scan/);
+    await streamLeafRows(client, 'some-group:t/0', 1, Infinity, () => undefined);
+    const settings = await client.query<{ name: string; setting: string; source: string }>(
+      `SELECT name, setting, source FROM pg_settings WHERE name IN ('enable_seqscan', 'enable_bitmapscan', 'enable_sort', 'max_parallel_workers_per_gather')`);
+    expect(settings.rows.filter((r) => r.source === 'session')).toEqual([]);
+  });
+});
