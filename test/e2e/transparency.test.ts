@@ -126,8 +126,12 @@ async function cosignedNewest(logId: string): Promise<number> {
   }, 60_000, 250);
 }
 
+/** The log of `base`, once the worker has written its first row (one record: one log). */
 async function logOfBase(): Promise<string> {
-  const { rows } = await control.query(`SELECT DISTINCT log_id FROM audit_log WHERE log_id LIKE $1 AND record_key->>'id' = $2`, [`${group}:%`, String(base)]);
+  const rows = await waitFor(`the audit rows of customer ${base}`, async () => {
+    const { rows } = await control.query(`SELECT DISTINCT log_id FROM audit_log WHERE log_id LIKE $1 AND record_key->>'id' = $2`, [`${group}:%`, String(base)]);
+    return rows.length > 0 ? rows : undefined;
+  }, 60_000, 250);
   expect(rows).toHaveLength(1);
   return rows[0].log_id;
 }
