@@ -1,19 +1,21 @@
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import type { Connection } from 'pg';
 import { nativeHash } from './native-hash.ts';
 
 /**
- * `COPY … TO STDOUT` as a readable stream of the COPY's bytes, for the verifier, which reads
- * every row of a log (DESIGN §7). pg-copy-streams does the same job with a JavaScript parse of
- * every CopyData message (one per row) and a Buffer for each; here one native call per socket
- * read (native/hash.cc, unframeCopyData) copies the payloads of all the whole CopyData
- * messages out of it. Without the addon the same loop runs in TypeScript.
+ * `COPY … TO STDOUT` for the verifier, which reads every row of a log (DESIGN §7), with no
+ * allocation per socket read. pg-copy-streams does the same job with a JavaScript parse of
+ * every CopyData message (one per row), a Buffer for each and a stream hop; here one native
+ * call per socket read (native/hash.cc, unframeCopyData) copies the payloads of all its whole
+ * CopyData messages straight into the consumer's buffer (a CopySink). Without the addon the
+ * same loop runs in TypeScript.
  *
  * The protocol, as pg-copy-streams handles it (its `to` stream is the model): once the query
- * is sent, this stream takes the connection's socket from node-postgres; at CopyDone, or at
- * an ErrorResponse, it hands the socket back with the bytes it has not consumed, so that
+ * is sent, this takes the connection's socket from node-postgres; at CopyDone, or at an
+ * ErrorResponse, it hands the socket back with the bytes it has not consumed, so that
  * node-postgres reads CommandComplete and ReadyForQuery (or the error) and calls
- * handleCommandComplete, handleReadyForQuery or handleError here.
+ * handleCommandComplete, handleReadyForQuery or handleError here. `done` settles at
+ * ReadyForQuery, when the connection is free again.
  */
 const COPY_DATA = 0x64;
 const COPY_DONE = 0x63;
@@ -21,7 +23,17 @@ const ERROR_RESPONSE = 0x45;
 /** Messages PostgreSQL may send between CopyData messages, which do not end the copy. */
 const INTERSPERSED = new Set([0x48 /* CopyOutResponse */, 0x4e /* NoticeResponse */, 0x53 /* ParameterStatus */, 0x41 /* NotificationResponse */]);
 
-/** What this stream uses of node-postgres's connection. */
+/** Where the copy's bytes go. */
+export interface CopySink {
+  /** A buffer with room for at least `n` more bytes from offset `at` on. */
+  room(n: number): { buf: Buffer; at: number };
+  /** The bytes up to `end` of the buffer room() gave are written. A promise it returns holds the reading until it settles; a throw or a rejection ends the copy with that error. */
+  wrote(end: number): Promise<void> | void;
+  /** The copy ended (CopyDone): a throw fails it (a stream cut short). */
+  end(): void;
+}
+
+/** What this reader uses of node-postgres's connection. */
 interface PgConnection {
   stream: Readable;
   query(text: string): void;
@@ -41,21 +53,27 @@ export function unframeCopyDataJs(buf: Buffer, pos: number, out: Buffer, at: num
   state[1] = at;
 }
 
-export class CopyOut extends Readable {
+export class CopyOut {
+  /** Settles when node-postgres has the connection back: rejected with the server's error, or the sink's. */
+  readonly done: Promise<void>;
   rowCount = 0;
   private connection: PgConnection | undefined;
   private pgHandler: ((b: Buffer) => void) | undefined;
   private rest: Buffer | null = null;
-  private wanted = false;
+  private held = false;
+  /** `rest` holds whole messages still to parse (the sink held the reading in the middle of a read). */
+  private again = false;
   private forwarding = false;
   private finished = false;
-  /** Destroyed before the copy ended: the rest of it is read and dropped, so that the connection can go on. */
-  private discarding = false;
+  private failure: Error | undefined;
+  private settle!: (err?: Error) => void;
   private readonly state = new Int32Array(2);
   private readonly onReadable = () => this.forward();
 
-  constructor(readonly text: string, private readonly unframe = nativeHash ? nativeHash.unframeCopyData : unframeCopyDataJs) {
-    super();
+  constructor(readonly text: string, private readonly sink: CopySink, private readonly unframe = nativeHash ? nativeHash.unframeCopyData : unframeCopyDataJs) {
+    this.done = new Promise<void>((resolve, reject) => {
+      this.settle = (err) => (err ? reject(err) : resolve());
+    });
   }
 
   /** Called by node-postgres when the query's turn comes. */
@@ -73,33 +91,41 @@ export class CopyOut extends Readable {
     this.forward();
   }
 
-  override _read(): void {
-    this.wanted = true;
-    this.forward();
-  }
-
   private forward(): void {
-    if (this.forwarding || !(this.wanted || this.discarding) || !this.connection || this.finished) return;
+    if (this.forwarding || !this.connection || this.finished) return;
     this.forwarding = true;
-    let chunk: Buffer | null;
-    while ((this.wanted || this.discarding) && !this.finished && (chunk = this.connection.stream.read() as Buffer | null) !== null) this.parse(chunk);
+    while (!this.held && !this.finished) {
+      if (this.again) {
+        this.again = false;
+        this.parse(EMPTY);
+        continue;
+      }
+      const chunk = this.connection.stream.read() as Buffer | null;
+      if (chunk === null) break;
+      this.parse(chunk);
+    }
     this.forwarding = false;
   }
 
   private parse(chunk: Buffer): void {
     const buf = this.rest ? Buffer.concat([this.rest, chunk]) : chunk;
     this.rest = null;
-    const out = Buffer.allocUnsafe(buf.length);
     let pos = 0;
-    let at = 0;
     for (;;) {
-      this.unframe(buf, pos, out, at, this.state);
-      pos = this.state[0]!;
-      at = this.state[1]!;
+      if (buf[pos] === COPY_DATA) {
+        const { buf: out, at } = this.failure ? { buf: DISCARD.buf(buf.length), at: 0 } : this.sink.room(buf.length - pos);
+        this.unframe(buf, pos, out, at, this.state);
+        pos = this.state[0]!;
+        if (!this.failure) this.toSink(this.state[1]!);
+        if (this.held) { // the sink has all it can take: the rest waits for it
+          this.rest = pos < buf.length ? buf.subarray(pos) : null;
+          this.again = this.rest !== null;
+          return;
+        }
+      }
       if (pos + 5 > buf.length) break;
       const code = buf[pos]!;
       if (code === ERROR_RESPONSE) { // node-postgres parses it and calls handleError
-        this.emitData(out, at);
         this.handBack(buf.subarray(pos));
         return;
       }
@@ -108,26 +134,44 @@ export class CopyOut extends Readable {
       pos += 1 + n;
       if (INTERSPERSED.has(code)) continue;
       // CopyDone (or anything else, which ends copy-out mode): the rest is node-postgres's
-      this.emitData(out, at);
+      if (code !== COPY_DONE) this.fail(new Error(`COPY: unexpected message ${String.fromCharCode(code)} in copy-out mode`));
+      else if (!this.failure) {
+        try {
+          this.sink.end();
+        } catch (err) {
+          this.fail(err as Error);
+        }
+      }
       this.handBack(buf.subarray(pos));
-      if (code !== COPY_DONE) this.destroy(new Error(`COPY: unexpected message ${String.fromCharCode(code)} in copy-out mode`));
-      else if (!this.destroyed) this.push(null);
       return;
     }
-    this.emitData(out, at);
     this.rest = pos < buf.length ? buf.subarray(pos) : null;
   }
 
-  private emitData(out: Buffer, at: number): void {
-    if (at > 0 && !this.discarding && !this.push(out.subarray(0, at))) this.wanted = false;
+  private toSink(end: number): void {
+    let wait: Promise<void> | void;
+    try {
+      wait = this.sink.wrote(end);
+    } catch (err) {
+      this.fail(err as Error);
+      return;
+    }
+    if (wait) {
+      this.held = true;
+      wait.then(() => {
+        this.held = false;
+        this.forward();
+      }, (err: unknown) => {
+        this.fail(err as Error);
+        this.held = false;
+        this.forward();
+      });
+    }
   }
 
-  override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
-    if (this.connection && !this.finished) {
-      this.discarding = true;
-      this.forward();
-    }
-    done(err);
+  /** The sink's failure: the rest of the copy is read and dropped, so that the connection can go on. */
+  private fail(err: Error): void {
+    this.failure ??= err;
   }
 
   /** Gives the socket back to node-postgres, with the bytes not consumed here. */
@@ -141,7 +185,8 @@ export class CopyOut extends Readable {
   }
 
   handleError(err: Error): void {
-    this.destroy(err);
+    this.failure = err; // the server's error comes first
+    this.settle(err);
   }
 
   handleCommandComplete(msg: { text?: string } | undefined): void {
@@ -149,5 +194,18 @@ export class CopyOut extends Readable {
     if (m) this.rowCount = Number(m[1]);
   }
 
-  handleReadyForQuery(): void {}
+  handleReadyForQuery(): void {
+    this.settle(this.failure);
+  }
 }
+
+const EMPTY = Buffer.alloc(0);
+
+/** Scratch space for the payloads of a copy whose sink failed. */
+const DISCARD = {
+  scratch: Buffer.alloc(0),
+  buf(n: number): Buffer {
+    if (this.scratch.length < n) this.scratch = Buffer.allocUnsafe(n);
+    return this.scratch;
+  },
+};

@@ -1,8 +1,7 @@
 import { hash } from 'node:crypto';
-import { Transform, type TransformCallback } from 'node:stream';
 import type pg from 'pg';
 import { nativeHash } from './native-hash.ts';
-import { CopyOut } from './copy-out.ts';
+import { CopyOut, type CopySink } from './copy-out.ts';
 
 /**
  * The canonical bytes of one audit_log row, the input of its RFC 6962 leaf hash
@@ -257,87 +256,102 @@ export function scanLeafRowsJs(buf: Buffer, pos: number, a: ScanArrays): number 
 
 /**
  * Parses PostgreSQL's binary COPY output of `seq, leaf_hash, payload_hash, <metadata
- * texts>, <payload texts>` across chunk boundaries, into LeafRow[] per chunk (rows mode) or
- * one LeafChunk per chunk (chunks mode, the verifier's). Since the text fields arrive in
- * exactly the leaf's field layout, a row's encoded fields are slices of the stream: nothing
- * is decoded or re-encoded.
+ * texts>, <payload texts>` as CopyOut writes it in, across reads: into LeafRow[] per read
+ * (rows mode, on a copy of the read's rows, which callers may keep) or one LeafChunk per read
+ * (chunks mode, the verifier's: views into this parser's one buffer, valid during the call).
+ * Since the text fields arrive in exactly the leaf's field layout, a row's encoded fields are
+ * slices of the stream: nothing is decoded or re-encoded.
  */
-class LeafRowParser extends Transform {
-  private carry: Buffer | null = null;
+class LeafRowParser<T> implements CopySink {
+  private buf = Buffer.allocUnsafe(256 * 1024);
+  private start = 0;
+  private stop = 0;
   private header = false;
   private trailer = false;
+  private a: ScanArrays = scanArrays(0);
+  private readonly scan = nativeHash ? nativeHash.scanLeafRows : undefined;
 
-  constructor(private readonly mode: 'rows' | 'chunks', private readonly scan = nativeHash ? nativeHash.scanLeafRows : undefined) {
-    super({ readableObjectMode: true });
+  constructor(private readonly mode: 'rows' | 'chunks', private readonly onData: (data: T) => Promise<void> | undefined | void) {}
+
+  room(n: number): { buf: Buffer; at: number } {
+    const live = this.stop - this.start;
+    if (this.stop + n > this.buf.length) {
+      const next = live + n > this.buf.length ? Buffer.allocUnsafe(Math.max(2 * this.buf.length, live + n)) : this.buf;
+      if (next === this.buf) next.copyWithin(0, this.start, this.stop);
+      else this.buf.copy(next, 0, this.start, this.stop);
+      this.buf = next;
+      this.start = 0;
+      this.stop = live;
+    }
+    return { buf: this.buf, at: this.stop };
   }
 
-  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
-    const buf = this.carry ? Buffer.concat([this.carry, chunk]) : chunk;
-    let pos = 0;
+  wrote(end: number): Promise<void> | void {
+    this.stop = end;
+    const buf = this.buf;
+    let pos = this.start;
     if (!this.header) {
-      if (buf.length < 19) {
-        this.carry = buf;
-        done();
-        return;
-      }
-      if (!buf.subarray(0, 11).equals(SIGNATURE)) {
-        done(new Error('not a binary COPY stream'));
-        return;
-      }
-      pos = 19 + buf.readInt32BE(15);
+      if (end - pos < 19) return;
+      if (!buf.subarray(pos, pos + 11).equals(SIGNATURE)) throw new Error('not a binary COPY stream');
+      pos += 19 + buf.readInt32BE(pos + 15);
       this.header = true;
     }
-    try {
-      pos = this.mode === 'chunks' ? this.chunks(buf, pos) : this.rows(buf, pos);
-    } catch (err) {
-      done(err as Error);
+    if (this.trailer) {
+      if (end > pos) throw new Error(`binary COPY: ${end - pos} bytes after the trailer`);
       return;
     }
-    this.carry = pos < buf.length ? buf.subarray(pos) : null;
-    done();
+    const view = buf.subarray(0, end);
+    const { next, data } = this.mode === 'chunks' ? this.chunk(view, pos) : this.rows(view, pos);
+    this.start = next;
+    if (this.trailer && next < end) throw new Error(`binary COPY: ${end - next} bytes after the trailer`);
+    return data === undefined ? undefined : this.onData(data);
   }
 
-  private rows(buf: Buffer, pos: number): number {
-    const rows: LeafRow[] = [];
+  end(): void {
+    if (!this.trailer) throw new Error(this.stop > this.start ? `binary COPY ended inside a row (${this.stop - this.start} bytes left)` : 'binary COPY ended without its trailer');
+  }
+
+  private rows(buf: Buffer, pos: number): { next: number; data: T | undefined } {
+    const from = pos;
+    const spans: number[] = [];
     for (;;) {
       const row = rowAt(buf, pos);
       if (row === null) break;
       if (row === 'end') {
-        pos = buf.length;
         this.trailer = true;
+        pos += 2;
         break;
       }
-      rows.push(row.row);
+      spans.push(pos);
       pos = row.next;
     }
-    if (rows.length > 0 && nativeHash) hashChunk(buf, rows);
-    if (rows.length > 0) this.push(rows);
-    return pos;
+    if (spans.length === 0) return { next: pos, data: undefined };
+    // the rows' own copy: this buffer is written over by the next read
+    const own = Buffer.from(buf.subarray(from, pos));
+    const rows = spans.map((at) => (rowAt(own, at - from) as { row: LeafRow }).row);
+    if (nativeHash) hashChunk(own, rows);
+    return { next: pos, data: rows as T };
   }
 
-  private chunks(buf: Buffer, pos: number): number {
+  private chunk(buf: Buffer, pos: number): { next: number; data: T | undefined } {
     const cap = Math.ceil((buf.length - pos) / MIN_ROW_BYTES) + 1; // room for every row buf can hold
-    const a: ScanArrays = { seqs: new Float64Array(cap), starts: new Int32Array(cap), flags: new Uint8Array(cap), leaves: Buffer.allocUnsafe(32 * cap), state: new Int32Array(2) };
+    if (this.a.seqs.length < cap) this.a = scanArrays(Math.max(cap, 2 * this.a.seqs.length));
+    const a = this.a;
     const next = this.scan ? this.scan(buf, pos, a.seqs, a.starts, a.flags, a.leaves, a.state) : scanLeafRowsJs(buf, pos, a);
-    if (a.state[1] === 1) {
-      this.trailer = true;
-      if (next < buf.length) throw new Error(`binary COPY: ${buf.length - next} bytes after the trailer`);
-    }
+    if (a.state[1] === 1) this.trailer = true;
     const count = a.state[0]!;
-    if (count > 0) {
-      const { starts } = a;
-      this.push({
-        count, seqs: a.seqs, flags: a.flags, leaves: a.leaves,
-        row: (i: number) => (rowAt(buf, starts[i]!) as { row: LeafRow }).row,
-      } satisfies LeafChunk);
-    }
-    return next;
+    if (count === 0) return { next, data: undefined };
+    const { starts } = a;
+    const chunk: LeafChunk = {
+      count, seqs: a.seqs, flags: a.flags, leaves: a.leaves,
+      row: (i: number) => (rowAt(buf, starts[i]!) as { row: LeafRow }).row,
+    };
+    return { next, data: chunk as T };
   }
+}
 
-  override _flush(done: TransformCallback): void {
-    if (this.carry && this.carry.length > 0) done(new Error(`binary COPY ended inside a row (${this.carry.length} bytes left)`));
-    else done(this.trailer ? undefined : new Error('binary COPY ended without its trailer'));
-  }
+function scanArrays(cap: number): ScanArrays {
+  return { seqs: new Float64Array(cap), starts: new Int32Array(cap), flags: new Uint8Array(cap), leaves: Buffer.allocUnsafe(32 * cap), state: new Int32Array(2) };
 }
 
 /** The verifier's query over one log's rows from seq `from` through `to` (inclusive; Infinity for the end), in seq order. */
@@ -347,41 +361,15 @@ export function leafCopySql(client: pg.ClientBase, logId: string, from: number, 
     FROM audit_log WHERE log_id = ${client.escapeLiteral(logId)} AND seq >= ${Math.trunc(from)}${upper} ORDER BY audit_log.seq) TO STDOUT (FORMAT binary)`;
 }
 
-/** Runs the COPY through a parser, handing each parsed group to `onData` (a promise it returns pauses the stream until it settles). */
-async function streamCopy<T>(client: pg.ClientBase, sql: string, parser: LeafRowParser, onData: (data: T) => Promise<void> | undefined | void): Promise<void> {
+/** Runs the COPY through a parser, under the leaf's session settings and the verifier's plan. */
+async function streamCopy<T>(client: pg.ClientBase, sql: string, parser: LeafRowParser<T>): Promise<void> {
   await client.query(`${LEAF_SESSION_SQL}; ${LEAF_PLAN_SQL}`);
   try {
-    await copyInto(client, sql, parser, onData);
+    await client.query(new CopyOut(sql, parser)).done;
   } finally {
     // (inside a transaction that failed, its rollback undoes the settings instead)
     await client.query(LEAF_PLAN_RESET_SQL).catch(() => undefined);
   }
-}
-
-function copyInto<T>(client: pg.ClientBase, sql: string, parser: LeafRowParser, onData: (data: T) => Promise<void> | undefined | void): Promise<void> {
-  const source = client.query(new CopyOut(sql));
-  return new Promise<void>((resolve, reject) => {
-    source.on('error', reject);
-    parser.on('error', reject);
-    const fail = (err: unknown) => {
-      source.unpipe(parser);
-      source.destroy();
-      reject(err);
-    };
-    parser.on('data', (data: T) => {
-      try {
-        const wait = onData(data);
-        if (wait) { // the consumer wants a pause (backpressure)
-          parser.pause();
-          wait.then(() => parser.resume(), fail);
-        }
-      } catch (err) {
-        fail(err);
-      }
-    });
-    parser.on('end', resolve);
-    source.pipe(parser);
-  });
 }
 
 /**
@@ -390,16 +378,17 @@ function copyInto<T>(client: pg.ClientBase, sql: string, parser: LeafRowParser, 
  * stream until it settles). One binary COPY: no paging queries.
  */
 export async function streamLeafRows(client: pg.ClientBase, logId: string, from: number, to: number, onRows: (rows: LeafRow[]) => Promise<void> | undefined | void): Promise<void> {
-  await streamCopy(client, leafCopySql(client, logId, from, to), new LeafRowParser('rows'), onRows);
+  await streamCopy(client, leafCopySql(client, logId, from, to), new LeafRowParser<LeafRow[]>('rows', onRows));
 }
 
 /**
  * The same rows as streamLeafRows, as one scanned LeafChunk per arriving group: parsing,
  * both digests and the comparison with the stored hashes in one native call per chunk
- * (scanLeafRowsJs without the addon). The verifier's path.
+ * (scanLeafRowsJs without the addon). The chunk is a view of the reader's buffer: valid
+ * until `onChunk` returns (or its promise settles). The verifier's path.
  */
 export async function streamLeafChunks(client: pg.ClientBase, logId: string, from: number, to: number, onChunk: (chunk: LeafChunk) => Promise<void> | undefined | void): Promise<void> {
-  await streamCopy(client, leafCopySql(client, logId, from, to), new LeafRowParser('chunks'), onChunk);
+  await streamCopy(client, leafCopySql(client, logId, from, to), new LeafRowParser<LeafChunk>('chunks', onChunk));
 }
 
 /** Decodes encoded fields back to texts (null for NULL): for reports, archives and proofs. */
