@@ -76,19 +76,20 @@ export class CopyOut {
     });
   }
 
-  /** Called by node-postgres when the query's turn comes. */
-  submit(pgConnection: Connection): void {
+  /** Called by node-postgres when the query's turn comes; an Error it returns fails the query (node-postgres's convention). */
+  submit(pgConnection: Connection): Error | undefined {
     const connection = pgConnection as unknown as PgConnection;
-    this.connection = connection;
     const s = connection.stream;
     const listeners = s.listeners('data') as Array<(b: Buffer) => void>;
-    if (listeners.length !== 1) throw new Error(`COPY: the connection has ${listeners.length} data listeners, expected node-postgres's one`);
+    if (listeners.length !== 1) return new Error(`COPY: the connection has ${listeners.length} data listeners, expected node-postgres's one`);
+    this.connection = connection;
     this.pgHandler = listeners[0];
     s.removeListener('data', this.pgHandler!);
     s.pause();
     s.on('readable', this.onReadable);
     connection.query(this.text);
     this.forward();
+    return undefined;
   }
 
   private forward(): void {
