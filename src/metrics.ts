@@ -235,19 +235,6 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  readonly stateCacheRecords = new Gauge({
-    name: 'sync_state_cache_records',
-    help: 'Record states held in memory between batches, over the owned partitions (STATE_CACHE_RECORDS a partition)',
-    registers: [this.registry],
-  });
-
-  readonly stateCacheLookups = new Counter({
-    name: 'sync_state_cache_lookups_total',
-    help: 'Record states a sync batch needed, by result: hit (held in memory) or miss (read from sync_metadata)',
-    labelNames: ['result'] as const,
-    registers: [this.registry],
-  });
-
   readonly duplicates = new Counter({
     name: 'sync_duplicates_total',
     help: 'Redeliveries recognised and skipped: kind=checkpoint, at or below the committed checkpoint (a Kafka redelivery); kind=position, a source change already applied (a re-routed or replayed event)',

@@ -32,7 +32,6 @@ Environment (validated at start-up; a bad value exits 2 naming it):
   REDIS_URL[_FILE]    Redis for the dead-letter mirror bull:sync:failed (default: topology redis.url)
   CHANGES_TOPIC       topic between ingest and sync (default <group>.changes); CHANGES_PARTITIONS (15), CHANGES_REPLICATION (1)
   QUEUE_CONCURRENCY   lanes processing at once (default 4)
-  STATE_CACHE_RECORDS record states kept in memory per owned partition (default 5000; 0: off)
   EMERGENCY_STOP      true: consume nothing, keep /health, /metrics and the API up
   RESET_CHECKPOINT    true: seek every owned partition to the PostgreSQL checkpoint
   HTTP_PORT           operating surface port (default 3003); API_PORT (3001), API_TOKEN[_FILE] turns the API on

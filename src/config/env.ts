@@ -16,8 +16,6 @@ export interface EnvConfig {
   controlUrl: string | undefined;
   redisUrl: string | undefined;
   queueConcurrency: number;
-  /** Record states kept in memory per owned partition of the changes topic (0: read every batch's from sync_metadata). */
-  stateCacheRecords: number;
   emergencyStop: boolean;
   resetCheckpoint: boolean;
   httpHost: string;
@@ -213,7 +211,6 @@ export function parseEnv(env: Env = process.env): EnvConfig {
     controlUrl: secret(env, 'DATABASE_URL'),
     redisUrl: secret(env, 'REDIS_URL'),
     queueConcurrency: int(env, 'QUEUE_CONCURRENCY', 4, 1, 1024),
-    stateCacheRecords: int(env, 'STATE_CACHE_RECORDS', 5000, 0, 10_000_000),
     emergencyStop: bool(env, 'EMERGENCY_STOP'),
     resetCheckpoint: bool(env, 'RESET_CHECKPOINT'),
     httpHost: str(env, 'HTTP_HOST') ?? '0.0.0.0',

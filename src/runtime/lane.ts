@@ -29,8 +29,6 @@ export interface LaneHost {
    */
   gate?(): Promise<boolean>;
   laneFailed(lane: Lane, err: unknown): void;
-  /** The lane was revoked: what the host keeps for it goes. */
-  laneRevoked?(lane: Lane): void;
 }
 
 /**
@@ -86,7 +84,6 @@ export class Lane {
   revoke(): void {
     this.revoked = true;
     this.dropQueued();
-    this.host.laneRevoked?.(this);
     if (!this.running) this.notifyIdle();
   }
 

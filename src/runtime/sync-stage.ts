@@ -11,7 +11,6 @@ import { encode } from '../clock/codec.ts';
 import type { SyncBatchResult, SyncEngine } from '../sync/sync-engine.ts';
 import type { Applier } from './apply.ts';
 import type { StateStore } from '../sync/state-store.ts';
-import { StateCache } from '../sync/state-cache.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Logger } from '../log.ts';
 import type { CrashPoint } from '../config/env.ts';
@@ -50,38 +49,12 @@ export class SyncStage implements LaneHost {
     pool: pg.Pool; engine: SyncEngine; applier: Applier; store: StateStore; checkpoints: CheckpointStore; metrics: Metrics; log: Logger;
     workerId: string; groupId: string; crashPoint: CrashPoint | undefined; crashAfter: number; redis: Redis | undefined;
     producer: ChangeProducer; changesTopic: string; propagating: (entity: string) => boolean; pause: PauseGate; audit: AuditWriter;
-    /** Record states kept per lane between batches (0: none). */
-    stateCacheRecords: number;
   };
 
   constructor(semaphore: Semaphore, batchSize: number, o: SyncStage['o']) {
     this.semaphore = semaphore;
     this.batchSize = batchSize;
     this.o = o;
-  }
-
-  /** Each lane's committed record states (src/sync/state-cache.ts): created with its first batch, gone with the lane. */
-  private readonly caches = new Map<Lane, StateCache>();
-
-  private cacheOf(lane: Lane): StateCache {
-    let c = this.caches.get(lane);
-    if (!c) {
-      const m = this.o.metrics;
-      c = new StateCache(this.o.stateCacheRecords, {
-        records: (change) => m.stateCacheRecords.inc(change),
-        lookups: (hits, misses) => {
-          if (hits > 0) m.stateCacheLookups.labels('hit').inc(hits);
-          if (misses > 0) m.stateCacheLookups.labels('miss').inc(misses);
-        },
-      });
-      this.caches.set(lane, c);
-    }
-    return c;
-  }
-
-  laneRevoked(lane: Lane): void {
-    this.caches.get(lane)?.close();
-    this.caches.delete(lane);
   }
 
   /** The epoch this worker holds per audit log it writes (claimed when its lane starts). */
@@ -177,17 +150,15 @@ export class SyncStage implements LaneHost {
     const first = batch[0]!.offset;
     const nextOffset = batch[batch.length - 1]!.offset + 1;
     let failures = 0;
-    const cache = this.cacheOf(lane);
     for (let attempt = 0; ; attempt++) {
       if (lane.revoked) return 'held';
       try {
         if (lane.checkpoint !== null && nextOffset <= lane.checkpoint.nextOffset) break; // all seen
-        result = await this.o.engine.process(this.o.pool, parsed.events, cache);
+        result = await this.o.engine.process(this.o.pool, parsed.events);
         if (this.o.crashPoint) this.synced += result.counts.causal; // new changes only: a replayed history does not arm it
         await this.propagateTruncates(result);
         this.crash('after-target-write');
         committed = await this.commit(lane, first, nextOffset, parsed, result);
-        cache.put(result.states); // what the table holds now
         break;
       } catch (err) {
         if (err instanceof EpochFencedError) {
@@ -197,14 +168,12 @@ export class SyncStage implements LaneHost {
           await sleep(backoff(attempt));
           if (lane.revoked) return 'held';
           this.epochs.set(lane.logId, await this.retryForever('audit log claim', () => this.o.audit.claim(this.o.pool, lane.logId, this.o.workerId)));
-          cache.clear(); // another owner may have committed states meanwhile
           lane.checkpoint = await this.o.checkpoints.load(lane.topic, lane.partition).catch(() => lane.checkpoint);
           parsed = await this.retryForever('dead-letter lookup', () => this.parse(lane, batch));
           continue;
         }
         if (err instanceof CheckpointFencedError) {
           this.o.log.warn({ lane: lane.logId, err: err.message }, 'Checkpoint moved under us; reloading it');
-          cache.clear(); // another owner committed: its states are in the table, not here
           lane.checkpoint = await this.o.checkpoints.load(lane.topic, lane.partition).catch(() => lane.checkpoint);
           parsed = await this.retryForever('dead-letter lookup', () => this.parse(lane, batch));
           continue;
@@ -221,7 +190,6 @@ export class SyncStage implements LaneHost {
         const cp = await this.o.checkpoints.load(lane.topic, lane.partition).catch(() => lane.checkpoint);
         if ((cp?.nextOffset ?? null) !== (lane.checkpoint?.nextOffset ?? null)) {
           this.o.log.warn({ lane: lane.logId, err: errorMessage(err) }, 'Checkpoint moved under us; reloading it');
-          cache.clear();
           lane.checkpoint = cp;
           parsed = await this.retryForever('dead-letter lookup', () => this.parse(lane, batch));
           continue;

@@ -222,7 +222,7 @@ export class Worker {
       pool: this.pool, engine, applier, store, checkpoints: this.checkpoints, metrics: this.metrics, log: this.log,
       workerId: env.workerId, groupId: env.groupId, crashPoint: env.testCrashPoint, crashAfter: env.testCrashAfter, redis: this.redis,
       producer: this.producer, changesTopic: env.changesTopic, propagating: (e) => topology.entities.get(e)?.truncate === 'propagate', pause: this.pause,
-      audit: auditWriter, stateCacheRecords: env.stateCacheRecords,
+      audit: auditWriter,
     });
     this.audit = new AuditService({
       pool: this.pool, writer: auditWriter, epochs: sync.epochs, groupId: env.groupId, topic: env.auditCheckpointTopic, everyMs: env.auditCheckpointMs,

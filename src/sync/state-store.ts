@@ -6,8 +6,7 @@ import type { EchoEntry, NodeState, RecordState } from './record-state.ts';
 
 /**
  * `sync_metadata`: one row per (entity, key) holding the record state of DESIGN §6.
- * Read for the keys of a batch that its lane does not hold in memory (state-cache.ts),
- * written in the checkpoint transaction.
+ * Read once per batch for all keys of the batch, written in the checkpoint transaction.
  * The version is stored encoded (format 1) so SQL can compare it with the version
  * columns of the nodes; the per-node state is JSON.
  */

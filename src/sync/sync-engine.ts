@@ -9,7 +9,6 @@ import { mongoForm } from '../events/mongo-values.ts';
 import { classify, recordOutcome, resolveOpen, type Decision, type PlannedWrite } from './classify.ts';
 import { emptyState, rowDigest, type RecordState } from './record-state.ts';
 import type { StateStore } from './state-store.ts';
-import type { StateCache } from './state-cache.ts';
 
 /** What one source change caused at one node, as the audit leaf lists it (DESIGN §7). */
 export interface WriteRecord {
@@ -96,8 +95,7 @@ export class SyncEngine {
     this.log = log;
   }
 
-  /** `cache`: the committed states of the batch's partition, taken out here; the caller puts them back once committed. */
-  async process(db: pg.Pool, events: ChangeEvent[], cache?: StateCache): Promise<SyncBatchResult> {
+  async process(db: pg.Pool, events: ChangeEvent[]): Promise<SyncBatchResult> {
     const keysByEntity = new Map<string, Set<string>>();
     for (const ev of events) {
       if (ev.op === 't') continue; // a truncate has no record of its own
@@ -107,10 +105,7 @@ export class SyncEngine {
     }
     const states = new Map<string, Map<string, RecordState>>();
     await Promise.all([...keysByEntity].map(async ([entity, keys]) => {
-      const { hits, misses } = cache ? cache.take(entity, keys) : { hits: new Map<string, RecordState>(), misses: [...keys] };
-      const loaded = misses.length > 0 ? await this.store.load(db, entity, misses) : new Map<string, RecordState>();
-      for (const [key, s] of hits) loaded.set(key, s);
-      states.set(entity, loaded);
+      states.set(entity, await this.store.load(db, entity, [...keys]));
     }));
 
     const counts: Record<Decision['kind'], number> = { duplicate: 0, echo: 0, repair: 0, causal: 0, concurrent: 0, resolved: 0, ignored: 0 };

@@ -7,7 +7,6 @@ import type { Sink } from '../../src/sinks/sink.ts';
 import { SyncEngine } from '../../src/sync/sync-engine.ts';
 import { Applier } from '../../src/runtime/apply.ts';
 import { StateStore } from '../../src/sync/state-store.ts';
-import { StateCache } from '../../src/sync/state-cache.ts';
 import { migrateControlSchema, registerNodes } from '../../src/audit/control-schema.ts';
 import type { ChangeEvent, Row } from '../../src/events/change-event.ts';
 import { createHandlesTables, freshKeyBase, maria, stack } from '../support/stack.ts';
@@ -98,36 +97,6 @@ describe('SyncEngine on the real stack', () => {
     await commit(edit.states);
     const [atPg] = await sinks.get('pg')!.read(topology.entities.get('customers')!, [{ id }]);
     expect(atPg?.row.name).toBe('edited in maria');
-  });
-
-  it('with the lane\'s state cache: the same decisions, the record read from sync_metadata once, and a batch that did not commit leaves nothing behind', async () => {
-    const lookups = { hit: 0, miss: 0, held: 0 };
-    const cache = new StateCache(100, { records: (n) => (lookups.held += n), lookups: (h, m) => { lookups.hit += h; lookups.miss += m; } });
-    const id = freshKeyBase();
-    const first = await engine.process(control, [event('pg', 'c', customer(id, 'cached'))], cache);
-    expect(first.counts.causal).toBe(1);
-    await commit(first.states);
-    cache.put(first.states);
-    expect(lookups).toEqual({ hit: 0, miss: 1, held: 1 });
-    const [atMaria] = await sinks.get('maria')!.read(topology.entities.get('customers')!, [{ id }]);
-
-    const echo = await engine.process(control, [event('maria', 'c', atMaria!.row, atMaria!.version)], cache);
-    expect(echo.counts.echo).toBe(1);
-    expect(lookups).toEqual({ hit: 1, miss: 1, held: 0 }); // taken out while in flight
-    await commit(echo.states);
-    cache.put(echo.states);
-
-    // an edit applied to PostgreSQL, then "crashed" before its commit: not put back
-    const ev = event('maria', 'u', customer(id, 'edited, not committed'), atMaria!.version);
-    const lost = await engine.process(control, [ev], cache);
-    expect(lost.counts.causal).toBe(1);
-    expect(lookups).toEqual({ hit: 2, miss: 1, held: 0 });
-    // its replay reads the committed state from the table, and decides as a replay without the cache does
-    const replay = await engine.process(control, [ev], cache);
-    expect(lookups).toEqual({ hit: 2, miss: 2, held: 0 });
-    const uncached = await engine.process(control, [ev]);
-    expect(replay.synced.map((x) => [x.decision.kind, x.writes.map((w) => w.outcome)])).toEqual(uncached.synced.map((x) => [x.decision.kind, x.writes.map((w) => w.outcome)]));
-    expect(replay.states.get('customers')!.get(ev.keyText)).toEqual(uncached.states.get('customers')!.get(ev.keyText));
   });
 
   it('reduces a batch to the last state per key and marks the earlier writes superseded', async () => {
