@@ -1,8 +1,10 @@
 // SHA-256 in batches for the audit log's verifier and Merkle tree (src/audit/native-hash.ts),
 // over the OpenSSL that Node.js itself carries and exports: one call hashes every row of a
 // COPY chunk, where node:crypto costs a call, a Hash object and a Buffer per digest. The
-// TypeScript code in src/audit/leaf.ts and merkle.ts is the reference;
-// test/unit/native-hash.test.ts holds both to identical digests.
+// verifier's read runs here too: one call unframes a socket read's CopyData messages, one
+// scans a chunk's rows. The TypeScript code in src/audit/leaf.ts, copy-out.ts and merkle.ts
+// is the reference; test/unit/native-hash.test.ts and test/integration/copy-out.test.ts hold
+// both to identical results.
 #include <napi.h>
 #include <openssl/sha.h>
 

@@ -5,8 +5,9 @@ import { fileURLToPath } from 'node:url';
 /**
  * The native SHA-256 batch (native/hash.cc), over the OpenSSL inside Node.js: one call per
  * COPY chunk hashes every row's payload and leaf, and an interior Merkle node costs no Hash
- * object. Loaded once; absent (the addon did not build) or WORKER_SYNC_NATIVE_HASH=0, the
- * node:crypto code in leaf.ts and merkle.ts does the same work, and is the reference.
+ * object; the verifier's COPY unframing and row scan run there too. Loaded once; absent (the
+ * addon did not build) or WORKER_SYNC_NATIVE_HASH=0, the TypeScript code in leaf.ts,
+ * copy-out.ts and merkle.ts does the same work, and is the reference.
  */
 interface HashAddon {
   leafHashes(buf: Buffer, spans: Int32Array, out: Buffer): void;
