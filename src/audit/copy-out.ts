@@ -56,7 +56,6 @@ export function unframeCopyDataJs(buf: Buffer, pos: number, out: Buffer, at: num
 export class CopyOut {
   /** Settles when node-postgres has the connection back: rejected with the server's error, or the sink's. */
   readonly done: Promise<void>;
-  rowCount = 0;
   private connection: PgConnection | undefined;
   private pgHandler: ((b: Buffer) => void) | undefined;
   private rest: Buffer | null = null;
@@ -114,7 +113,7 @@ export class CopyOut {
     let pos = 0;
     for (;;) {
       if (buf[pos] === COPY_DATA) {
-        const { buf: out, at } = this.failure ? { buf: DISCARD.buf(buf.length), at: 0 } : this.sink.room(buf.length - pos);
+        const { buf: out, at } = this.failure ? { buf: discardRoom(buf.length), at: 0 } : this.sink.room(buf.length - pos);
         this.unframe(buf, pos, out, at, this.state);
         pos = this.state[0]!;
         if (!this.failure) this.toSink(this.state[1]!);
@@ -190,10 +189,8 @@ export class CopyOut {
     this.settle(err);
   }
 
-  handleCommandComplete(msg: { text?: string } | undefined): void {
-    const m = /COPY (\d+)/.exec(msg?.text ?? '');
-    if (m) this.rowCount = Number(m[1]);
-  }
+  /** node-postgres calls it with `COPY n`; the sink counted the rows itself. */
+  handleCommandComplete(): void {}
 
   handleReadyForQuery(): void {
     this.settle(this.failure);
@@ -203,10 +200,9 @@ export class CopyOut {
 const EMPTY = Buffer.alloc(0);
 
 /** Scratch space for the payloads of a copy whose sink failed. */
-const DISCARD = {
-  scratch: Buffer.alloc(0),
-  buf(n: number): Buffer {
-    if (this.scratch.length < n) this.scratch = Buffer.allocUnsafe(n);
-    return this.scratch;
-  },
-};
+let discard = Buffer.alloc(0);
+
+function discardRoom(n: number): Buffer {
+  if (discard.length < n) discard = Buffer.allocUnsafe(n);
+  return discard;
+}

@@ -52,7 +52,7 @@ export const LEAF_SESSION_SQL = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY
  * for 200,000 rows here (bench/RESULTS.md, issue 15).
  */
 export const LEAF_PLAN_SQL = 'SET enable_seqscan = off; SET enable_bitmapscan = off; SET enable_sort = off; SET max_parallel_workers_per_gather = 0';
-const LEAF_PLAN_RESET_SQL = 'RESET enable_seqscan; RESET enable_bitmapscan; RESET enable_sort; RESET max_parallel_workers_per_gather';
+export const LEAF_PLAN_RESET_SQL = 'RESET enable_seqscan; RESET enable_bitmapscan; RESET enable_sort; RESET max_parallel_workers_per_gather';
 
 /** A timestamp's text (ISO-8601 in, millisecond precision) as PostgreSQL prints it under LEAF_SESSION_SQL. */
 export function pgTimestampText(iso: string): string {

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import pgCopy from 'pg-copy-streams';
 import { CopyOut, unframeCopyDataJs, type CopySink } from '../../src/audit/copy-out.ts';
-import { LEAF_PLAN_SQL, leafCopySql, streamLeafRows } from '../../src/audit/leaf.ts';
+import { LEAF_PLAN_RESET_SQL, LEAF_PLAN_SQL, leafCopySql, streamLeafRows } from '../../src/audit/leaf.ts';
 import { migrateControlSchema } from '../../src/audit/control-schema.ts';
 import { nativeHash } from '../../src/audit/native-hash.ts';
 import { stack } from '../support/stack.ts';
@@ -132,7 +132,7 @@ describe('the verifier\'s read of a log', () => {
     const select = leafCopySql(client, 'some-group:t/0', 1, Infinity).replace(/^COPY \(/, '').replace(/\) TO STDOUT \(FORMAT binary\)$/, '');
     await client.query(LEAF_PLAN_SQL);
     const { rows } = await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${select}`);
-    await client.query('RESET enable_seqscan; RESET enable_bitmapscan; RESET enable_sort; RESET max_parallel_workers_per_gather');
+    await client.query(LEAF_PLAN_RESET_SQL);
     const plan = rows.map((r) => r['QUERY PLAN']).join('\n');
     expect(plan).toMatch(/^Index Scan using audit_log_pkey on audit_log/);
     expect(plan).not.toMatch(/Sort|Gather|Seq Scan/);
