@@ -57,25 +57,64 @@ export class AuditWriter {
    */
   async append(client: pg.ClientBase, logId: string, epoch: number, lastSeq: number, leaves: Buffer[]): Promise<void> {
     if (leaves.length === 0) return;
-    const log = await this.lock(client, logId, epoch);
-    if (Number(log.tree_size) !== lastSeq) {
-      // Both move in one transaction, so they differ only when sync_db was restored in part.
-      // The control database's state, not a record's fault: the lane retries in order (it
-      // stops here) until an operator restores the rest, and nothing is dead-lettered.
-      throw new WorkerSyncError('WS_CONTROL_DB', `audit log ${logId} holds ${log.tree_size} leaves but its checkpoint says ${lastSeq}: `
-        + 'was sync_db restored without audit_logs and audit_checkpoints? Restore them with the rest of the backup', { retryable: true });
+    const { locked, fenced } = await this.lockMany(client, [{ logId, epoch }]);
+    if (fenced.size > 0) throw fenced.get(logId)!;
+    await this.appendLocked(client, locked, [{ logId, lastSeq, leaves }]);
+  }
+
+  /**
+   * Locks the rows of a cycle's logs, in log order so that two transactions never wait on
+   * each other's, and checks each one's epoch: a log whose owner changed is returned in
+   * `fenced`, with its error, and must not be appended to in this transaction.
+   */
+  async lockMany(client: pg.ClientBase, logs: Array<{ logId: string; epoch: number }>): Promise<{ locked: Map<string, LogRow>; fenced: Map<string, EpochFencedError> }> {
+    const locked = new Map<string, LogRow>();
+    const fenced = new Map<string, EpochFencedError>();
+    if (logs.length === 0) return { locked, fenced };
+    const { rows } = await client.query<LogRow & { log_id: string }>(
+      `SELECT log_id, epoch, tree_size, frontier, checkpoint_size, checkpoint_hash, checkpoint_at FROM audit_logs
+       WHERE log_id = ANY($1::text[]) ORDER BY log_id FOR UPDATE`, [logs.map((l) => l.logId)]);
+    const byId = new Map(rows.map((r) => [r.log_id, r]));
+    for (const { logId, epoch } of logs) {
+      const log = byId.get(logId);
+      if (log && Number(log.epoch) === epoch) locked.set(logId, log);
+      else fenced.set(logId, new EpochFencedError(`audit log ${logId}: epoch ${log?.epoch ?? 'none'} is not this writer's ${epoch}`));
     }
-    let f: Frontier = { size: lastSeq, roots: log.frontier };
-    let signed: Signed = { size: Number(log.checkpoint_size), hash: log.checkpoint_hash, at: log.checkpoint_at?.getTime() ?? 0 };
-    for (let i = 0; i < leaves.length;) {
-      const room = Math.max(1, this.every.leaves - (f.size - signed.size));
-      const take = Math.min(leaves.length - i, room);
-      f = append(f, leaves.slice(i, i + take));
-      i += take;
-      if (f.size - signed.size >= this.every.leaves) signed = await this.sign(client, logId, f, signed);
+    return { locked, fenced };
+  }
+
+  /**
+   * Appends each log's leaves (seqs lastSeq+1..) to its locked row, signing a checkpoint at
+   * every multiple of the leaf interval they cross and at the end when the time interval
+   * has passed; then stores every log's frontier in one statement.
+   */
+  async appendLocked(client: pg.ClientBase, locked: Map<string, LogRow>, appends: Array<{ logId: string; lastSeq: number; leaves: Buffer[] }>): Promise<void> {
+    const saved: Array<{ logId: string; f: Frontier; signed: Signed }> = [];
+    for (const { logId, lastSeq, leaves } of appends) {
+      if (leaves.length === 0) continue;
+      const log = locked.get(logId);
+      if (!log) throw new Error(`audit log ${logId} was not locked for this append`);
+      if (Number(log.tree_size) !== lastSeq) {
+        // Both move in one transaction, so they differ only when sync_db was restored in part.
+        // The control database's state, not a record's fault: the lane retries in order (it
+        // stops here) until an operator restores the rest, and nothing is dead-lettered.
+        throw new WorkerSyncError('WS_CONTROL_DB', `audit log ${logId} holds ${log.tree_size} leaves but its checkpoint says ${lastSeq}: `
+          + 'was sync_db restored without audit_logs and audit_checkpoints? Restore them with the rest of the backup', { retryable: true });
+      }
+      let f: Frontier = { size: lastSeq, roots: log.frontier };
+      let signed: Signed = { size: Number(log.checkpoint_size), hash: log.checkpoint_hash, at: log.checkpoint_at?.getTime() ?? 0 };
+      for (let i = 0; i < leaves.length;) {
+        const room = Math.max(1, this.every.leaves - (f.size - signed.size));
+        const take = Math.min(leaves.length - i, room);
+        f = append(f, leaves.slice(i, i + take));
+        i += take;
+        if (f.size - signed.size >= this.every.leaves) signed = await this.sign(client, logId, f, signed);
+      }
+      if (f.size > signed.size && Date.now() - signed.at >= this.every.ms) signed = await this.sign(client, logId, f, signed);
+      saved.push({ logId, f, signed });
     }
-    if (f.size > signed.size && Date.now() - signed.at >= this.every.ms) signed = await this.sign(client, logId, f, signed);
-    await this.save(client, logId, f, signed);
+    if (saved.length === 1) await this.save(client, saved[0]!.logId, saved[0]!.f, saved[0]!.signed);
+    else if (saved.length > 1) await this.saveMany(client, saved);
   }
 
   /** Signs a checkpoint for everything the log holds beyond its last one (when due, or always with force). Returns whether it did. */
@@ -102,11 +141,9 @@ export class AuditWriter {
   }
 
   private async lock(client: pg.ClientBase, logId: string, epoch: number): Promise<LogRow> {
-    const { rows } = await client.query<LogRow>(
-      'SELECT epoch, tree_size, frontier, checkpoint_size, checkpoint_hash, checkpoint_at FROM audit_logs WHERE log_id = $1 FOR UPDATE', [logId]);
-    const log = rows[0];
-    if (!log || Number(log.epoch) !== epoch) throw new EpochFencedError(`audit log ${logId}: epoch ${log?.epoch ?? 'none'} is not this writer's ${epoch}`);
-    return log;
+    const { locked, fenced } = await this.lockMany(client, [{ logId, epoch }]);
+    if (fenced.size > 0) throw fenced.get(logId)!;
+    return locked.get(logId)!;
   }
 
   private async sign(client: pg.ClientBase, logId: string, f: Frontier, prev: Signed): Promise<Signed> {
@@ -127,7 +164,22 @@ export class AuditWriter {
       [logId, f.size, f.roots, signed.size, signed.hash, signed.at === 0 ? null : new Date(signed.at)],
     );
   }
+
+  /** Every log's frontier and last checkpoint, in one statement (the cycle's commit). */
+  private async saveMany(client: pg.ClientBase, saved: Array<{ logId: string; f: Frontier; signed: Signed }>): Promise<void> {
+    // A frontier is an array of hashes; the statement takes each as one bytea of its
+    // concatenated 32-byte roots, split again in SQL.
+    await client.query(
+      `UPDATE audit_logs AS l SET tree_size = u.size, checkpoint_size = u.cp_size, checkpoint_hash = u.cp_hash, checkpoint_at = u.cp_at,
+         frontier = COALESCE((SELECT array_agg(substring(u.roots FROM i * 32 + 1 FOR 32) ORDER BY i) FROM generate_series(0, length(u.roots) / 32 - 1) AS i), '{}')
+       FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::bigint[], $5::bytea[], $6::timestamptz[]) AS u(log_id, size, roots, cp_size, cp_hash, cp_at)
+       WHERE l.log_id = u.log_id`,
+      [saved.map((s) => s.logId), saved.map((s) => s.f.size), saved.map((s) => Buffer.concat(s.f.roots)), saved.map((s) => s.signed.size),
+        saved.map((s) => s.signed.hash), saved.map((s) => (s.signed.at === 0 ? null : new Date(s.signed.at)))],
+    );
+  }
 }
+
 
 interface Signed {
   size: number;

@@ -59,6 +59,36 @@ describe('AuditWriter', () => {
     await expect(inTx((c) => writer.append(c, log, owner, 5, [leaf]))).rejects.toThrow(/holds 1 leaves but its checkpoint says 5/);
   });
 
+  it('appends to several logs in one transaction as it would to each alone, and fences only the log whose epoch moved', async () => {
+    const logs = [`${group}:m/0`, `${group}:m/1`, `${group}:m/2`];
+    const epochs = await Promise.all(logs.map((l) => writer.claim(pool, l, 'worker-a')));
+    const leaves = (l: number, n: number, from = 0) => Array.from({ length: n }, (_, i) => leafHash(Buffer.from(`${l} leaf ${from + i}`)));
+    await inTx(async (c) => {
+      const { locked, fenced } = await writer.lockMany(c, logs.map((logId, i) => ({ logId, epoch: epochs[i]! })));
+      expect(fenced.size).toBe(0);
+      // log 0 crosses one multiple of 4 leaves, log 1 two, log 2 appends nothing (signed at
+      // each multiple; at the end only if never signed, the time interval being an hour)
+      await writer.appendLocked(c, locked, [{ logId: logs[0]!, lastSeq: 0, leaves: leaves(0, 5) }, { logId: logs[1]!, lastSeq: 0, leaves: leaves(1, 9) }, { logId: logs[2]!, lastSeq: 0, leaves: [] }]);
+    });
+    const stale = await writer.claim(pool, logs[1]!, 'worker-b'); // log 1 moves to another owner
+    await inTx(async (c) => {
+      const { locked, fenced } = await writer.lockMany(c, logs.map((logId, i) => ({ logId, epoch: epochs[i]! })));
+      expect([...fenced.keys()]).toEqual([logs[1]]);
+      expect(fenced.get(logs[1]!)).toBeInstanceOf(EpochFencedError);
+      expect(fenced.get(logs[1]!)!.message).toContain(`epoch ${stale} is not this writer's ${epochs[1]}`);
+      await writer.appendLocked(c, locked, [{ logId: logs[0]!, lastSeq: 5, leaves: leaves(0, 2, 5) }, { logId: logs[2]!, lastSeq: 0, leaves: leaves(2, 1) }]);
+      // a fenced log is not locked: nothing can be appended to it in this transaction
+      await expect(writer.appendLocked(c, locked, [{ logId: logs[1]!, lastSeq: 9, leaves: leaves(1, 1, 9) }])).rejects.toThrow(/not locked/);
+    });
+    const all = [[...leaves(0, 5), ...leaves(0, 2, 5)], leaves(1, 9), leaves(2, 1)];
+    const { rows } = await pool.query<{ log_id: string; tree_size: string; frontier: Buffer[] }>('SELECT log_id, tree_size, frontier FROM audit_logs WHERE log_id = ANY($1) ORDER BY log_id', [logs]);
+    expect(rows.map((r) => Number(r.tree_size))).toEqual([7, 9, 1]);
+    rows.forEach((r, i) => expect(rootOf({ size: Number(r.tree_size), roots: r.frontier })).toEqual(treeRoot(all[i]!)));
+    const { rows: cps } = await pool.query<{ log_id: string; tree_size: string; root: Buffer }>('SELECT log_id, tree_size, root FROM audit_checkpoints WHERE log_id = ANY($1) ORDER BY log_id, tree_size', [logs]);
+    expect(cps.map((r) => [r.log_id, Number(r.tree_size)])).toEqual([[logs[0], 4], [logs[1], 4], [logs[1], 8], [logs[2], 1]]);
+    for (const r of cps) expect(r.root).toEqual(treeRoot(all[logs.indexOf(r.log_id)]!.slice(0, Number(r.tree_size))));
+  });
+
   it('keeps the frontier and signs a checkpoint at its first commit, at every 4th leaf, and when sealed, chained', async () => {
     const log = `${group}:t/1`;
     const epoch = await writer.claim(pool, log, 'worker-a');

@@ -57,3 +57,44 @@ describe('checkpoint compare-and-set', () => {
     expect((await store.load('t', 0))?.nextOffset).toBe(30);
   });
 });
+
+describe('a cycle\'s checkpoints, advanced together', () => {
+  const cp = (topic: string, n: number) => ({ nextOffset: n, logId: `${group}:${topic}/0`, lastSeq: n });
+  async function many(items: Array<{ topic: string; expected: number | null; next: number; first: number }>): Promise<Set<string> | unknown> {
+    const c = await pool.connect();
+    try {
+      await c.query('BEGIN');
+      const fenced = await store.advanceMany(c, items.map((it) => ({
+        topic: it.topic, partition: 0, expected: it.expected === null ? null : cp(it.topic, it.expected), next: cp(it.topic, it.next), firstOffset: it.first,
+      })), 'test');
+      await c.query('COMMIT');
+      return fenced;
+    } catch (err) {
+      await c.query('ROLLBACK');
+      return err;
+    } finally {
+      c.release();
+    }
+  }
+
+  it('moves every partition whose checkpoint is as expected, first commits included, and names the ones another owner moved', async () => {
+    expect(await many([{ topic: 'a', expected: null, next: 10, first: 0 }, { topic: 'b', expected: null, next: 5, first: 0 }])).toEqual(new Set());
+    // b is stale here (it is at 5, not 3), and c's first commit raced another owner's
+    await many([{ topic: 'c', expected: null, next: 7, first: 0 }]);
+    const fenced = await many([
+      { topic: 'a', expected: 10, next: 20, first: 10 },
+      { topic: 'b', expected: 3, next: 9, first: 3 },
+      { topic: 'c', expected: null, next: 4, first: 0 },
+    ]);
+    expect(fenced).toEqual(new Set(['b/0', 'c/0']));
+    expect((await store.load('a', 0))?.nextOffset).toBe(20);
+    expect((await store.load('b', 0))?.nextOffset).toBe(5);
+    expect((await store.load('c', 0))?.nextOffset).toBe(7);
+  });
+
+  it('refuses the whole cycle when one partition\'s batch starts past its checkpoint', async () => {
+    const gap = await many([{ topic: 'a', expected: 20, next: 30, first: 20 }, { topic: 'b', expected: 5, next: 12, first: 8 }]);
+    expect(gap).toBeInstanceOf(CheckpointGapError);
+    expect((await store.load('a', 0))?.nextOffset).toBe(20);
+  });
+});
