@@ -256,6 +256,20 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly cycleBatches = new Histogram({
+    name: 'sync_cycle_partitions',
+    help: 'Partitions whose batches one sync cycle committed together (group commit, DESIGN §2)',
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128],
+    registers: [this.registry],
+  });
+
+  readonly cycleAlone = new Counter({
+    name: 'sync_cycle_alone_total',
+    help: 'Partition batches a sync cycle handed back to be processed alone: reason=fenced (its epoch or checkpoint moved) or failed (the cycle failed; the batch is retried, and a record at fault isolated, on its own)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
   readonly commitDuration = new Histogram({
     name: 'sync_commit_duration_ms',
     help: 'Duration of the checkpoint transaction (audit COPY + checkpoint) in milliseconds',

@@ -31,13 +31,13 @@ Environment (validated at start-up; a bad value exits 2 naming it):
   DATABASE_URL[_FILE] control database (sync_db) URL (default: topology control.url, else the local stack)
   REDIS_URL[_FILE]    Redis for the dead-letter mirror bull:sync:failed (default: topology redis.url)
   CHANGES_TOPIC       topic between ingest and sync (default <group>.changes); CHANGES_PARTITIONS (15), CHANGES_REPLICATION (1)
-  QUEUE_CONCURRENCY   lanes processing at once (default 4)
+  QUEUE_CONCURRENCY   ingest batches and sync cycles processing at once (default 4)
   EMERGENCY_STOP      true: consume nothing, keep /health, /metrics and the API up
   RESET_CHECKPOINT    true: seek every owned partition to the PostgreSQL checkpoint
   HTTP_PORT           operating surface port (default 3003); API_PORT (3001), API_TOKEN[_FILE] turns the API on
   HTTP_ENGINE         uws or node (default: uWebSockets.js, falling back to node:http where it does not load)
   KAFKA_MAX_MESSAGE_BYTES  the largest changes record (default 1000000): producer, changes topic and fetch sizes
-  BATCH_SIZE, BATCH_WAIT_MS, MAX_BUFFERED_EVENTS, SHUTDOWN_GRACE_MS, LOG_LEVEL, WORKER_ID
+  BATCH_SIZE, BATCH_WAIT_MS, CYCLE_MAX_EVENTS, MAX_BUFFERED_EVENTS, SHUTDOWN_GRACE_MS, LOG_LEVEL, WORKER_ID
 
 Exit codes: 0 ok, 1 runtime failure or unhealthy, 2 bad configuration or usage.
 `;

@@ -46,6 +46,8 @@ export interface EnvConfig {
   /** The witness's verifier key (`<name>+<id>+<base64>`): cosignatures are checked against it before they are kept. */
   auditWitnessKey: string | undefined;
   batchSize: number;
+  /** Most events one sync cycle commits, across its partitions' batches (CYCLE_MAX_EVENTS). */
+  cycleMaxEvents: number;
   batchWaitMs: number;
   maxBufferedEvents: number;
   shutdownGraceMs: number;
@@ -242,6 +244,7 @@ export function parseEnv(env: Env = process.env): EnvConfig {
       return v;
     })(),
     batchSize: int(env, 'BATCH_SIZE', 1000, 1, 100_000),
+    cycleMaxEvents: int(env, 'CYCLE_MAX_EVENTS', 5000, 1, 1_000_000),
     batchWaitMs: int(env, 'BATCH_WAIT_MS', 250, 1, 10_000),
     maxBufferedEvents: int(env, 'MAX_BUFFERED_EVENTS', 20_000, 100, 10_000_000),
     shutdownGraceMs: int(env, 'SHUTDOWN_GRACE_MS', 25_000, 100, 600_000),

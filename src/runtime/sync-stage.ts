@@ -8,17 +8,18 @@ import type { ChangeConsumer, ConsumedMessage } from '../kafka/consumer.ts';
 import { changeRow, conflictRow, insertAuditRows, resolveRow, type AuditRowInput } from '../audit/audit-rows.ts';
 import { saveConflicts } from '../sync/conflict-store.ts';
 import { encode } from '../clock/codec.ts';
-import type { SyncBatchResult, SyncEngine } from '../sync/sync-engine.ts';
+import type { RejectedEvent, SyncBatchResult, SyncedEvent, SyncEngine } from '../sync/sync-engine.ts';
+import type { RecordState } from '../sync/record-state.ts';
 import type { Applier } from './apply.ts';
 import type { StateStore } from '../sync/state-store.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Logger } from '../log.ts';
 import type { CrashPoint } from '../config/env.ts';
-import type { CheckpointStore, Checkpoint } from './checkpoint-store.ts';
+import { checkpointFenced, type CheckpointStore, type Checkpoint } from './checkpoint-store.ts';
 import type { BatchOutcome, Lane, LaneHost } from './lane.ts';
 import { DLQ_REDIS_KEY, internalLetter, mirrorEntry, rejectedLetter } from './dead-letters.ts';
 import { insertDeadLetters, parkedKeys } from '../control/dead-letters.ts';
-import type { Semaphore } from './semaphore.ts';
+import { Semaphore } from './semaphore.ts';
 import type { PauseGate } from '../control/pause.ts';
 import { EpochFencedError, type AuditWriter } from '../audit/audit-writer.ts';
 import type { ConsumeLoop } from './consume-loop.ts';
@@ -33,11 +34,44 @@ interface Parsed {
   duplicates: number;
 }
 
+/** One partition's batch in a commit: what it holds, what sync made of it, and what it commits. */
+interface Part {
+  lane: Lane;
+  firstOffset: number;
+  nextOffset: number;
+  parsed: Parsed;
+  synced: SyncedEvent[];
+  rejected: RejectedEvent[];
+  /** Set by the commit: the audit rows, dead letters (with their ids once stored) and the checkpoint it moves to. */
+  audit: AuditRowInput[];
+  dead: DeadLetterRecord[];
+  ids: string[];
+  next: Checkpoint | undefined;
+}
+
+/** A lane batch waiting for the next cycle. */
+interface Member {
+  lane: Lane;
+  batch: ConsumedMessage[];
+  resolve: (outcome: BatchOutcome) => void;
+  reject: (err: unknown) => void;
+}
+
+const partOf = (lane: Lane, batch: ConsumedMessage[], parsed: Parsed): Part => ({
+  lane, firstOffset: batch[0]!.offset, nextOffset: batch[batch.length - 1]!.offset + 1, parsed,
+  synced: [], rejected: [], audit: [], dead: [], ids: [], next: undefined,
+});
+
 /**
- * Sync (DESIGN §2 sync, apply, commit): a lane per partition of the changes topic
- * classifies its batch, writes the targets, then commits in one PostgreSQL transaction
- * the audit leaves, the record states, the dead letters and the checkpoint. Offsets are
- * stored only after that commit.
+ * Sync (DESIGN §2 sync, apply, commit), in cycles. A lane per partition of the changes
+ * topic cuts its batch in order; a cycle takes the batches every lane has cut meanwhile
+ * (up to `cycleEvents`), classifies them together, writes each target node once per
+ * entity, and commits them in one PostgreSQL transaction: every partition's audit
+ * leaves, record states, dead letters and checkpoint, each partition still fenced on its
+ * own (its epoch and its checkpoint's compare-and-set). A partition whose fence fails is
+ * left out of that transaction and retried alone; so is every partition of a cycle that
+ * fails otherwise, where the one-batch path below isolates the record at fault. Offsets
+ * are stored only after the commit. Up to `cycles` cycles run at once, on different lanes.
  */
 export class SyncStage implements LaneHost {
   readonly semaphore: Semaphore;
@@ -51,8 +85,19 @@ export class SyncStage implements LaneHost {
     producer: ChangeProducer; changesTopic: string; propagating: (entity: string) => boolean; pause: PauseGate; audit: AuditWriter;
   };
 
-  constructor(semaphore: Semaphore, batchSize: number, o: SyncStage['o']) {
-    this.semaphore = semaphore;
+  /** Cycles in flight; each lane has at most one batch in one of them. */
+  private readonly cycleSlots: Semaphore;
+  private readonly cycleEvents: number;
+  private pending: Member[] = [];
+  private pendingEvents = 0;
+  private cycleScheduled = false;
+
+  constructor(batchSize: number, cycle: { cycles: number; events: number }, o: SyncStage['o']) {
+    // Lanes do not queue for a slot each: each has one batch at most in flight, and the
+    // cycles bound the work.
+    this.semaphore = new Semaphore(Number.MAX_SAFE_INTEGER);
+    this.cycleSlots = new Semaphore(cycle.cycles);
+    this.cycleEvents = cycle.events;
     this.batchSize = batchSize;
     this.o = o;
   }
@@ -75,47 +120,58 @@ export class SyncStage implements LaneHost {
    * re-drives them in order (DESIGN §8).
    */
   private async parse(lane: Lane, batch: ConsumedMessage[]): Promise<Parsed> {
-    const out: Parsed = { events: [], dead: [], duplicates: 0 };
-    const floor = lane.checkpoint?.nextOffset ?? -1;
-    const records: Array<{ event: ChangeEvent } | { dead: DeadLetterRecord }> = [];
-    for (const msg of batch) {
-      if (msg.offset < floor) {
-        out.duplicates++;
-        continue;
-      }
-      try {
-        records.push(decodeChangeRecord(msg.value ?? Buffer.alloc(0)));
-      } catch (err) {
-        records.push({ dead: {
-          reason: 'WS_DECODE_MALFORMED', error: `changes record: ${errorMessage(err)}`, topic: msg.topic, partition: msg.partition, offset: msg.offset,
-          entity: null, node: null, recordKey: null, payload: msg.value?.toString('base64') ?? null, payloadKind: 'change',
-        } });
-      }
-    }
+    return (await this.parseMany([{ lane, batch }]))[0]!;
+  }
+
+  /** `parse` for a cycle's batches: one dead-letter lookup for all of them. */
+  private async parseMany(batches: Array<{ lane: Lane; batch: ConsumedMessage[] }>): Promise<Parsed[]> {
     const keys = new Set<string>();
-    for (const r of records) {
-      if ('event' in r) keys.add(r.event.keyText);
-      else if (r.dead.recordKey !== null) keys.add(r.dead.recordKey);
-    }
+    const decoded = batches.map(({ lane, batch }) => {
+      const floor = lane.checkpoint?.nextOffset ?? -1;
+      const records: Array<{ event: ChangeEvent } | { dead: DeadLetterRecord }> = [];
+      let duplicates = 0;
+      for (const msg of batch) {
+        if (msg.offset < floor) {
+          duplicates++;
+          continue;
+        }
+        try {
+          records.push(decodeChangeRecord(msg.value ?? Buffer.alloc(0)));
+        } catch (err) {
+          records.push({ dead: {
+            reason: 'WS_DECODE_MALFORMED', error: `changes record: ${errorMessage(err)}`, topic: msg.topic, partition: msg.partition, offset: msg.offset,
+            entity: null, node: null, recordKey: null, payload: msg.value?.toString('base64') ?? null, payloadKind: 'change',
+          } });
+        }
+      }
+      for (const r of records) {
+        if ('event' in r) keys.add(r.event.keyText);
+        else if (r.dead.recordKey !== null) keys.add(r.dead.recordKey);
+      }
+      return { records, duplicates };
+    });
     const parked = keys.size === 0 ? new Set<string>() : await parkedKeys(this.o.pool, this.o.groupId, [...keys]);
-    for (const r of records) {
-      if ('dead' in r) {
-        out.dead.push(r.dead);
-        if (r.dead.recordKey !== null && r.dead.entity !== null) parked.add(`${r.dead.entity}\u0000${r.dead.recordKey}`);
-        continue;
+    return decoded.map(({ records, duplicates }) => {
+      const out: Parsed = { events: [], dead: [], duplicates };
+      for (const r of records) {
+        if ('dead' in r) {
+          out.dead.push(r.dead);
+          if (r.dead.recordKey !== null && r.dead.entity !== null) parked.add(`${r.dead.entity}\u0000${r.dead.recordKey}`);
+          continue;
+        }
+        const ev = r.event;
+        if (parked.has(`${ev.entity}\u0000${ev.keyText}`)) {
+          out.dead.push({
+            reason: 'WS_PARKED', error: `waits behind an earlier dead letter of ${ev.entity} ${ev.keyText}`,
+            topic: ev.position.topic, partition: ev.position.partition, offset: ev.position.offset, entity: ev.entity, node: ev.node,
+            recordKey: ev.keyText, payload: encodeChange(ev).toString('base64'), payloadKind: 'change',
+          });
+        } else {
+          out.events.push(ev);
+        }
       }
-      const ev = r.event;
-      if (parked.has(`${ev.entity}\u0000${ev.keyText}`)) {
-        out.dead.push({
-          reason: 'WS_PARKED', error: `waits behind an earlier dead letter of ${ev.entity} ${ev.keyText}`,
-          topic: ev.position.topic, partition: ev.position.partition, offset: ev.position.offset, entity: ev.entity, node: ev.node,
-          recordKey: ev.keyText, payload: encodeChange(ev).toString('base64'), payloadKind: 'change',
-        });
-      } else {
-        out.events.push(ev);
-      }
-    }
-    return out;
+      return out;
+    });
   }
 
   /** A pause holds every lane before it cuts its next batch, so what arrives meanwhile is applied together on resume. */
@@ -129,9 +185,87 @@ export class SyncStage implements LaneHost {
     if (this.o.pause.isPaused) return 'held';
     const cp = lane.checkpoint;
     if (cp !== null && batch[0]!.offset > cp.nextOffset) return this.reread(lane, cp.nextOffset, batch[0]!.offset);
-    const outcome = await this.processRange(lane, batch, true);
+    const outcome = await new Promise<BatchOutcome>((resolve, reject) => {
+      this.pending.push({ lane, batch, resolve, reject });
+      this.pendingEvents += batch.length;
+      this.scheduleCycle();
+    });
     if (outcome === 'done') lane.rereads = 0;
     return outcome;
+  }
+
+  /**
+   * Starts a cycle once the lanes woken together have cut their batches (the next turn of
+   * the event loop), if a cycle slot is free; otherwise when one frees.
+   */
+  private scheduleCycle(): void {
+    if (this.cycleScheduled || this.pending.length === 0) return;
+    this.cycleScheduled = true;
+    void this.cycleSlots.acquire().then(() => setImmediate(() => {
+      this.cycleScheduled = false;
+      const members: Member[] = [];
+      let events = 0;
+      while (this.pending.length > 0 && (members.length === 0 || events + this.pending[0]!.batch.length <= this.cycleEvents)) {
+        const m = this.pending.shift()!;
+        events += m.batch.length;
+        members.push(m);
+      }
+      this.pendingEvents -= events;
+      void this.cycle(members).finally(() => {
+        this.cycleSlots.release();
+        this.scheduleCycle();
+      });
+      this.scheduleCycle();
+    }));
+  }
+
+  /**
+   * One cycle (DESIGN §2): the members' batches are parsed with one dead-letter lookup,
+   * classified and applied together, and committed in one transaction. A member that is
+   * fenced, and every member of a cycle that fails, goes on alone (`processRange`), which
+   * retries, reloads its checkpoint or isolates the record at fault; it does not hold the
+   * cycle's slot meanwhile.
+   */
+  private async cycle(members: Member[]): Promise<void> {
+    const alone = (list: Member[]) => {
+      for (const m of list) this.processRange(m.lane, m.batch, true).then(m.resolve, m.reject);
+    };
+    const live: Member[] = [];
+    for (const m of members) {
+      if (m.lane.revoked || this.o.pause.isPaused) m.resolve('held');
+      else if (m.lane.checkpoint !== null && m.batch[m.batch.length - 1]!.offset + 1 <= m.lane.checkpoint.nextOffset) alone([m]); // all seen
+      else live.push(m);
+    }
+    if (live.length === 0) return;
+    const settled = new Set<Member>();
+    try {
+      const parsed = await this.parseMany(live);
+      const parts = live.map((m, i) => partOf(m.lane, m.batch, parsed[i]!));
+      const result = await this.o.engine.process(this.o.pool, parts.flatMap((p) => p.parsed.events));
+      if (this.o.crashPoint) this.synced += result.counts.causal;
+      split(parts, result);
+      await this.propagateTruncates(result);
+      this.crash('after-target-write');
+      const fenced = await this.commit(parts, result);
+      this.o.metrics.cycleBatches.observe(parts.length - fenced.size);
+      if (fenced.size > 0) {
+        this.o.metrics.cycleAlone.labels('fenced').inc(fenced.size);
+        this.o.log.warn({ lanes: [...fenced.keys()].map((p) => p.lane.logId) }, 'Partitions fenced in a cycle\'s commit go on alone');
+      }
+      for (let i = 0; i < parts.length; i++) {
+        if (fenced.has(parts[i]!)) continue;
+        settled.add(live[i]!);
+        await this.finish(parts[i]!).catch((err: unknown) => this.o.log.warn({ lane: parts[i]!.lane.logId, err: errorMessage(err) }, 'After a committed batch: its metrics, mirror or offset failed'));
+        live[i]!.resolve('done');
+      }
+      alone(live.filter((_, i) => fenced.has(parts[i]!)));
+    } catch (err) {
+      // a member already committed is its lane's no longer: the lane may have cut its next batch
+      const rest = live.filter((m) => !settled.has(m));
+      this.o.metrics.cycleAlone.labels('failed').inc(rest.length);
+      this.o.log.warn({ lanes: rest.length, err: errorMessage(err) }, 'A cycle failed; its partitions go on alone');
+      alone(rest);
+    }
   }
 
   /**
@@ -145,8 +279,6 @@ export class SyncStage implements LaneHost {
    */
   private async processRange(lane: Lane, batch: ConsumedMessage[], whole: boolean): Promise<BatchOutcome> {
     let parsed = await this.retryForever('dead-letter lookup', () => this.parse(lane, batch));
-    let result: SyncBatchResult | undefined;
-    let committed: { dead: DeadLetterRecord[]; ids: string[] } | undefined;
     const first = batch[0]!.offset;
     const nextOffset = batch[batch.length - 1]!.offset + 1;
     let failures = 0;
@@ -154,12 +286,16 @@ export class SyncStage implements LaneHost {
       if (lane.revoked) return 'held';
       try {
         if (lane.checkpoint !== null && nextOffset <= lane.checkpoint.nextOffset) break; // all seen
-        result = await this.o.engine.process(this.o.pool, parsed.events);
+        const part = partOf(lane, batch, parsed);
+        const result = await this.o.engine.process(this.o.pool, parsed.events);
         if (this.o.crashPoint) this.synced += result.counts.causal; // new changes only: a replayed history does not arm it
+        split([part], result);
         await this.propagateTruncates(result);
         this.crash('after-target-write');
-        committed = await this.commit(lane, first, nextOffset, parsed, result);
-        break;
+        const fenced = (await this.commit([part], result)).get(part);
+        if (fenced) throw fenced;
+        await this.finish(part);
+        return 'done';
       } catch (err) {
         if (err instanceof EpochFencedError) {
           // Another owner claimed the log: wait for the rebalance to take the lane away, or
@@ -210,11 +346,18 @@ export class SyncStage implements LaneHost {
         await sleep(backoff(attempt));
       }
     }
-    if (result && committed) this.observe(committed.dead, result);
-    if (committed && committed.dead.length > 0) await this.mirror(committed.dead, committed.ids);
+    // everything was committed before: nothing to write
     if (parsed.duplicates > 0) this.o.metrics.duplicates.labels('checkpoint').inc(parsed.duplicates);
     this.consumer.storeOffset(lane.topic, lane.partition, nextOffset);
     return 'done';
+  }
+
+  /** After a part's commit: its metrics, its dead letters' Redis mirror, and its offset for Kafka. */
+  private async finish(part: Part): Promise<void> {
+    this.observe(part);
+    if (part.dead.length > 0) await this.mirror(part.dead, part.ids);
+    if (part.parsed.duplicates > 0) this.o.metrics.duplicates.labels('checkpoint').inc(part.parsed.duplicates);
+    this.consumer.storeOffset(part.lane.topic, part.lane.partition, part.nextOffset);
   }
 
   /**
@@ -276,58 +419,71 @@ export class SyncStage implements LaneHost {
     }
   }
 
-  private async commit(lane: Lane, firstOffset: number, nextOffset: number, parsed: Parsed, result: SyncBatchResult): Promise<{ dead: DeadLetterRecord[]; ids: string[] }> {
+  /**
+   * The committer: one transaction for the parts of a cycle (or one part alone), holding
+   * every part's audit leaves (one COPY), dead letters, conflicts, record states and
+   * checkpoint. Each part is fenced on its own, before anything of it is written: its log's
+   * epoch (locked, in log order) and its checkpoint's compare-and-set. A part that fails
+   * either is left out and returned with its error; the others commit. Anything else rolls
+   * the whole transaction back and throws.
+   */
+  private async commit(parts: Part[], result: SyncBatchResult): Promise<Map<Part, CheckpointFencedError>> {
     const started = performance.now();
-    const dead = [...parsed.dead, ...result.rejected.map(rejectedLetter)];
-    let ids: string[] = [];
+    const at = new Date().toISOString();
+    for (const p of parts) {
+      p.audit = auditRows(at, p, result.states);
+      p.dead = [...p.parsed.dead, ...p.rejected.map(rejectedLetter)];
+      p.next = { nextOffset: p.nextOffset, logId: p.lane.logId, lastSeq: (p.lane.checkpoint?.lastSeq ?? 0) + p.audit.length };
+    }
+    const fenced = new Map<Part, CheckpointFencedError>();
     const client = await this.o.pool.connect();
     let broken: Error | undefined;
     try {
       await client.query('BEGIN');
-      let seq = lane.checkpoint?.lastSeq ?? 0;
-      const audit: AuditRowInput[] = [];
-      const at = new Date().toISOString();
-      for (const s of result.synced) {
-        const d = s.decision;
-        if (s.event.resolve && d.kind === 'ignored') continue; // a resolution already converged: not a change
-        if (d.kind === 'causal' || d.kind === 'ignored') {
-          const state = result.states.get(s.event.entity)?.get(s.event.keyText);
-          audit.push(changeRow(at, lane.logId, ++seq, s.event, s.writes, d.kind === 'causal' ? encode(d.version) : null, state?.hlc ?? null));
-        } else if (d.kind === 'resolved') {
-          const state = result.states.get(s.event.entity)!.get(s.event.keyText)!;
-          const c = d.command;
-          audit.push(resolveRow(at, lane.logId, ++seq, s.event, { conflictId: c.conflictId, strategy: c.strategy, by: c.by, value: c.value }, s.writes, encode(d.version), state.hlc));
-        } else if (d.kind === 'concurrent') {
-          const state = result.states.get(s.event.entity)!.get(s.event.keyText)!;
-          audit.push(changeRow(at, lane.logId, ++seq, s.event, s.writes, encode(d.version), state.hlc));
-          audit.push(conflictRow(at, lane.logId, ++seq, s.event, {
-            localNode: d.conflict.local.node, localValue: d.conflict.local.value, incomingValue: d.conflict.incoming.value,
-            winner: d.conflict.winner, strategy: d.conflict.strategy, merged: encode(d.conflict.merged), hlc: state.hlc,
-          }, s.writes));
+      const logged = parts.filter((p) => p.audit.length > 0);
+      const logs = await this.o.audit.lockMany(client, logged.map((p) => ({ logId: p.lane.logId, epoch: this.epochs.get(p.lane.logId) ?? -1 })));
+      for (const p of logged) {
+        const e = logs.fenced.get(p.lane.logId);
+        if (e) fenced.set(p, e);
+      }
+      const open = parts.filter((p) => !fenced.has(p));
+      const moved = await this.o.checkpoints.advanceMany(client, open.map((p) => ({
+        topic: p.lane.topic, partition: p.lane.partition, expected: p.lane.checkpoint, next: p.next!, firstOffset: p.firstOffset,
+      })), this.o.workerId);
+      for (const p of open) {
+        if (moved.has(`${p.lane.topic}/${p.lane.partition}`)) {
+          fenced.set(p, checkpointFenced(p.lane.topic, p.lane.partition, p.lane.checkpoint));
         }
       }
-      if (audit.length > 0) {
-        const leaves = await insertAuditRows(client, audit);
-        await this.o.audit.append(client, lane.logId, this.epochs.get(lane.logId) ?? -1, lane.checkpoint?.lastSeq ?? 0, leaves);
+      const live = parts.filter((p) => !fenced.has(p));
+      const rows = live.flatMap((p) => p.audit);
+      if (rows.length > 0) {
+        const leaves = await insertAuditRows(client, rows);
+        let i = 0;
+        await this.o.audit.appendLocked(client, logs.locked, live.map((p) => ({ logId: p.lane.logId, lastSeq: p.lane.checkpoint?.lastSeq ?? 0, leaves: leaves.slice(i, (i += p.audit.length)) })));
       }
-      if (dead.length > 0) ids = await insertDeadLetters(client, this.o.groupId, dead);
-      await saveConflicts(client, this.o.groupId, result);
-      for (const [entity, states] of result.states) await this.o.store.save(client, entity, states);
-      const next = { nextOffset, logId: lane.logId, lastSeq: seq };
-      await this.o.checkpoints.advance(client, lane.topic, lane.partition, lane.checkpoint, next, this.o.workerId, firstOffset);
+      const dead = live.flatMap((p) => p.dead);
+      if (dead.length > 0) {
+        const ids = await insertDeadLetters(client, this.o.groupId, dead);
+        let i = 0;
+        for (const p of live) p.ids = ids.slice(i, (i += p.dead.length));
+      }
+      const kept = fenced.size === 0 ? result : without(result, [...fenced.keys()]);
+      await saveConflicts(client, this.o.groupId, kept);
+      for (const [entity, states] of kept.states) if (states.size > 0) await this.o.store.save(client, entity, states);
       this.crash('after-audit-copy');
       await client.query('COMMIT');
-      lane.checkpoint = next;
+      for (const p of live) p.lane.checkpoint = p.next!;
     } catch (err) {
       await client.query('ROLLBACK').catch(() => undefined);
-      if (!(err instanceof CheckpointFencedError)) broken = err as Error;
+      if (!(err instanceof CheckpointGapError)) broken = err as Error; // the pool drops a client whose transaction failed
       throw err;
     } finally {
       client.release(broken);
     }
     this.crash('after-commit');
     this.o.metrics.commitDuration.observe(performance.now() - started);
-    return { dead, ids };
+    return fenced;
   }
 
   private retryForever<T>(what: string, fn: () => Promise<T>): Promise<T> {
@@ -349,12 +505,13 @@ export class SyncStage implements LaneHost {
     }
   }
 
-  private observe(dead: DeadLetterRecord[], result: SyncBatchResult): void {
+  private observe(part: Part): void {
+    const { dead, synced, rejected } = part;
     const m = this.o.metrics;
     const now = Date.now();
     const counts = new Map<string, { node: string; entity: string; n: number }>();
     const newest = new Map<string, number>();
-    for (const s of result.synced) {
+    for (const s of synced) {
       const ev = s.event;
       const kind = s.decision.kind;
       if (kind === 'echo') { m.echoes.labels(ev.node).inc(); continue; }
@@ -379,8 +536,8 @@ export class SyncStage implements LaneHost {
       m.errors.labels(d.node ?? 'unknown', d.entity ?? 'unknown').inc();
       m.deadLetters.labels(d.reason).inc();
     }
-    for (const r of result.rejected) if (r.first) m.nodeRows.labels(r.node, 'rejected').inc();
-    m.batchSize.observe(result.synced.length + dead.length);
+    for (const r of rejected) if (r.first) m.nodeRows.labels(r.node, 'rejected').inc();
+    m.batchSize.observe(synced.length + dead.length);
   }
 
   private synced = 0;
@@ -401,3 +558,44 @@ export class SyncStage implements LaneHost {
   }
 }
 
+/** Hands each synced and rejected event of a cycle's result to the part it came from. */
+function split(parts: Part[], result: SyncBatchResult): void {
+  const owner = new Map<ChangeEvent, Part>();
+  for (const p of parts) for (const ev of p.parsed.events) owner.set(ev, p);
+  for (const s of result.synced) owner.get(s.event)!.synced.push(s);
+  for (const r of result.rejected) owner.get(r.event)!.rejected.push(r);
+}
+
+/** A cycle's result without the fenced parts: their events and their records' states. */
+function without(result: SyncBatchResult, fenced: Part[]): SyncBatchResult {
+  const events = new Set<ChangeEvent>(fenced.flatMap((p) => p.parsed.events));
+  const states = new Map<string, Map<string, RecordState>>();
+  for (const [entity, byKey] of result.states) states.set(entity, new Map(byKey));
+  for (const ev of events) states.get(ev.entity)?.delete(ev.keyText);
+  return { ...result, synced: result.synced.filter((s) => !events.has(s.event)), rejected: result.rejected.filter((r) => !events.has(r.event)), states };
+}
+
+/** A part's audit rows, at seqs after its checkpoint's: a change leaf per change, and a conflict leaf after a concurrent one (DESIGN §7). */
+function auditRows(at: string, p: Part, states: SyncBatchResult['states']): AuditRowInput[] {
+  let seq = p.lane.checkpoint?.lastSeq ?? 0;
+  const logId = p.lane.logId;
+  const audit: AuditRowInput[] = [];
+  for (const s of p.synced) {
+    const d = s.decision;
+    const state = states.get(s.event.entity)?.get(s.event.keyText);
+    if (s.event.resolve && d.kind === 'ignored') continue; // a resolution already converged: not a change
+    if (d.kind === 'causal' || d.kind === 'ignored') {
+      audit.push(changeRow(at, logId, ++seq, s.event, s.writes, d.kind === 'causal' ? encode(d.version) : null, state?.hlc ?? null));
+    } else if (d.kind === 'resolved') {
+      const c = d.command;
+      audit.push(resolveRow(at, logId, ++seq, s.event, { conflictId: c.conflictId, strategy: c.strategy, by: c.by, value: c.value }, s.writes, encode(d.version), state!.hlc));
+    } else if (d.kind === 'concurrent') {
+      audit.push(changeRow(at, logId, ++seq, s.event, s.writes, encode(d.version), state!.hlc));
+      audit.push(conflictRow(at, logId, ++seq, s.event, {
+        localNode: d.conflict.local.node, localValue: d.conflict.local.value, incomingValue: d.conflict.incoming.value,
+        winner: d.conflict.winner, strategy: d.conflict.strategy, merged: encode(d.conflict.merged), hlc: state!.hlc,
+      }, s.writes));
+    }
+  }
+  return audit;
+}

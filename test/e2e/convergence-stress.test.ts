@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type pg from 'pg';
 import type mysql from 'mysql2/promise';
 import { freshKeyBase, maria, pgApp, pgControl, waitFor } from '../support/stack.ts';
-import { settle } from '../support/worker-process.ts';
+import { counterSum, settle } from '../support/worker-process.ts';
 import { startApiWorker, type ApiWorker } from '../support/api.ts';
 
 /**
@@ -117,5 +117,11 @@ describe(`convergence under conflicts: ${KEYS} keys, ${ROUNDS} rounds (seed ${se
     const { pg, my: m } = await rows(ids);
     expect([...m.entries()].sort()).toEqual([...pg.entries()].sort());
     expect(await conflictCount(ids)).toBe(expected);
+
+    // resumed together, the held partitions were committed together: group commit (DESIGN §2)
+    const metrics = await w.metrics();
+    const cycles = counterSum(metrics, 'sync_cycle_partitions_count');
+    expect(cycles).toBeGreaterThan(0);
+    expect(counterSum(metrics, 'sync_cycle_partitions_bucket', 'le="2"')).toBeLessThan(cycles);
   });
 });
