@@ -62,11 +62,20 @@ export async function insertDeadLetters(client: pg.PoolClient, group: string, dl
   return ids;
 }
 
-/** Of `keys` (canonical key texts), the (entity, key) pairs an open dead letter parks, as `entity\u0000key`. */
-export async function parkedKeys(db: pg.Pool | pg.PoolClient, group: string, keys: string[]): Promise<Set<string>> {
+/**
+ * Of the records `records` (entity and canonical key text, each once), those an open dead
+ * letter parks, as `entity\u0000key`. Each record is one probe of the parked index, by both
+ * its columns, whatever the statistics say (the LIMIT keeps the lookup from being
+ * flattened into a join, as in STATE_LOAD_SQL). Looked up by the key alone, the index was
+ * read whole, and each batch took longer the more letters were open: 9-13 ms a call with
+ * 7,700 open (bench/RESULTS.md, issue 13).
+ */
+export async function parkedKeys(db: pg.Pool | pg.PoolClient, group: string, records: Array<{ entity: string; keyText: string }>): Promise<Set<string>> {
   const { rows } = await db.query<{ entity: string; record_key: string }>(
-    `SELECT DISTINCT entity, record_key FROM sync_dead_letters WHERE status = 'open' AND consumer_group = $1 AND record_key = ANY($2)`,
-    [group, keys],
+    `SELECT k.entity, k.record_key FROM unnest($2::text[], $3::text[]) AS k(entity, record_key)
+       CROSS JOIN LATERAL (SELECT 1 FROM sync_dead_letters d
+         WHERE d.entity = k.entity AND d.record_key = k.record_key AND d.status = 'open' AND d.consumer_group = $1 LIMIT 1) AS parked`,
+    [group, records.map((r) => r.entity), records.map((r) => r.keyText)],
   );
   return new Set(rows.map((r) => `${r.entity}\u0000${r.record_key}`));
 }

@@ -125,7 +125,8 @@ export class SyncStage implements LaneHost {
 
   /** `parse` for a cycle's batches: one dead-letter lookup for all of them. */
   private async parseMany(batches: Array<{ lane: Lane; batch: ConsumedMessage[] }>): Promise<Parsed[]> {
-    const keys = new Set<string>();
+    const keys = new Map<string, { entity: string; keyText: string }>();
+    const want = (entity: string, keyText: string) => keys.set(`${entity}\u0000${keyText}`, { entity, keyText });
     const decoded = batches.map(({ lane, batch }) => {
       const floor = lane.checkpoint?.nextOffset ?? -1;
       const records: Array<{ event: ChangeEvent } | { dead: DeadLetterRecord }> = [];
@@ -145,12 +146,12 @@ export class SyncStage implements LaneHost {
         }
       }
       for (const r of records) {
-        if ('event' in r) keys.add(r.event.keyText);
-        else if (r.dead.recordKey !== null) keys.add(r.dead.recordKey);
+        if ('event' in r) want(r.event.entity, r.event.keyText);
+        else if (r.dead.recordKey !== null && r.dead.entity !== null) want(r.dead.entity, r.dead.recordKey);
       }
       return { records, duplicates };
     });
-    const parked = keys.size === 0 ? new Set<string>() : await parkedKeys(this.o.pool, this.o.groupId, [...keys]);
+    const parked = keys.size === 0 ? new Set<string>() : await parkedKeys(this.o.pool, this.o.groupId, [...keys.values()]);
     return decoded.map(({ records, duplicates }) => {
       const out: Parsed = { events: [], dead: [], duplicates };
       for (const r of records) {
