@@ -291,7 +291,7 @@ export class Metrics {
 
   readonly lanesActive = new Gauge({
     name: 'sync_lanes_active',
-    help: 'Lanes processing a batch right now (bounded by QUEUE_CONCURRENCY)',
+    help: 'Lanes processing a batch right now: ingest lanes (at most QUEUE_CONCURRENCY at once) and sync lanes (each with its batch in a cycle)',
     registers: [this.registry],
   });
 

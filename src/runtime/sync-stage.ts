@@ -89,7 +89,6 @@ export class SyncStage implements LaneHost {
   private readonly cycleSlots: Semaphore;
   private readonly cycleEvents: number;
   private pending: Member[] = [];
-  private pendingEvents = 0;
   private cycleScheduled = false;
 
   constructor(batchSize: number, cycle: { cycles: number; events: number }, o: SyncStage['o']) {
@@ -188,7 +187,6 @@ export class SyncStage implements LaneHost {
     if (cp !== null && batch[0]!.offset > cp.nextOffset) return this.reread(lane, cp.nextOffset, batch[0]!.offset);
     const outcome = await new Promise<BatchOutcome>((resolve, reject) => {
       this.pending.push({ lane, batch, resolve, reject });
-      this.pendingEvents += batch.length;
       this.scheduleCycle();
     });
     if (outcome === 'done') lane.rereads = 0;
@@ -211,7 +209,6 @@ export class SyncStage implements LaneHost {
         events += m.batch.length;
         members.push(m);
       }
-      this.pendingEvents -= events;
       void this.cycle(members).finally(() => {
         this.cycleSlots.release();
         this.scheduleCycle();
@@ -448,11 +445,11 @@ export class SyncStage implements LaneHost {
         if (e) fenced.set(p, e);
       }
       const open = parts.filter((p) => !fenced.has(p));
-      const moved = await this.o.checkpoints.advanceMany(client, open.map((p) => ({
+      const stale = await this.o.checkpoints.advanceMany(client, open.map((p) => ({
         topic: p.lane.topic, partition: p.lane.partition, expected: p.lane.checkpoint, next: p.next!, firstOffset: p.firstOffset,
       })), this.o.workerId);
       for (const p of open) {
-        if (moved.has(`${p.lane.topic}/${p.lane.partition}`)) {
+        if (stale.has(`${p.lane.topic}/${p.lane.partition}`)) {
           fenced.set(p, checkpointFenced(p.lane.topic, p.lane.partition, p.lane.checkpoint));
         }
       }

@@ -262,7 +262,7 @@ export class Worker {
     );
     const loop = new ConsumeLoop(consumer, lanes, env.batchSize, env.maxBufferedEvents, this.log, () => {
       this.metrics.queueDepth.set(this.stages.reduce((n, s) => n + s.loop.buffered, 0));
-      this.metrics.lanesActive.set(this.semaphore.active);
+      this.metrics.lanesActive.set(this.stages.reduce((n, s) => n + s.host.semaphore.active, 0));
     });
     return { host, consumer, loop, name };
   }
