@@ -127,8 +127,9 @@ describe('walking skeleton on the real stack', () => {
     expect(rows.map((r) => r.record_key.id).sort()).toEqual([base, base + 2]);
     const dl = await waitFor('the dead letter', async () => {
       const { rows: d } = await control.query<{ reason: string; error: string; topic: string; entity: string; source_node: string; payload: Buffer }>(
-        `SELECT reason, error, topic, entity, source_node, payload FROM sync_dead_letters WHERE topic = 'maria.app.customers' AND payload IS NOT NULL AND convert_from(payload, 'UTF8') LIKE $1`,
-        [`%"id":${base + 1},%`],
+        // by its parked key: decoding every payload fails on the chaos suite's fuzzed ones, which need not be UTF-8
+        `SELECT reason, error, topic, entity, source_node, payload FROM sync_dead_letters WHERE topic = 'maria.app.customers' AND record_key = $1 AND payload IS NOT NULL`,
+        [`[${base + 1}]`],
       );
       return d.length > 0 ? d : undefined;
     });
