@@ -113,8 +113,7 @@ export class AuditWriter {
       if (f.size > signed.size && Date.now() - signed.at >= this.every.ms) signed = await this.sign(client, logId, f, signed);
       saved.push({ logId, f, signed });
     }
-    if (saved.length === 1) await this.save(client, saved[0]!.logId, saved[0]!.f, saved[0]!.signed);
-    else if (saved.length > 1) await this.saveMany(client, saved);
+    if (saved.length > 0) await this.save(client, saved);
   }
 
   /** Signs a checkpoint for everything the log holds beyond its last one (when due, or always with force). Returns whether it did. */
@@ -127,7 +126,7 @@ export class AuditWriter {
       const f: Frontier = { size: Number(log.tree_size), roots: log.frontier };
       const last: Signed = { size: Number(log.checkpoint_size), hash: log.checkpoint_hash, at: log.checkpoint_at?.getTime() ?? 0 };
       const due = f.size > last.size && (!onlyIfDue || Date.now() - last.at >= this.every.ms);
-      if (due) await this.save(client, logId, f, await this.sign(client, logId, f, last));
+      if (due) await this.save(client, [{ logId, f, signed: await this.sign(client, logId, f, last) }]);
       await client.query('COMMIT');
       return due;
     } catch (err) {
@@ -158,15 +157,8 @@ export class AuditWriter {
     return { size: f.size, hash: c.hash, at: now };
   }
 
-  private async save(client: pg.ClientBase, logId: string, f: Frontier, signed: Signed): Promise<void> {
-    await client.query(
-      'UPDATE audit_logs SET tree_size = $2, frontier = $3, checkpoint_size = $4, checkpoint_hash = $5, checkpoint_at = $6 WHERE log_id = $1',
-      [logId, f.size, f.roots, signed.size, signed.hash, signed.at === 0 ? null : new Date(signed.at)],
-    );
-  }
-
-  /** Every log's frontier and last checkpoint, in one statement (the cycle's commit). */
-  private async saveMany(client: pg.ClientBase, saved: Array<{ logId: string; f: Frontier; signed: Signed }>): Promise<void> {
+  /** Each log's frontier and last checkpoint, all in one statement (a cycle's logs, or one sealed log). */
+  private async save(client: pg.ClientBase, saved: Array<{ logId: string; f: Frontier; signed: Signed }>): Promise<void> {
     // A frontier is an array of hashes; the statement takes each as one bytea of its
     // concatenated 32-byte roots, split again in SQL.
     await client.query(
