@@ -18,6 +18,8 @@ export interface Verdict {
   deadLetters: number;
   /** Audit rows of these keys that match no committed write (an audited change that never was). */
   phantom: number;
+  /** A few of the diverged rows, said in words. */
+  divergedExamples: string[];
 }
 
 interface Row {
@@ -51,17 +53,33 @@ export async function mariaRows(my: mysql.Pool, ids: number[]): Promise<Map<numb
 
 /** Rows that differ between the databases, or from the last committed write. */
 export async function divergedRows(app: pg.Pool, my: mysql.Pool, w: Workload): Promise<number> {
+  return (await divergence(app, my, w)).count;
+}
+
+/**
+ * The rows that differ, with a few examples for the report: each key's source database,
+ * the write it should hold, and the name (which says the write) each database holds.
+ */
+export async function divergence(app: pg.Pool, my: mysql.Pool, w: Workload, examples = 0): Promise<{ count: number; examples: string[] }> {
   const finals = w.finals();
   const ids = [...finals.keys()];
-  if (ids.length === 0) return 0;
+  if (ids.length === 0) return { count: 0, examples: [] };
   const [a, b] = await Promise.all([pgRows(app, ids), mariaRows(my, ids)]);
-  let diverged = 0;
+  let count = 0;
+  const shown: string[] = [];
   for (const [id, n] of finals) {
     const r = rowOf(id, n);
     const want: Row = { name: r.name, email: r.email, balance: r.balance, tags: r.tags, updated_at: r.updated_at };
-    if (!same(a.get(id), want) || !same(b.get(id), want)) diverged++;
+    const inPg = a.get(id);
+    const inMaria = b.get(id);
+    if (same(inPg, want) && same(inMaria, want)) continue;
+    count++;
+    if (shown.length < examples) {
+      const held = (row: Row | undefined) => (row === undefined ? 'no row' : same(row, want) ? 'ok' : JSON.stringify(row.name));
+      shown.push(`key ${id} (written in ${w.sourceOf(id)}) should hold "${r.name}": PostgreSQL ${held(inPg)}, MariaDB ${held(inMaria)}`);
+    }
   }
-  return diverged;
+  return { count, examples: shown };
 }
 
 export async function verdict(control: pg.Pool, app: pg.Pool, my: mysql.Pool, group: string, w: Workload, deadSince: Date): Promise<Verdict> {
@@ -93,9 +111,10 @@ export async function verdict(control: pg.Pool, app: pg.Pool, my: mysql.Pool, gr
     `SELECT count(*)::int AS n FROM (SELECT log_id FROM audit_log WHERE log_id LIKE $1 GROUP BY log_id HAVING count(*) <> max(seq) OR min(seq) <> 1) g`,
     [`${group}:%`]);
   const dead = await control.query('SELECT count(*)::int AS n FROM sync_dead_letters WHERE consumer_group = $1 AND created_at >= $2', [group, deadSince]);
+  const diverged = await divergence(app, my, w, 5);
   return {
-    changes: w.committed.length, lost, duplicated, diverged: await divergedRows(app, my, w), seqGaps: gaps.rows[0].n,
-    deadLetters: dead.rows[0].n, phantom,
+    changes: w.committed.length, lost, duplicated, diverged: diverged.count, seqGaps: gaps.rows[0].n,
+    deadLetters: dead.rows[0].n, phantom, divergedExamples: diverged.examples,
   };
 }
 

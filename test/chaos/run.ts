@@ -10,7 +10,7 @@
  * scenario holds; 1 when one does not; 2 on a usage error.
  */
 import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type pg from 'pg';
 import type mysql from 'mysql2/promise';
@@ -51,6 +51,8 @@ interface Replica {
 
 class Ctx {
   readonly replicas: Replica[] = [];
+  /** Every replica's log file, the killed ones' too: a failed scenario prints their warnings. */
+  readonly logs: string[] = [];
   readonly notes: string[] = [];
   readonly watch = new HealthWatch(() => this.replicas.map((r) => r.w.url));
   faultEndedAt = Date.now();
@@ -65,6 +67,7 @@ class Ctx {
     const token = `chaos-${Math.random().toString(36).slice(2)}`;
     const w = await startWorker(this.group, { CONTROL_POLL_MS: '200', API_TOKEN: token, API_PORT: String(apiPort), ...this.env, ...extra });
     spawned.add(w);
+    this.logs.push(w.logFile);
     void w.exited.then(() => spawned.delete(w));
     const r: Replica = { w, apiUrl: `http://127.0.0.1:${apiPort}`, token };
     this.watch.excuse(w.url); // silent until it first answers
@@ -326,7 +329,7 @@ async function runScenario(s: Scenario, seed: number, pools: { app: pg.Pool; my:
   const workload = new Workload(pools.app, pools.my, freshKeyBase(), s.keysPerDb, s.rate);
   const ctx = new Ctx(group, workload, rng(seed), s.env ?? {});
   let recoverSeconds: number | null = null;
-  let v: Verdict = { changes: 0, lost: 0, duplicated: 0, diverged: 0, seqGaps: 0, deadLetters: 0, phantom: 0 };
+  let v: Verdict = { changes: 0, lost: 0, duplicated: 0, diverged: 0, seqGaps: 0, deadLetters: 0, phantom: 0, divergedExamples: [] };
   try {
     await ctx.start();
     ctx.watch.start();
@@ -345,6 +348,7 @@ async function runScenario(s: Scenario, seed: number, pools: { app: pg.Pool; my:
     if (recoverSeconds === null) ctx.failed.push('did not converge within 240 s');
     await sleep(1500); // anything late (a duplicate audited twice) has time to show
     v = await verdict(pools.control, pools.app, pools.my, group, workload, since);
+    for (const e of v.divergedExamples) ctx.failed.push(`diverged: ${e}`);
   } catch (err) {
     ctx.failed.push(`scenario failed: ${(err as Error).message}`);
   } finally {
@@ -357,10 +361,34 @@ async function runScenario(s: Scenario, seed: number, pools: { app: pg.Pool; my:
   }
   const unintended = v.deadLetters - ctx.intendedDeadLetters;
   const ok = ctx.failed.length === 0 && v.lost === 0 && v.duplicated === 0 && v.diverged === 0 && v.seqGaps === 0 && v.phantom === 0 && unintended === 0 && ctx.watch.maxGapMs <= 2000;
+  if (!ok) printWarnings(s.name, ctx.logs);
   return {
     scenario: s.name, ...v, intendedDeadLetters: ctx.intendedDeadLetters, recoverSeconds, healthMaxGapMs: ctx.watch.maxGapMs,
     seconds: Math.round((Date.now() - started) / 1000), ok, notes: [...ctx.failed.map((f) => `FAILED: ${f}`), ...ctx.notes],
   };
+}
+
+/**
+ * A failed scenario's evidence, for a CI log that outlives the machine: the workers'
+ * warnings and errors (pino levels 40 and up), the last 60 of them across all its
+ * replicas, and where the full logs are.
+ */
+function printWarnings(scenario: string, logs: string[]): void {
+  const lines: string[] = [];
+  for (const file of logs) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n')) {
+      const level = /"level":(\d+)/.exec(line)?.[1];
+      if (level !== undefined && Number(level) >= 40) lines.push(`${path.basename(file)}: ${line.slice(0, 600)}`);
+    }
+  }
+  say(`${scenario}: ${lines.length} warnings and errors in ${logs.length} worker logs (${path.dirname(logs[0] ?? '.')}); the last ${Math.min(60, lines.length)}:`);
+  for (const l of lines.slice(-60)) process.stderr.write(`  ${l}\n`);
 }
 
 function table(results: Result[]): string {

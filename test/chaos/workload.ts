@@ -69,6 +69,11 @@ export class Workload {
     return this.keys.map((k) => k.id);
   }
 
+  /** The database a key is written in. */
+  sourceOf(id: number): Db | undefined {
+    return this.keys.find((k) => k.id === id)?.db;
+  }
+
   /** The last committed write per key: the value every node must converge to. */
   finals(): Map<number, number> {
     const m = new Map<number, number>();

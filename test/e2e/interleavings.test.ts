@@ -80,11 +80,13 @@ async function converge(id: number, name: string | null): Promise<void> {
 
 /** Kills a worker armed at the crash point right after it wrote `id` to MariaDB. */
 async function crashAfterTargetWrite(id: number): Promise<void> {
-  // first let the group catch up, so the armed worker's first batch is this test's
+  // first let the group catch up, so the armed worker's first new change is this test's
   const w = await start();
   await settle(group, w, app, control);
   await stop(w);
-  const doomed = await start({ WORKER_SYNC_TEST_HOOKS: '1', WORKER_SYNC_TEST_CRASH_POINT: 'after-target-write' });
+  // armed by the first new change it applies, not by the first batch (a late echo of the
+  // catch-up would otherwise kill it before this test's insert is written)
+  const doomed = await start({ WORKER_SYNC_TEST_HOOKS: '1', WORKER_SYNC_TEST_CRASH_POINT: 'after-target-write', WORKER_SYNC_TEST_CRASH_AFTER: '1' });
   await doomed.ready();
   await app.query(`INSERT INTO customers (id, name, balance, tags, updated_at) VALUES ($1, 'first', 1, '{}', now())`, [id]);
   expect((await doomed.exited).signal).toBe('SIGKILL');

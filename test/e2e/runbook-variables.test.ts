@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type pg from 'pg';
 import { ROOT, freshKeyBase, pgApp, pgControl, waitFor } from '../support/stack.ts';
-import { counterSum, freePort, startWorker, type WorkerHandle } from '../support/worker-process.ts';
+import { counterSum, freePort, settle, startWorker, type WorkerHandle } from '../support/worker-process.ts';
 import { forgetGroup } from '../support/cleanup.ts';
 
 /** The runbook's variables (EMERGENCY_STOP, RESET_CHECKPOINT), SIGTERM, and start-up validation. */
@@ -119,6 +119,9 @@ describe('RESET_CHECKPOINT', () => {
     forget.push(() => forgetGroup(control, group, [topic]));
     const base = freshKeyBase();
     const first = await start(group);
+    // caught up first: a backlog still flowing after the restore below would move the
+    // partitions on past their restored checkpoints, and the worker rightly re-reads them
+    await settle(group, first, app, control);
     await insertOrders(base, 5);
     await waitFor('5 audited orders', async () => (await audited(group, base, 10)).length === 5, 120_000);
     await echoesSettled(base, 5);
