@@ -141,6 +141,12 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly auditSealsBusy = new Counter({
+    name: 'sync_audit_seals_busy_total',
+    help: 'Timer seals left out because a commit held the log (that commit signs it when due)',
+    registers: [this.registry],
+  });
+
   readonly auditPublished = new Counter({
     name: 'sync_audit_checkpoints_published_total',
     help: 'Audit checkpoints published to the checkpoints topic',

@@ -59,7 +59,10 @@ export class AuditService {
       );
       for (const { log_id: logId } of rows) {
         const epoch = this.o.epochs.get(logId);
-        if (epoch !== undefined && await this.o.writer.seal(this.o.pool, logId, epoch, !force)) this.o.metrics.auditCheckpoints.inc();
+        if (epoch === undefined) continue;
+        const sealed = await this.o.writer.seal(this.o.pool, logId, epoch, !force);
+        if (sealed === 'busy') this.o.metrics.auditSealsBusy.inc();
+        else if (sealed) this.o.metrics.auditCheckpoints.inc();
       }
       await this.publish();
     } catch (err) {

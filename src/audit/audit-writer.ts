@@ -116,13 +116,22 @@ export class AuditWriter {
     if (saved.length > 0) await this.save(client, saved);
   }
 
-  /** Signs a checkpoint for everything the log holds beyond its last one (when due, or always with force). Returns whether it did. */
-  async seal(pool: pg.Pool, logId: string, epoch: number, onlyIfDue = true): Promise<boolean> {
+  /**
+   * Signs a checkpoint for everything the log holds beyond its last one (when due, or
+   * always with force). Returns whether it did, or 'busy' when a commit holds the log: the
+   * timer does not wait behind it, since that commit signs the log itself once the
+   * interval has passed (appendLocked). A forced seal (shutdown) waits.
+   */
+  async seal(pool: pg.Pool, logId: string, epoch: number, onlyIfDue = true): Promise<boolean | 'busy'> {
     const client = await pool.connect();
     let broken: Error | undefined;
     try {
       await client.query('BEGIN');
-      const log = await this.lock(client, logId, epoch);
+      const log = onlyIfDue ? await this.lockIfFree(client, logId, epoch) : await this.lock(client, logId, epoch);
+      if (log === undefined) {
+        await client.query('ROLLBACK');
+        return 'busy';
+      }
       const f: Frontier = { size: Number(log.tree_size), roots: log.frontier };
       const last: Signed = { size: Number(log.checkpoint_size), hash: log.checkpoint_hash, at: log.checkpoint_at?.getTime() ?? 0 };
       const due = f.size > last.size && (!onlyIfDue || Date.now() - last.at >= this.every.ms);
@@ -137,6 +146,16 @@ export class AuditWriter {
     } finally {
       client.release(broken);
     }
+  }
+
+  /** `lock`, unless another transaction holds the row: then undefined, at once. */
+  private async lockIfFree(client: pg.ClientBase, logId: string, epoch: number): Promise<LogRow | undefined> {
+    const { rows } = await client.query<LogRow>(
+      'SELECT epoch, tree_size, frontier, checkpoint_size, checkpoint_hash, checkpoint_at FROM audit_logs WHERE log_id = $1 FOR UPDATE SKIP LOCKED', [logId]);
+    const log = rows[0];
+    if (log === undefined) return undefined;
+    if (Number(log.epoch) !== epoch) throw new EpochFencedError(`audit log ${logId}: epoch ${log.epoch} is not this writer's ${epoch}`);
+    return log;
   }
 
   private async lock(client: pg.ClientBase, logId: string, epoch: number): Promise<LogRow> {

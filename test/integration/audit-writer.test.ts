@@ -89,6 +89,29 @@ describe('AuditWriter', () => {
     for (const r of cps) expect(r.root).toEqual(treeRoot(all[logs.indexOf(r.log_id)]!.slice(0, Number(r.tree_size))));
   });
 
+  it('a timer seal does not wait behind a commit that holds the log, and that commit signs it when due', async () => {
+    const log = `${group}:t/busy`;
+    const timed = new AuditWriter(writer.key, { leaves: 100, ms: 0 });
+    const epoch = await timed.claim(pool, log, 'worker-a');
+    const leaves = Array.from({ length: 3 }, (_, i) => leafHash(Buffer.from(`busy ${i}`)));
+    await inTx((c) => timed.append(c, log, epoch, 0, leaves.slice(0, 1))); // signed: 1
+    const holder = await pool.connect();
+    try {
+      await holder.query('BEGIN');
+      const { locked } = await timed.lockMany(holder, [{ logId: log, epoch }]);
+      const started = performance.now();
+      expect(await timed.seal(pool, log, epoch, true)).toBe('busy');
+      expect(performance.now() - started).toBeLessThan(2000);
+      await timed.appendLocked(holder, locked, [{ logId: log, lastSeq: 1, leaves: leaves.slice(1) }]);
+      await holder.query('COMMIT');
+    } finally {
+      holder.release();
+    }
+    const { rows } = await pool.query(`SELECT tree_size FROM audit_checkpoints WHERE log_id = $1 ORDER BY tree_size`, [log]);
+    expect(rows.map((r) => Number(r.tree_size))).toEqual([1, 3]);
+    expect(await timed.seal(pool, log, epoch, true)).toBe(false); // nothing unsigned, and free
+  });
+
   it('keeps the frontier and signs a checkpoint at its first commit, at every 4th leaf, and when sealed, chained', async () => {
     const log = `${group}:t/1`;
     const epoch = await writer.claim(pool, log, 'worker-a');
