@@ -107,7 +107,7 @@ export async function settle(group: string, w: WorkerHandle, app: pg.Pool, contr
   }
   await waitFor('the markers in the audit log', async () => {
     const { rows } = await control.query(
-      `SELECT count(*)::int AS n FROM audit_log WHERE log_id LIKE $1 AND ((entity = 'orders' AND record_key->>'id' = $2) OR (entity = 'customers' AND record_key->>'id' = ANY($3)))`,
+      `SELECT count(DISTINCT (entity, record_key::text))::int AS n FROM audit_log WHERE log_id LIKE $1 AND ((entity = 'orders' AND record_key->>'id' = $2) OR (entity = 'customers' AND record_key->>'id' = ANY($3)))`,
       [`${group}:%`, String(marker), [String(marker + 1), String(marker + 2)]]);
     return rows[0].n === 3;
   }, 180_000);
