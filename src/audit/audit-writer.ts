@@ -65,22 +65,25 @@ export class AuditWriter {
   /**
    * Locks the rows of a cycle's logs, in log order so that two transactions never wait on
    * each other's, and checks each one's epoch: a log whose owner changed is returned in
-   * `fenced`, with its error, and must not be appended to in this transaction.
+   * `fenced`, with its error, and must not be appended to in this transaction. With
+   * `skipLocked`, a row another transaction holds is not waited for: its log is in `busy`.
    */
-  async lockMany(client: pg.ClientBase, logs: Array<{ logId: string; epoch: number }>): Promise<{ locked: Map<string, LogRow>; fenced: Map<string, EpochFencedError> }> {
+  async lockMany(client: pg.ClientBase, logs: Array<{ logId: string; epoch: number }>, skipLocked = false): Promise<{ locked: Map<string, LogRow>; fenced: Map<string, EpochFencedError>; busy: Set<string> }> {
     const locked = new Map<string, LogRow>();
     const fenced = new Map<string, EpochFencedError>();
-    if (logs.length === 0) return { locked, fenced };
+    const busy = new Set<string>();
+    if (logs.length === 0) return { locked, fenced, busy };
     const { rows } = await client.query<LogRow & { log_id: string }>(
       `SELECT log_id, epoch, tree_size, frontier, checkpoint_size, checkpoint_hash, checkpoint_at FROM audit_logs
-       WHERE log_id = ANY($1::text[]) ORDER BY log_id FOR UPDATE`, [logs.map((l) => l.logId)]);
+       WHERE log_id = ANY($1::text[]) ORDER BY log_id FOR UPDATE${skipLocked ? ' SKIP LOCKED' : ''}`, [logs.map((l) => l.logId)]);
     const byId = new Map(rows.map((r) => [r.log_id, r]));
     for (const { logId, epoch } of logs) {
       const log = byId.get(logId);
       if (log && Number(log.epoch) === epoch) locked.set(logId, log);
+      else if (!log && skipLocked) busy.add(logId); // held (a claimed log's row always exists)
       else fenced.set(logId, new EpochFencedError(`audit log ${logId}: epoch ${log?.epoch ?? 'none'} is not this writer's ${epoch}`));
     }
-    return { locked, fenced };
+    return { locked, fenced, busy };
   }
 
   /**
@@ -127,7 +130,7 @@ export class AuditWriter {
     let broken: Error | undefined;
     try {
       await client.query('BEGIN');
-      const log = onlyIfDue ? await this.lockIfFree(client, logId, epoch) : await this.lock(client, logId, epoch);
+      const log = await this.lock(client, logId, epoch, onlyIfDue);
       if (log === undefined) {
         await client.query('ROLLBACK');
         return 'busy';
@@ -148,20 +151,11 @@ export class AuditWriter {
     }
   }
 
-  /** `lock`, unless another transaction holds the row: then undefined, at once. */
-  private async lockIfFree(client: pg.ClientBase, logId: string, epoch: number): Promise<LogRow | undefined> {
-    const { rows } = await client.query<LogRow>(
-      'SELECT epoch, tree_size, frontier, checkpoint_size, checkpoint_hash, checkpoint_at FROM audit_logs WHERE log_id = $1 FOR UPDATE SKIP LOCKED', [logId]);
-    const log = rows[0];
-    if (log === undefined) return undefined;
-    if (Number(log.epoch) !== epoch) throw new EpochFencedError(`audit log ${logId}: epoch ${log.epoch} is not this writer's ${epoch}`);
-    return log;
-  }
-
-  private async lock(client: pg.ClientBase, logId: string, epoch: number): Promise<LogRow> {
-    const { locked, fenced } = await this.lockMany(client, [{ logId, epoch }]);
+  /** One log's row, locked and its epoch checked; undefined when `skipLocked` and another transaction holds it. */
+  private async lock(client: pg.ClientBase, logId: string, epoch: number, skipLocked = false): Promise<LogRow | undefined> {
+    const { locked, fenced } = await this.lockMany(client, [{ logId, epoch }], skipLocked);
     if (fenced.size > 0) throw fenced.get(logId)!;
-    return locked.get(logId)!;
+    return locked.get(logId);
   }
 
   private async sign(client: pg.ClientBase, logId: string, f: Frontier, prev: Signed): Promise<Signed> {
