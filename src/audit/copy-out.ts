@@ -62,6 +62,8 @@ export class CopyOut {
   private held = false;
   /** `rest` holds whole messages still to parse (the sink held the reading in the middle of a read). */
   private again = false;
+  /** Payload bytes still to come of a CopyData message a read ended in (its first part is the sink's already). */
+  private pending = 0;
   private forwarding = false;
   private finished = false;
   private failure: Error | undefined;
@@ -108,18 +110,46 @@ export class CopyOut {
   }
 
   private parse(chunk: Buffer): void {
-    const buf = this.rest ? Buffer.concat([this.rest, chunk]) : chunk;
-    this.rest = null;
+    // a held read's remainder goes on as it is; only a tail too short to frame (part of a
+    // message header, or of a message other than CopyData) is joined with the next read
+    let buf = chunk;
+    if (this.rest) {
+      buf = chunk.length === 0 ? this.rest : Buffer.concat([this.rest, chunk]);
+      this.rest = null;
+    }
     let pos = 0;
+    if (this.pending > 0 && buf.length > 0) { // the rest of a CopyData message the last read began
+      pos = Math.min(this.pending, buf.length);
+      this.pending -= pos;
+      if (!this.failure) {
+        const { buf: out, at } = this.sink.room(pos);
+        buf.copy(out, at, 0, pos);
+        this.toSink(at + pos);
+      }
+      if (this.held) {
+        this.hold(buf, pos);
+        return;
+      }
+    }
     for (;;) {
       if (buf[pos] === COPY_DATA) {
         const { buf: out, at } = this.failure ? { buf: discardRoom(buf.length), at: 0 } : this.sink.room(buf.length - pos);
         this.unframe(buf, pos, out, at, this.state);
         pos = this.state[0]!;
-        if (!this.failure) this.toSink(this.state[1]!);
+        let end = this.state[1]!;
+        if (buf[pos] === COPY_DATA && pos + 5 <= buf.length) {
+          // a CopyData message the read cut: its payload so far goes to the sink now, the
+          // rest from the next read (a join of the two reads would copy the whole next one)
+          const n = buf.readUInt32BE(pos + 1);
+          if (n < 4) throw new Error('unframeCopyData: a CopyData message shorter than its length field');
+          const have = buf.length - pos - 5;
+          end += buf.copy(out, end, pos + 5);
+          this.pending = n - 4 - have;
+          pos = buf.length;
+        }
+        if (!this.failure) this.toSink(end);
         if (this.held) { // the sink has all it can take: the rest waits for it
-          this.rest = pos < buf.length ? buf.subarray(pos) : null;
-          this.again = this.rest !== null;
+          this.hold(buf, pos);
           return;
         }
       }
@@ -146,6 +176,12 @@ export class CopyOut {
       return;
     }
     this.rest = pos < buf.length ? buf.subarray(pos) : null;
+  }
+
+  /** Keeps what is left of buf from pos for when the sink lets go. */
+  private hold(buf: Buffer, pos: number): void {
+    this.rest = pos < buf.length ? buf.subarray(pos) : null;
+    this.again = this.rest !== null;
   }
 
   private toSink(end: number): void {
