@@ -128,6 +128,8 @@ const STATEMENTS = [
   `CREATE INDEX IF NOT EXISTS sync_conflicts_detected_idx ON sync_conflicts (detected_at)`,
   // The open manual conflict of a record, while there is one.
   `ALTER TABLE sync_metadata ADD COLUMN IF NOT EXISTS open_conflict bigint`,
+  // The value and the per-node state in their compact binary form (state-codec.ts).
+  `ALTER TABLE sync_metadata ADD COLUMN IF NOT EXISTS state bytea`,
   // The signed audit log (DESIGN §7). Per log: the owner's epoch (a zombie owner is
   // fenced at commit), the Merkle frontier of its leaves, and its last checkpoint.
   `CREATE TABLE IF NOT EXISTS audit_logs (

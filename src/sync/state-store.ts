@@ -3,12 +3,15 @@ import { decodeVersion as decode, encodeVersion as encode } from '../clock/activ
 import type { VersionVector } from '../clock/version-vector.ts';
 import type { Row } from '../events/change-event.ts';
 import type { EchoEntry, NodeState, RecordState } from './record-state.ts';
+import { decodeState, StateEncoder } from './state-codec.ts';
 
 /**
  * `sync_metadata`: one row per (entity, key) holding the record state of DESIGN §6.
  * Read once per batch for all keys of the batch, written in the checkpoint transaction.
  * The version is stored encoded (format 1) so SQL can compare it with the version
- * columns of the nodes; the per-node state is JSON.
+ * columns of the nodes. The value and the per-node state are one compact binary `state`
+ * (state-codec.ts). Rows written before it hold them as jsonb in `value` and `nodes`, and
+ * are read from there until their next write moves them to `state`.
  */
 export const SYNC_METADATA_DDL = `CREATE TABLE IF NOT EXISTS sync_metadata (
   entity      text        NOT NULL,
@@ -19,6 +22,7 @@ export const SYNC_METADATA_DDL = `CREATE TABLE IF NOT EXISTS sync_metadata (
   tombstone   boolean     NOT NULL DEFAULT false,
   value       jsonb,
   nodes       jsonb       NOT NULL DEFAULT '{}',
+  state       bytea,
   updated_at  timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (entity, record_key)
 )`;
@@ -33,19 +37,8 @@ interface NodeJson {
 }
 
 const vv = (p: Pair[] | null): VersionVector | null => (p === null ? null : p.map(([i, c]) => [i, c] as const));
-const pairs = (v: VersionVector | null): Pair[] | null => (v === null ? null : v.map(([i, c]) => [i, c]));
 
-function nodesToJson(nodes: Record<string, NodeState>): Record<string, NodeJson> {
-  const out: Record<string, NodeJson> = {};
-  for (const [name, n] of Object.entries(nodes)) {
-    out[name] = {
-      seen: pairs(n.seen), present: n.present, rv: pairs(n.rowVersion), pos: n.position,
-      fifo: n.fifo.map((e) => ({ e: pairs(e.expected), a: e.expectedAbsent, p: pairs(e.pushed)!, d: e.digest, x: e.delete })),
-    };
-  }
-  return out;
-}
-
+/** A row written before the `state` column: its per-node state as the jsonb it was. */
 function nodesFromJson(json: Record<string, NodeJson>): Record<string, NodeState> {
   const out: Record<string, NodeState> = {};
   for (const [name, n] of Object.entries(json)) {
@@ -66,23 +59,24 @@ function nodesFromJson(json: Record<string, NodeJson>): Record<string, NodeState
  * (bench/RESULTS.md, issue 13). The LIMIT keeps the lateral lookup from being flattened
  * into a join, which the same statistics would turn into a hash of the whole entity.
  */
-export const STATE_LOAD_SQL = `SELECT m.record_key, m.version, m.hlc, m.origin_node, m.tombstone, m.value, m.nodes, m.open_conflict
+export const STATE_LOAD_SQL = `SELECT m.record_key, m.version, m.hlc, m.origin_node, m.tombstone, m.state, m.value, m.nodes, m.open_conflict
   FROM unnest($2::text[]) AS k(record_key)
   CROSS JOIN LATERAL (SELECT * FROM sync_metadata s WHERE s.entity = $1 AND s.record_key = k.record_key LIMIT 1) m`;
 
 export class StateStore {
   async load(db: pg.Pool | pg.PoolClient, entity: string, keys: string[]): Promise<Map<string, RecordState>> {
-    const { rows } = await db.query<{ record_key: string; version: Buffer | null; hlc: string; origin_node: string | null; tombstone: boolean; value: Row | null; nodes: Record<string, NodeJson>; open_conflict: string | null }>(
+    const { rows } = await db.query<{ record_key: string; version: Buffer | null; hlc: string; origin_node: string | null; tombstone: boolean; state: Buffer | null; value: Row | null; nodes: Record<string, NodeJson>; open_conflict: string | null }>(
       STATE_LOAD_SQL, [entity, keys]);
     const out = new Map<string, RecordState>();
     for (const r of rows) {
+      const { value, nodes } = r.state !== null ? decodeState(r.state) : { value: r.value, nodes: nodesFromJson(r.nodes) };
       out.set(r.record_key, {
         version: r.version === null ? null : decode(r.version),
         hlc: BigInt(r.hlc),
         origin: r.origin_node,
         tombstone: r.tombstone,
-        value: r.value,
-        nodes: nodesFromJson(r.nodes),
+        value,
+        nodes,
         openConflict: r.open_conflict === null ? null : Number(r.open_conflict),
       });
     }
@@ -97,8 +91,7 @@ export class StateStore {
     const hlcs: string[] = [];
     const origins: Array<string | null> = [];
     const tombstones: boolean[] = [];
-    const values: Array<string | null> = [];
-    const nodes: string[] = [];
+    const encoder = new StateEncoder(states.size);
     const conflicts: Array<string | null> = [];
     for (const [key, s] of states) {
       if (s.openConflict !== null && s.openConflict < 0) throw new Error(`record ${entity} ${key}: its open conflict was never numbered`);
@@ -108,16 +101,15 @@ export class StateStore {
       hlcs.push(s.hlc.toString());
       origins.push(s.origin);
       tombstones.push(s.tombstone);
-      values.push(s.value === null ? null : JSON.stringify(s.value));
-      nodes.push(JSON.stringify(nodesToJson(s.nodes)));
+      encoder.add(s.value, s.nodes);
     }
     await db.query(
-      `INSERT INTO sync_metadata (entity, record_key, version, hlc, origin_node, tombstone, value, nodes, open_conflict, updated_at)
-       SELECT $1, k, v, h, o, t, val::jsonb, n::jsonb, c, now()
-       FROM unnest($2::text[], $3::bytea[], $4::bigint[], $5::text[], $6::bool[], $7::text[], $8::text[], $9::bigint[]) AS u(k, v, h, o, t, val, n, c)
+      `INSERT INTO sync_metadata (entity, record_key, version, hlc, origin_node, tombstone, value, nodes, state, open_conflict, updated_at)
+       SELECT $1, k, v, h, o, t, NULL, '{}', s, c, now()
+       FROM unnest($2::text[], $3::bytea[], $4::bigint[], $5::text[], $6::bool[], $7::bytea[], $8::bigint[]) AS u(k, v, h, o, t, s, c)
        ON CONFLICT (entity, record_key) DO UPDATE SET version = EXCLUDED.version, hlc = EXCLUDED.hlc, origin_node = EXCLUDED.origin_node,
-         tombstone = EXCLUDED.tombstone, value = EXCLUDED.value, nodes = EXCLUDED.nodes, open_conflict = EXCLUDED.open_conflict, updated_at = now()`,
-      [entity, keys, versions, hlcs, origins, tombstones, values, nodes, conflicts],
+         tombstone = EXCLUDED.tombstone, value = NULL, nodes = '{}', state = EXCLUDED.state, open_conflict = EXCLUDED.open_conflict, updated_at = now()`,
+      [entity, keys, versions, hlcs, origins, tombstones, encoder.end(), conflicts],
     );
   }
 }

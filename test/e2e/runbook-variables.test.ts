@@ -7,6 +7,7 @@ import type pg from 'pg';
 import { ROOT, freshKeyBase, pgApp, pgControl, waitFor } from '../support/stack.ts';
 import { counterSum, freePort, settle, startWorker, type WorkerHandle } from '../support/worker-process.ts';
 import { forgetGroup } from '../support/cleanup.ts';
+import { StateStore } from '../../src/sync/state-store.ts';
 
 /** The runbook's variables (EMERGENCY_STOP, RESET_CHECKPOINT), SIGTERM, and start-up validation. */
 let app: pg.Pool;
@@ -101,11 +102,8 @@ describe('the fatal-error policy (issue 12, defect 3)', () => {
 /** Until MariaDB's echoes of the worker's writes for these orders are back and consumed. */
 async function echoesSettled(base: number, n: number): Promise<void> {
   await waitFor('the echoes from MariaDB', async () => {
-    const { rows } = await control.query(
-      `SELECT count(*)::int AS n FROM sync_metadata WHERE entity = 'orders' AND record_key = ANY($1) AND jsonb_array_length(nodes->'maria'->'fifo') = 0`,
-      [Array.from({ length: n }, (_, i) => `[${base + i}]`)],
-    );
-    return rows[0].n === n;
+    const states = await new StateStore().load(control, 'orders', Array.from({ length: n }, (_, i) => `[${base + i}]`));
+    return states.size === n && [...states.values()].every((s) => s.nodes.maria !== undefined && s.nodes.maria.fifo.length === 0);
   }, 180_000);
 }
 
@@ -173,8 +171,8 @@ describe('RESET_CHECKPOINT', () => {
     await control.query(`DELETE FROM sync_metadata WHERE entity = 'orders' AND record_key = ANY($1)`, [Array.from({ length: 10 }, (_, i) => `[${base + i}]`)]);
     for (const m of metadata) {
       await control.query(
-        'INSERT INTO sync_metadata (entity, record_key, version, hlc, origin_node, tombstone, value, nodes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)',
-        [m.entity, m.record_key, m.version, m.hlc, m.origin_node, m.tombstone, m.value, m.nodes],
+        'INSERT INTO sync_metadata (entity, record_key, version, hlc, origin_node, tombstone, value, nodes, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)',
+        [m.entity, m.record_key, m.version, m.hlc, m.origin_node, m.tombstone, m.value, m.nodes, m.state],
       );
     }
     await control.query('COMMIT');

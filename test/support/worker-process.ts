@@ -5,6 +5,7 @@ import path from 'node:path';
 import type pg from 'pg';
 import mysql from 'mysql2/promise';
 import { ROOT, freshKeyBase, stack, waitFor } from './stack.ts';
+import { StateStore } from '../../src/sync/state-store.ts';
 
 export interface WorkerHandle {
   proc: ChildProcess;
@@ -112,8 +113,8 @@ export async function settle(group: string, w: WorkerHandle, app: pg.Pool, contr
     return rows[0].n === 3;
   }, 180_000);
   await waitFor('the marker\'s echo from MariaDB', async () => {
-    const { rows } = await control.query(`SELECT nodes->'maria'->'fifo' AS fifo FROM sync_metadata WHERE entity = 'orders' AND record_key = $1`, [`[${marker}]`]);
-    return rows.length === 1 && Array.isArray(rows[0].fifo) && rows[0].fifo.length === 0;
+    const state = (await new StateStore().load(control, 'orders', [`[${marker}]`])).get(`[${marker}]`);
+    return state?.nodes.maria !== undefined && state.nodes.maria.fifo.length === 0;
   }, 60_000);
   await new Promise((r) => setTimeout(r, 500));
 }
