@@ -49,10 +49,13 @@ export class ChangeConsumer {
   private readonly log: Logger;
   private readonly owned = new Set<string>();
   private readonly consumeTimeoutMs: number;
+  /** Set by disconnect(): 'leaving' once it has unsubscribed, 'closing' once close() runs. */
+  private phase: 'member' | 'leaving' | 'closing' = 'member';
 
   constructor(opts: ConsumerOptions, handler: RebalanceHandler, log: Logger) {
     this.log = log;
     const owned = this.owned;
+    const phase = () => this.phase;
     this.consumer = new Kafka.KafkaConsumer(
       {
         ...kafkaClientProps(),
@@ -81,7 +84,9 @@ export class ChangeConsumer {
           const parts = assignment.map((a) => ({ topic: a.topic, partition: a.partition }));
           try {
             if (err.code === ERR_ASSIGN) {
-              const offsets = handler.assigned(parts);
+              if (phase() === 'closing') log.warn({ partitions: parts.length }, 'Partitions assigned while the consumer closes');
+              // leaving the group: take what the protocol hands over only to give it back, without lanes
+              const offsets = phase() === 'member' ? handler.assigned(parts) : undefined;
               for (const p of parts) owned.add(tpKey(p.topic, p.partition));
               const withOffsets = parts.map((p) => {
                 const o = offsets?.get(tpKey(p.topic, p.partition));
@@ -89,6 +94,8 @@ export class ChangeConsumer {
               });
               this.incrementalAssign(withOffsets);
             } else if (err.code === ERR_REVOKE) {
+              // disconnect() leaves the group first so that close() has nothing left to revoke
+              if (phase() === 'closing') log.warn({ partitions: parts.length }, 'Partitions revoked while the consumer closes');
               for (const p of parts) owned.delete(tpKey(p.topic, p.partition));
               handler.revoked(parts);
               this.incrementalUnassign(parts);
@@ -221,14 +228,36 @@ export class ChangeConsumer {
     }
   }
 
-  disconnect(): Promise<void> {
-    return new Promise((resolve) => {
-      if (!this.consumer.isConnected()) {
-        resolve();
-        return;
+  /**
+   * Leaves the group, then closes. With a rebalance callback, librdkafka's close() revokes
+   * what is still assigned (and delivers an assignment still on its way) and waits for the
+   * callback's incremental (un)assign, which node-rdkafka runs on the JavaScript thread while
+   * its own close thread goes on to destroy the handle: a race in the binding, and the
+   * suspect when a worker stopped by SIGTERM died by signal instead of exiting 0. So the
+   * group is left first, the normal way: unsubscribe, then poll until every rebalance has
+   * been served and nothing is assigned. What those polls return is dropped: offsets are
+   * stored only for committed work, so the next owner reads it again.
+   */
+  async disconnect(leaveTimeoutMs = 5000): Promise<void> {
+    if (!this.consumer.isConnected()) return;
+    this.phase = 'leaving';
+    try {
+      this.consumer.unsubscribe();
+      const deadline = Date.now() + leaveTimeoutMs;
+      // at least two polls: an assignment the broker has already sent is delivered by one of them
+      for (let polls = 0; polls < 2 || (this.assigned() && Date.now() < deadline); polls++) {
+        await this.consumeNum(500, 100).catch(() => []);
       }
-      this.consumer.disconnect(() => resolve());
-    });
+      if (this.assigned()) this.log.warn({ partitions: this.owned.size, leaveTimeoutMs }, 'Partitions still assigned after leaving the group; closing anyway');
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'Leaving the group failed; closing with what is assigned');
+    }
+    this.phase = 'closing';
+    await new Promise<void>((resolve) => this.consumer.disconnect(() => resolve()));
+  }
+
+  private assigned(): boolean {
+    return this.owned.size > 0 || this.consumer.assignments().length > 0;
   }
 }
 

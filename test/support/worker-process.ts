@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, openSync, closeSync } from 'node:fs';
+import { mkdirSync, openSync, closeSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type pg from 'pg';
@@ -73,7 +73,13 @@ export async function startWorker(group: string, env: Record<string, string> = {
     },
     async kill(signal: NodeJS.Signals = 'SIGTERM') {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
-      return exited;
+      const exit = await exited;
+      // a graceful stop that did not exit 0 (died by a signal of its own, or failed): say how, with the log's end
+      if (signal !== 'SIGKILL' && exit.code !== 0) {
+        const tail = readFileSync(logFile, 'utf8').trimEnd().split('\n').slice(-20).join('\n');
+        process.stderr.write(`worker ${group} stopped by ${signal} ended with ${JSON.stringify(exit)}; last lines of ${logFile}:\n${tail}\n`);
+      }
+      return exit;
     },
   };
 }
