@@ -37,6 +37,7 @@ Environment (validated at start-up; a bad value exits 2 naming it):
   HTTP_PORT           operating surface port (default 3003); API_PORT (3001), API_TOKEN[_FILE] turns the API on
   HTTP_ENGINE         uws or node (default: uWebSockets.js, falling back to node:http where it does not load)
   KAFKA_MAX_MESSAGE_BYTES  the largest changes record (default 1000000): producer, changes topic and fetch sizes
+  KAFKA_FETCH_MIN_BYTES (1), KAFKA_FETCH_WAIT_MAX_MS (250), KAFKA_LINGER_MS (2)  larger fetches: less CPU an event, more latency
   BATCH_SIZE, BATCH_WAIT_MS, CYCLE_MAX_EVENTS, MAX_BUFFERED_EVENTS, SHUTDOWN_GRACE_MS, LOG_LEVEL, WORKER_ID
 
 Exit codes: 0 ok, 1 runtime failure or unhealthy, 2 bad configuration or usage.

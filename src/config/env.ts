@@ -62,6 +62,15 @@ export interface EnvConfig {
    * not fit becomes a WS_TOO_LARGE dead letter.
    */
   kafkaMaxMessageBytes: number;
+  /**
+   * KAFKA_FETCH_MIN_BYTES, KAFKA_FETCH_WAIT_MAX_MS: both consumers' fetch.min.bytes and
+   * fetch.wait.max.ms. Latency first by default (a fetch returns with any data); larger
+   * fetches trade up to the wait per hop for less CPU per event (bench/RESULTS.md).
+   */
+  kafkaFetchMinBytes: number;
+  kafkaFetchWaitMaxMs: number;
+  /** KAFKA_LINGER_MS: the router producer's linger.ms. */
+  kafkaLingerMs: number;
   logLevel: string;
   /** LOG_FILE: where `run` also keeps its log (rotated at 16 MiB), for collect logs and the support bundle; "off": stdout only. */
   logFile: string | undefined;
@@ -252,6 +261,9 @@ export function parseEnv(env: Env = process.env): EnvConfig {
     changesPartitions: int(env, 'CHANGES_PARTITIONS', 15, 1, 10_000),
     changesReplication: int(env, 'CHANGES_REPLICATION', 1, 1, 10),
     kafkaMaxMessageBytes: int(env, 'KAFKA_MAX_MESSAGE_BYTES', 1_000_000, 10_000, 1_000_000_000),
+    kafkaFetchMinBytes: int(env, 'KAFKA_FETCH_MIN_BYTES', 1, 1, 100_000_000),
+    kafkaFetchWaitMaxMs: int(env, 'KAFKA_FETCH_WAIT_MAX_MS', 250, 1, 30_000),
+    kafkaLingerMs: int(env, 'KAFKA_LINGER_MS', 2, 0, 900_000),
     logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info') ?? 'info',
     workerId: str(env, 'WORKER_ID') ?? str(env, 'HOSTNAME') ?? `worker-${process.pid}`,
     logFile: (() => {

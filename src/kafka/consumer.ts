@@ -31,6 +31,9 @@ export interface ConsumerOptions {
   consumeTimeoutMs: number;
   /** KAFKA_MAX_MESSAGE_BYTES: a partition's fetch takes at least one message this large. */
   maxMessageBytes?: number;
+  /** KAFKA_FETCH_MIN_BYTES and KAFKA_FETCH_WAIT_MAX_MS: how much a fetch waits for, and for how long at most. */
+  fetchMinBytes?: number;
+  fetchWaitMaxMs?: number;
 }
 
 const ERR_ASSIGN = Kafka.CODES.ERRORS.ERR__ASSIGN_PARTITIONS;
@@ -70,10 +73,14 @@ export class ChangeConsumer {
         'session.timeout.ms': 10_000,
         'heartbeat.interval.ms': 1000,
         'topic.metadata.refresh.interval.ms': 5000,
-        // the broker answers a fetch as soon as any data arrives (fetch.min.bytes 1), so this
-        // bounds only an idle partition's wait: at 20 ms the two consumers' fetches cost an idle
-        // worker about 9 ms of CPU a second, and the broker its share, for nothing
-        'fetch.wait.max.ms': 250,
+        // By default the broker answers a fetch as soon as any data arrives (fetch.min.bytes 1),
+        // so the wait bounds only an idle partition's: at 20 ms the two consumers' fetches cost
+        // an idle worker about 9 ms of CPU a second, and the broker its share, for nothing. A
+        // larger fetch.min.bytes makes batches and cycles larger (less CPU per event in the
+        // worker, PostgreSQL and the broker) for up to the wait in latency on each of the two
+        // hops (bench/RESULTS.md, 2026-12-03).
+        'fetch.min.bytes': opts.fetchMinBytes ?? 1,
+        'fetch.wait.max.ms': opts.fetchWaitMaxMs ?? 250,
         // librdkafka's defaults, raised together with KAFKA_MAX_MESSAGE_BYTES: a fetch must be
         // able to carry the largest message the worker produces (receive ≥ fetch + 512)
         'fetch.message.max.bytes': Math.max(1_048_576, opts.maxMessageBytes ?? 0),

@@ -60,14 +60,15 @@ const IN_FLIGHT_POLL_MS = 5;
 export class ChangeProducer {
   private readonly producer: Kafka.Producer;
 
-  constructor(brokers: string, clientId: string, log: Logger, maxMessageBytes = 1_000_000) {
+  constructor(brokers: string, clientId: string, log: Logger, maxMessageBytes = 1_000_000, lingerMs = 2) {
     this.producer = new Kafka.Producer({
       ...kafkaClientProps(),
       'metadata.broker.list': brokers,
       'client.id': `${clientId}-router`,
       'message.max.bytes': maxMessageBytes,
       'enable.idempotence': true,
-      'linger.ms': 2,
+      // KAFKA_LINGER_MS: how long records wait to share a request with the next lane's batch
+      'linger.ms': lingerMs,
       'compression.codec': 'lz4',
       'dr_cb': true,
       'queue.buffering.max.messages': 1_000_000,

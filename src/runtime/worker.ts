@@ -185,7 +185,7 @@ export class Worker {
     }));
     await this.retry(`audit checkpoint topic ${env.auditCheckpointTopic}`, () => ensureTopic(brokers, env.auditCheckpointTopic, 1, env.changesReplication, { 'cleanup.policy': 'delete', 'retention.ms': '-1' }));
     this.preloaded = await this.retry('checkpoint preload', () => this.checkpoints.loadAll([env.changesTopic]));
-    this.producer = new ChangeProducer(brokers, env.workerId, this.log, env.kafkaMaxMessageBytes);
+    this.producer = new ChangeProducer(brokers, env.workerId, this.log, env.kafkaMaxMessageBytes, env.kafkaLingerMs);
     await this.retry('Kafka producer', () => this.producer!.connect());
 
     if (this.settings.redisUrl) {
@@ -256,7 +256,8 @@ export class Worker {
     const env = this.settings.env;
     const lanes = new Map<string, Lane>();
     const consumer = new ChangeConsumer(
-      { brokers: this.settings.brokers, groupId: env.groupId, clientId: `${env.workerId}-${name}`, consumeTimeoutMs: env.batchWaitMs, maxMessageBytes: env.kafkaMaxMessageBytes },
+      { brokers: this.settings.brokers, groupId: env.groupId, clientId: `${env.workerId}-${name}`, consumeTimeoutMs: env.batchWaitMs, maxMessageBytes: env.kafkaMaxMessageBytes,
+        fetchMinBytes: env.kafkaFetchMinBytes, fetchWaitMaxMs: env.kafkaFetchWaitMaxMs },
       { assigned: (parts) => this.onAssigned(name, host, lanes, parts), revoked: (parts) => this.onRevoked(name, lanes, parts) },
       this.log,
     );

@@ -31,6 +31,13 @@ describe('environment', () => {
     expect(configError(() => parseEnv({ DATABASE_URL_FILE: '/nonexistent/secret' }))).toMatch(/^DATABASE_URL_FILE: cannot read/);
   });
 
+  it('reads the Kafka fetch and linger settings, latency first by default', () => {
+    expect(parseEnv({})).toMatchObject({ kafkaFetchMinBytes: 1, kafkaFetchWaitMaxMs: 250, kafkaLingerMs: 2 });
+    expect(parseEnv({ KAFKA_FETCH_MIN_BYTES: '65536', KAFKA_FETCH_WAIT_MAX_MS: '50', KAFKA_LINGER_MS: '0' })).toMatchObject({ kafkaFetchMinBytes: 65536, kafkaFetchWaitMaxMs: 50, kafkaLingerMs: 0 });
+    expect(configError(() => parseEnv({ KAFKA_FETCH_MIN_BYTES: '0' }))).toBe('KAFKA_FETCH_MIN_BYTES: must be between 1 and 100000000, got 0');
+    expect(configError(() => parseEnv({ KAFKA_FETCH_WAIT_MAX_MS: '50ms' }))).toBe('KAFKA_FETCH_WAIT_MAX_MS: must be an integer, got "50ms"');
+  });
+
   it('reads true/false the usual ways', () => {
     expect(parseEnv({ EMERGENCY_STOP: 'TRUE', RESET_CHECKPOINT: '1' })).toMatchObject({ emergencyStop: true, resetCheckpoint: true });
   });
