@@ -119,6 +119,25 @@ for (const name of ['PostgresSink (unnest)', 'PostgresSink (COPY staging)', 'MyS
       expect(failureKind(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }))).toBe('unavailable');
     });
 
+    it('writes a batch whole or not at all: a refused insert undoes the update sent with it', async () => {
+      const id = freshKeyBase();
+      await sink().applyBatch(handles, [
+        { key: { id }, row: { id, handle: `a-${id}`, qty: 1 }, version: v1, expected: null, expectAbsent: true },
+        { key: { id: id + 1 }, row: { id: id + 1, handle: `b-${id}`, qty: 1 }, version: v1, expected: null, expectAbsent: true },
+      ], []);
+      // an update of `id`, and an insert of `id + 2` colliding with `id + 1` on the unique handle
+      const err = await sink().applyBatch(handles, [
+        { key: { id }, row: { id, handle: `a-${id}`, qty: 2 }, version: v2, expected: v1, expectAbsent: false },
+        { key: { id: id + 2 }, row: { id: id + 2, handle: `b-${id}`, qty: 1 }, version: v1, expected: null, expectAbsent: true },
+      ], [{ key: { id: id + 1 }, expected: v1, anyVersion: false }]).catch((e: unknown) => e);
+      expect(failureKind(err)).toBe('rows');
+      expect(await sink().read(handles, [{ id }, { id: id + 1 }, { id: id + 2 }])).toEqual([
+        { row: { id, handle: `a-${id}`, qty: 1 }, version: v1 },
+        { row: { id: id + 1, handle: `b-${id}`, qty: 1 }, version: v1 },
+        null,
+      ]);
+    });
+
     it('round-trips edge values unchanged', async () => {
       const id = freshKeyBase();
       const edge = row(id, { name: '', email: null, balance: '9999999999.99', tags: {}, updated_at: '1970-01-01T00:00:00.000001' });
