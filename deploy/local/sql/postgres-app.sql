@@ -45,3 +45,14 @@ CREATE TABLE IF NOT EXISTS public.type_probe (
   _sync_version bytea
 );
 ALTER TABLE public.type_probe REPLICA IDENTITY FULL;
+
+-- Debezium's heartbeat row (heartbeat.action.query in connectors/app-postgres.json). The
+-- replication slot belongs to this database, and logical decoding skips the WAL of every
+-- other database of the cluster: the audit log's (sync_db), the load test's (loadtest).
+-- When this database is quiet, the connector then confirms no newer position and the slot
+-- keeps all of that WAL: the dev stack's pg_wal reached 57 GB in one day of load runs and
+-- filled the disk. A write here every heartbeat gives the connector a change to confirm.
+CREATE TABLE IF NOT EXISTS public.debezium_heartbeat (
+  id integer PRIMARY KEY,
+  at timestamptz NOT NULL
+);
