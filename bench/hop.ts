@@ -8,6 +8,7 @@ import type { ChangeEvent } from '../src/events/change-event.ts';
 import { ChangeConsumer } from '../src/kafka/consumer.ts';
 import { ChangeProducer, deleteTopic, ensureTopic, type OutMessage } from '../src/kafka/producer.ts';
 import { createLogger } from '../src/log.ts';
+import { sleep } from '../src/retry.ts';
 import { cpuSnapshot } from '../load/proc-cpu.ts';
 import { ENTITIES, envelope, row } from '../load/events.ts';
 import { median, progress, ROOT, table, writeResults, type BenchOptions } from '../harness/common.ts';
@@ -36,7 +37,7 @@ export async function run(o: BenchOptions = {}): Promise<void> {
   const log = createLogger('warn', 'bench-hop');
   const topic = `worker-sync-hop-${Date.now().toString(36)}`;
 
-  const records = changeRecords(4000).map((r) => ({ ...r, topic }));
+  const records = changeRecords(4000, topic);
   const sizes = records.map((r) => r.value.length);
   process.stdout.write(`change records: ${records.length} distinct, median ${median(sizes)} bytes (JSON, before lz4)\n`);
 
@@ -147,7 +148,7 @@ export async function run(o: BenchOptions = {}): Promise<void> {
 }
 
 /** The load topology's change records, as the ingest stage makes them: envelope, decoder, encodeChange. */
-function changeRecords(count: number): OutMessage[] {
+function changeRecords(count: number, topic: string): OutMessage[] {
   const topology = loadTopology(path.join(ROOT, 'load/topology.yaml'));
   const decoder = new DebeziumDecoder(topology);
   const now = Date.now();
@@ -157,7 +158,7 @@ function changeRecords(count: number): OutMessage[] {
     const id = 1 + Math.floor(i / ENTITIES.length);
     const e = envelope(entity, 'u', row(id, 1, now * 1000), row(id, 2, now * 1000), { lsn: BigInt(1_000_000 + i), txId: 1000 + i, now, schemas: i % 2 === 0 });
     const ev = decoder.decode({ topic: e.topic, partition: id % 6, offset: i, value: e.value }) as ChangeEvent;
-    out.push({ topic: '', key: routingKey(ev), value: encodeChange(ev) });
+    out.push({ topic, key: routingKey(ev), value: encodeChange(ev) });
   }
   return out;
 }
@@ -166,5 +167,3 @@ function percentile(xs: number[], q: number): number {
   const s = [...xs].sort((x, y) => x - y);
   return s.length === 0 ? NaN : s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
