@@ -146,19 +146,101 @@ Napi::Value AppendLeaves(const Napi::CallbackInfo& info) {
 }
 
 // scanLeafRows(buf, pos, seqs, starts, flags, leaves, state): parses the rows of PostgreSQL's
-// binary COPY of `seq, leaf_hash, payload_hash, <15 metadata texts>, <3 payload texts>` (the
-// verifier's query, src/audit/leaf.ts) from byte pos on, as many as are whole in buf and fit
-// in seqs. For row i it writes seqs[i] (the seq), starts[i] (the row's byte offset, for a
-// second look), leaves[32i .. 32i+32) (the leaf the tree is built from: the stored leaf hash
-// when it is 32 bytes, else the recomputed one) and flags[i]: bit 0 when the row has no
-// payload (all three payload fields NULL: pruned, hashed by the caller), bit 1 when the
-// recomputed leaf or payload hash differs from the stored one (or a stored leaf is absent).
-// state[0] = rows written, state[1] = 1 when the trailer was read. Returns the offset after the
-// last whole row (after the trailer). The caller looks again, field by field, only at flagged
-// rows; this call replaces the per-row parse, the two digests and the two comparisons.
-constexpr int kFields = 21, kMetaFirst = 3, kPayloadFirst = 18;
+// binary COPY of the verifier's columns (COPY_COLUMNS in src/audit/leaf.ts: seq, leaf_hash,
+// payload_hash, the row's other columns in binary, the 3 payload columns last) from byte pos
+// on, as many as are whole in buf and fit in seqs. For row i it writes seqs[i] (the seq),
+// starts[i] (the row's byte offset, for a second look), leaves[32i .. 32i+32) (the leaf the
+// tree is built from: the stored leaf hash when it is 32 bytes, else the recomputed one) and
+// flags[i]: bit 0 when the row has no payload (all three payload fields NULL: pruned, hashed
+// by the caller), bit 1 when the recomputed leaf or payload hash differs from the stored one
+// (or a stored leaf is absent). state[0] = rows written, state[1] = 1 when the trailer was
+// read. Returns the offset after the last whole row (after the trailer). The caller looks
+// again, field by field, only at flagged rows; this call replaces the per-row parse, the
+// conversions, the two digests and the two comparisons.
+constexpr int kFields = 20;
+// COPY_COLUMNS indexes of the fields the leaf takes (leafMeta in src/audit/leaf.ts)
+constexpr int kSeq = 0, kLeaf = 1, kPayloadHash = 2, kLogId = 3, kKind = 4, kSourcePosition = 10, kSourceTs = 11, kChanged = 12,
+              kVersion = 13, kHlc = 14, kActor = 15, kExecutedAt = 16, kPayloadFirst = 17;
 
 int32_t ReadI32(const uint8_t* p) { return static_cast<int32_t>((uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3])); }
+
+int64_t ReadI64(const uint8_t* p) {
+  uint64_t v = 0;
+  for (int k = 0; k < 8; k++) v = (v << 8) | p[k];
+  return static_cast<int64_t>(v);
+}
+
+// Writes n's decimal digits, at least `width` of them (zero-padded), at o; returns the end.
+char* Digits(char* o, uint64_t n, int width) {
+  char t[24];
+  int k = 0;
+  do { t[k++] = static_cast<char>('0' + n % 10); n /= 10; } while (n != 0);
+  while (k < width) t[k++] = '0';
+  while (k > 0) *o++ = t[--k];
+  return o;
+}
+
+char* Int8Text(char* o, int64_t v) {
+  if (v < 0) *o++ = '-';
+  return Digits(o, v < 0 ? 0 - static_cast<uint64_t>(v) : static_cast<uint64_t>(v), 1);
+}
+
+int64_t FloorDiv(int64_t a, int64_t b) { return a / b - ((a % b != 0 && (a < 0) != (b < 0)) ? 1 : 0); }
+
+// timestamptzText of src/audit/leaf.ts (its reference): the text PostgreSQL gives a
+// timestamptz (microseconds since 2000-01-01 UTC) under DateStyle ISO and TimeZone UTC.
+char* TimestampText(char* o, int64_t us) {
+  if (us == INT64_MAX) { memcpy(o, "infinity", 8); return o + 8; }
+  if (us == INT64_MIN) { memcpy(o, "-infinity", 9); return o + 9; }
+  constexpr int64_t kDay = 86400000000LL;
+  const int64_t days = FloorDiv(us, kDay);
+  const int64_t time = us - days * kDay;
+  // the civil date of a day count, in 400-year eras from 0000-03-01 (proleptic Gregorian)
+  const int64_t z = days + 10957 + 719468;
+  const int64_t era = FloorDiv(z, 146097);
+  const int64_t doe = z - era * 146097;
+  const int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  const int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  const int64_t mp = (5 * doy + 2) / 153;
+  const int64_t day = doy - (153 * mp + 2) / 5 + 1;
+  const int64_t month = mp < 10 ? mp + 3 : mp - 9;
+  const int64_t year = yoe + era * 400 + (month <= 2 ? 1 : 0);
+  const int64_t secs = time / 1000000;
+  int64_t frac = time % 1000000;
+  o = Digits(o, static_cast<uint64_t>(year > 0 ? year : 1 - year), 4);
+  *o++ = '-';
+  o = Digits(o, static_cast<uint64_t>(month), 2);
+  *o++ = '-';
+  o = Digits(o, static_cast<uint64_t>(day), 2);
+  *o++ = ' ';
+  o = Digits(o, static_cast<uint64_t>(secs / 3600), 2);
+  *o++ = ':';
+  o = Digits(o, static_cast<uint64_t>(secs / 60 % 60), 2);
+  *o++ = ':';
+  o = Digits(o, static_cast<uint64_t>(secs % 60), 2);
+  if (frac != 0) {
+    int width = 6;
+    while (frac % 10 == 0) { frac /= 10; width--; }
+    *o++ = '.';
+    o = Digits(o, static_cast<uint64_t>(frac), width);
+  }
+  memcpy(o, "+00", 3);
+  o += 3;
+  if (year <= 0) { memcpy(o, " BC", 3); o += 3; }
+  return o;
+}
+
+// Appends a leaf field's int32 length (-1: NULL) to m.
+void PutLength(std::string& m, int32_t n) {
+  const char len[4] = {char(uint32_t(n) >> 24), char(uint32_t(n) >> 16), char(uint32_t(n) >> 8), char(n)};
+  m.append(len, 4);
+}
+
+// Appends one leaf field (int32 length, bytes) to m.
+void PutField(std::string& m, const char* d, int32_t n) {
+  PutLength(m, n);
+  if (n > 0) m.append(d, static_cast<size_t>(n));
+}
 
 Napi::Value ScanLeafRows(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -189,6 +271,8 @@ Napi::Value ScanLeafRows(const Napi::CallbackInfo& info) {
   static const uint8_t kPrefix[2] = {0x00, 0x02};
   int64_t fs[kFields];
   int32_t fl[kFields];
+  std::string meta;
+  meta.reserve(1024);
   while (n < cap && pos + 2 <= len) {
     const int16_t count = static_cast<int16_t>((uint16_t(b[pos]) << 8) | uint16_t(b[pos + 1]));
     if (count == -1) {
@@ -210,31 +294,61 @@ Napi::Value ScanLeafRows(const Napi::CallbackInfo& info) {
       if (p > len) { whole = false; break; }
     }
     if (!whole) break;
-    if (fl[0] != 8) throw Napi::Error::New(env, "binary COPY row: seq is not an 8-byte bigint");
-    int64_t seq = 0;
-    for (int k = 0; k < 8; k++) seq = static_cast<int64_t>((static_cast<uint64_t>(seq) << 8) | b[fs[0] + k]);
+    if (fl[kSeq] != 8) throw Napi::Error::New(env, "binary COPY row: seq is not an 8-byte bigint");
+    for (int f : {kSourceTs, kHlc, kExecutedAt}) {
+      if (fl[f] != 8 && fl[f] != -1) throw Napi::Error::New(env, "binary COPY row: a bigint or timestamptz column is " + std::to_string(fl[f]) + " bytes, not 8");
+    }
+    const int64_t seq = ReadI64(b + fs[kSeq]);
     seqs[n] = static_cast<double>(seq);
     starts[n] = static_cast<int32_t>(pos);
     uint8_t* leaf = leaves.Data() + 32 * n;
-    const bool storedLeaf32 = fl[1] == 32;
+    const bool storedLeaf32 = fl[kLeaf] == 32;
     uint8_t flag = 0;
     if (fl[kPayloadFirst] < 0 && fl[kPayloadFirst + 1] < 0 && fl[kPayloadFirst + 2] < 0) {
       flag = 1;
-      if (storedLeaf32) memcpy(leaf, b + fs[1], 32); else memset(leaf, 0, 32);
+      if (storedLeaf32) memcpy(leaf, b + fs[kLeaf], 32); else memset(leaf, 0, 32);
     } else {
-      const int64_t ms = fs[kMetaFirst] - 4, ps = fs[kPayloadFirst] - 4;
+      // the leaf's metadata fields: as sent, or converted to their texts
+      char t[64];
+      const auto sent = [&](int from, int to) { meta.append(reinterpret_cast<const char*>(b + fs[from] - 4), static_cast<size_t>(fs[to] + (fl[to] > 0 ? fl[to] : 0) - (fs[from] - 4))); };
+      const auto ts = [&](int f) {
+        if (fl[f] < 0) PutField(meta, nullptr, -1);
+        else PutField(meta, t, static_cast<int32_t>(TimestampText(t, ReadI64(b + fs[f])) - t));
+      };
+      meta.clear();
+      sent(kLogId, kLogId);
+      PutField(meta, t, static_cast<int32_t>(Int8Text(t, seq) - t));
+      sent(kKind, kSourcePosition);
+      ts(kSourceTs);
+      sent(kChanged, kChanged);
+      if (fl[kVersion] < 0) {
+        PutField(meta, nullptr, -1);
+      } else {
+        static const char kHex[] = "0123456789abcdef";
+        PutLength(meta, 2 * fl[kVersion]);
+        for (int32_t k = 0; k < fl[kVersion]; k++) {
+          const uint8_t v = b[fs[kVersion] + k];
+          meta.push_back(kHex[v >> 4]);
+          meta.push_back(kHex[v & 15]);
+        }
+      }
+      if (fl[kHlc] < 0) PutField(meta, nullptr, -1);
+      else PutField(meta, t, static_cast<int32_t>(Int8Text(t, ReadI64(b + fs[kHlc])) - t));
+      sent(kActor, kActor);
+      ts(kExecutedAt);
+      const int64_t ps = fs[kPayloadFirst] - 4;
       uint8_t ph[32], lh[32];
       Sha256(b + ps, static_cast<size_t>(p - ps), ph);
       SHA256_CTX c;
       SHA256_Init(&c);
       SHA256_Update(&c, kPrefix, 2);
-      SHA256_Update(&c, b + ms, static_cast<size_t>(ps - ms));
+      SHA256_Update(&c, meta.data(), meta.size());
       SHA256_Update(&c, ph, 32);
       SHA256_Final(lh, &c);
-      const bool leafOk = storedLeaf32 && memcmp(b + fs[1], lh, 32) == 0;
-      const bool payloadOk = fl[2] < 0 || (fl[2] == 32 && memcmp(b + fs[2], ph, 32) == 0);
+      const bool leafOk = storedLeaf32 && memcmp(b + fs[kLeaf], lh, 32) == 0;
+      const bool payloadOk = fl[kPayloadHash] < 0 || (fl[kPayloadHash] == 32 && memcmp(b + fs[kPayloadHash], ph, 32) == 0);
       if (!leafOk || !payloadOk) flag = 2;
-      memcpy(leaf, storedLeaf32 ? b + fs[1] : lh, 32);
+      memcpy(leaf, storedLeaf32 ? b + fs[kLeaf] : lh, 32);
     }
     flags[n] = flag;
     n++;

@@ -28,17 +28,28 @@ import { CopyOut, type CopySink } from './copy-out.ts';
  * The payload enters through its hash, so a pruned row (payload archived and cleared,
  * payload_hash kept) still proves its metadata. The writer computes both hashes from the
  * texts it writes (audit-rows.ts); the verifier recomputes them from a binary COPY of the
- * texts the table holds, which arrive already in this layout.
+ * table's columns (COPY_COLUMNS: most of them arrive already in this layout).
  */
 export const LEAF_FORMAT = 2;
 
-/** The SQL text forms of the leaf's fields, in order (the verifier selects these). */
-export const LEAF_FIELD_SQL = [
-  'log_id', 'seq::text', 'kind', 'event_id', 'entity', 'record_key::text', 'op', 'source_node', 'source_position::text',
-  'source_ts::text', 'changed_columns::text', "encode(version, 'hex')", 'hlc::text', 'actor', 'executed_at::text',
+/**
+ * The columns of the verifier's binary COPY, in order: the seq, the two stored hashes, the
+ * row's other columns as stored, the payload last. PostgreSQL sends each in its binary form,
+ * and for most of them that is already the leaf's field: a text column's, and a json
+ * column's too (json_send writes the text as textsend does). Four are converted here and in
+ * native/hash.cc instead (leafMeta): the leaf's seq and hlc texts are the decimal digits of
+ * the 8-byte bigints, its version the lower-case hex of the bytea, its source_ts and
+ * executed_at the texts of timestamptzText. Casts in the query (`source_ts::text` and the
+ * others) cost PostgreSQL, the verifier's limit, 1.5 µs of its ~4 µs a row on this machine
+ * (bench/RESULTS.md, issue 15).
+ */
+export const COPY_COLUMNS = [
+  'seq', 'leaf_hash', 'payload_hash', 'log_id', 'kind', 'event_id', 'entity', 'record_key', 'op', 'source_node',
+  'source_position', 'source_ts', 'changed_columns', 'version', 'hlc', 'actor', 'executed_at', 'before', 'after', 'writes',
 ] as const;
 
-export const PAYLOAD_FIELD_SQL = ['before::text', 'after::text', 'writes::text'] as const;
+/** Where the leaf's fields come from in a COPY row (COPY_COLUMNS), in leaf order: a column's index, converted or as sent. */
+const C = { seq: 0, leaf: 1, payloadHash: 2, logId: 3, kind: 4, sourcePosition: 10, sourceTs: 11, changed: 12, version: 13, hlc: 14, actor: 15, executedAt: 16, before: 17 } as const;
 
 /** The session settings the timestamp texts are defined under. */
 export const LEAF_SESSION_SQL = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'";
@@ -54,12 +65,52 @@ export const LEAF_SESSION_SQL = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY
 export const LEAF_PLAN_SQL = 'SET enable_seqscan = off; SET enable_bitmapscan = off; SET enable_sort = off; SET max_parallel_workers_per_gather = 0';
 export const LEAF_PLAN_RESET_SQL = 'RESET enable_seqscan; RESET enable_bitmapscan; RESET enable_sort; RESET max_parallel_workers_per_gather';
 
-/** A timestamp's text (ISO-8601 in, millisecond precision) as PostgreSQL prints it under LEAF_SESSION_SQL. */
+/** A timestamp's text (ISO-8601 in, millisecond precision) as PostgreSQL prints it under LEAF_SESSION_SQL: the writer's side. */
 export function pgTimestampText(iso: string): string {
   const m = /^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(?:\.(\d+))?Z$/.exec(iso);
   if (!m) throw new Error(`not a UTC ISO-8601 timestamp: ${iso}`);
   const frac = (m[3] ?? '').replace(/0+$/, '');
   return `${m[1]} ${m[2]}${frac ? `.${frac}` : ''}+00`;
+}
+
+const USECS_PER_DAY = 86_400_000_000n;
+/** Days from 1970-03-01 back to 0000-03-01 (proleptic Gregorian), and from 1970-01-01 to 2000-01-01. */
+const DAYS_0000_03_01 = 719_468n;
+const DAYS_1970_2000 = 10_957n;
+const pad = (n: bigint | number, w: number) => String(n).padStart(w, '0');
+
+/**
+ * A timestamptz's text as PostgreSQL prints it with DateStyle ISO and TimeZone UTC, from its
+ * binary form (microseconds since 2000-01-01 00:00 UTC): `2026-11-30 12:00:00.123+00`, the
+ * fraction without its trailing zeros, at least four digits of year, ` BC` after the zone
+ * for year 0 and before (1 BC is year 0), `infinity` and `-infinity` at the ends of int64.
+ * The reference of native/hash.cc's TimestampText; test/integration/copy-out.test.ts holds
+ * both to PostgreSQL's own text over its whole range.
+ */
+export function timestamptzText(us: bigint): string {
+  if (us === 0x7fffffffffffffffn) return 'infinity';
+  if (us === -0x8000000000000000n) return '-infinity';
+  let days = us / USECS_PER_DAY;
+  let time = us % USECS_PER_DAY;
+  if (time < 0n) {
+    time += USECS_PER_DAY;
+    days -= 1n;
+  }
+  // the civil date of a day count (days since 1970-01-01), in 400-year eras from 0000-03-01
+  const z = days + DAYS_1970_2000 + DAYS_0000_03_01;
+  const era = (z >= 0n ? z : z - 146_096n) / 146_097n;
+  const doe = z - era * 146_097n;
+  const yoe = (doe - doe / 1460n + doe / 36_524n - doe / 146_096n) / 365n;
+  const doy = doe - (365n * yoe + yoe / 4n - yoe / 100n);
+  const mp = (5n * doy + 2n) / 153n;
+  const day = doy - (153n * mp + 2n) / 5n + 1n;
+  const month = mp < 10n ? mp + 3n : mp - 9n;
+  const year = yoe + era * 400n + (month <= 2n ? 1n : 0n);
+  const secs = time / 1_000_000n;
+  const frac = (time % 1_000_000n).toString().padStart(6, '0').replace(/0+$/, '');
+  const y = year > 0n ? year : 1n - year;
+  return `${pad(y, 4)}-${pad(month, 2)}-${pad(day, 2)} ${pad(secs / 3600n, 2)}:${pad((secs / 60n) % 60n, 2)}:${pad(secs % 60n, 2)}`
+    + `${frac ? `.${frac}` : ''}+00${year > 0n ? '' : ' BC'}`;
 }
 
 const LEAF_PREFIX = Buffer.from([0x00, LEAF_FORMAT]);
@@ -112,7 +163,7 @@ export interface LeafRow {
   seq: number;
   storedLeaf: Buffer | null;
   storedPayload: Buffer | null;
-  /** the 15 metadata fields, encoded (a view into the COPY data: copy it to keep it) */
+  /** the 15 metadata fields, encoded */
   meta: Buffer;
   /** the 3 payload fields, encoded; null when all three are NULL (a pruned row) */
   payload: Buffer | null;
@@ -121,24 +172,25 @@ export interface LeafRow {
   payloadHash?: Buffer;
 }
 
-/** Hashes every row of a chunk that has a payload in one native call (native-hash.ts), filling leafHash and payloadHash. */
-function hashChunk(buf: Buffer, rows: LeafRow[]): void {
+/** Hashes every row that has a payload in one native call (native-hash.ts), filling leafHash and payloadHash. */
+function hashChunk(rows: LeafRow[]): void {
   const spans = new Int32Array(rows.length * 4);
+  const parts: Buffer[] = [];
+  let at = 0;
   for (let i = 0; i < rows.length; i++) {
     const r = rows[i]!;
     if (r.payload === null) {
       spans[4 * i + 2] = -1;
       continue;
     }
-    const m = r.meta.byteOffset - buf.byteOffset;
-    const p = r.payload.byteOffset - buf.byteOffset;
-    spans[4 * i] = m;
-    spans[4 * i + 1] = m + r.meta.length;
-    spans[4 * i + 2] = p;
-    spans[4 * i + 3] = p + r.payload.length;
+    parts.push(r.meta, r.payload);
+    spans[4 * i] = at;
+    spans[4 * i + 1] = at += r.meta.length;
+    spans[4 * i + 2] = at;
+    spans[4 * i + 3] = at += r.payload.length;
   }
   const out = Buffer.allocUnsafe(rows.length * 64);
-  nativeHash!.leafHashes(buf, spans, out);
+  nativeHash!.leafHashes(Buffer.concat(parts, at), spans, out);
   for (let i = 0; i < rows.length; i++) {
     const r = rows[i]!;
     if (r.payload === null) continue;
@@ -148,17 +200,49 @@ function hashChunk(buf: Buffer, rows: LeafRow[]): void {
 }
 
 const SIGNATURE = Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1');
-const META_FIELDS = LEAF_FIELD_SQL.length;
-const FIELDS = 3 + META_FIELDS + PAYLOAD_FIELD_SQL.length;
-/** The fewest bytes a row of the verifier's COPY takes: its field count, 21 lengths and the 8-byte seq. */
+const FIELDS = COPY_COLUMNS.length;
+/** The fewest bytes a row of the verifier's COPY takes: its field count, 20 lengths and the 8-byte seq. */
 const MIN_ROW_BYTES = 2 + 4 * FIELDS + 8;
 
 const fieldStarts = new Int32Array(FIELDS);
 const fieldLens = new Int32Array(FIELDS);
 
+/** A bigint or timestamptz column's 8 bytes (null for NULL); any other length is not the column's binary form. */
+function int8At(buf: Buffer, starts: Int32Array, lens: Int32Array, f: number): bigint | null {
+  if (lens[f]! < 0) return null;
+  if (lens[f] !== 8) throw new Error(`binary COPY row: ${COPY_COLUMNS[f]} is ${lens[f]} bytes, not 8`);
+  return buf.readBigInt64BE(starts[f]!);
+}
+
+/** A field's bytes as they are in buf: its length and its data. */
+const sent = (buf: Buffer, starts: Int32Array, lens: Int32Array, from: number, to = from) => buf.subarray(starts[from]! - 4, starts[to]! + Math.max(0, lens[to]!));
+
+/**
+ * The leaf's 15 metadata fields, encoded, from a COPY row's fields (COPY_COLUMNS): the texts
+ * as sent, and seq, source_ts, version, hlc and executed_at converted to their texts. The
+ * reference of the same step in native/hash.cc's scanLeafRows.
+ */
+function leafMeta(buf: Buffer, starts: Int32Array, lens: Int32Array): Buffer {
+  const text = (t: string | null) => encodeFields([t]);
+  const ts = (f: number) => { const v = int8At(buf, starts, lens, f); return text(v === null ? null : timestamptzText(v)); };
+  const hlc = int8At(buf, starts, lens, C.hlc);
+  return Buffer.concat([
+    sent(buf, starts, lens, C.logId),
+    text(String(int8At(buf, starts, lens, C.seq))),
+    sent(buf, starts, lens, C.kind, C.sourcePosition),
+    ts(C.sourceTs),
+    sent(buf, starts, lens, C.changed),
+    text(lens[C.version]! < 0 ? null : buf.toString('hex', starts[C.version]!, starts[C.version]! + lens[C.version]!)),
+    text(hlc === null ? null : String(hlc)),
+    sent(buf, starts, lens, C.actor),
+    ts(C.executedAt),
+  ]);
+}
+
 /**
  * The row of the verifier's binary COPY at pos: 'end' at the trailer, null when buf does not
- * hold all of it yet. Its buffers are views into buf. (No closures: this runs per row.)
+ * hold all of it yet. Its stored hashes and payload are views into buf; its metadata is its
+ * own buffer (leafMeta). (No closures: this runs per row.)
  */
 function rowAt(buf: Buffer, pos: number): { row: LeafRow; next: number } | 'end' | null {
   const end = buf.length;
@@ -166,7 +250,7 @@ function rowAt(buf: Buffer, pos: number): { row: LeafRow; next: number } | 'end'
   const count = buf.readInt16BE(pos);
   if (count === -1) return 'end';
   if (count !== FIELDS) throw new Error(`binary COPY row with ${count} fields, expected ${FIELDS}`);
-  // field starts and lengths, in order: seq, leaf_hash, payload_hash, then the texts
+  // field starts and lengths, in COPY_COLUMNS order
   const starts = fieldStarts;
   const lens = fieldLens;
   let p = pos + 2;
@@ -178,16 +262,15 @@ function rowAt(buf: Buffer, pos: number): { row: LeafRow; next: number } | 'end'
     p += 4 + (len > 0 ? len : 0);
     if (p > end) return null;
   }
-  if (lens[0] !== 8) throw new Error('binary COPY row: seq is not an 8-byte bigint');
-  const metaStart = starts[3]! - 4;
-  const payloadStart = starts[3 + META_FIELDS]! - 4;
-  const payloadNull = lens[3 + META_FIELDS]! < 0 && lens[4 + META_FIELDS]! < 0 && lens[5 + META_FIELDS]! < 0;
+  if (lens[C.seq] !== 8) throw new Error('binary COPY row: seq is not an 8-byte bigint');
+  const payloadStart = starts[C.before]! - 4;
+  const payloadNull = lens[C.before]! < 0 && lens[C.before + 1]! < 0 && lens[C.before + 2]! < 0;
   return {
     row: {
-      seq: Number(buf.readBigInt64BE(starts[0]!)),
-      storedLeaf: lens[1]! < 0 ? null : buf.subarray(starts[1]!, starts[1]! + lens[1]!),
-      storedPayload: lens[2]! < 0 ? null : buf.subarray(starts[2]!, starts[2]! + lens[2]!),
-      meta: buf.subarray(metaStart, payloadStart),
+      seq: Number(buf.readBigInt64BE(starts[C.seq]!)),
+      storedLeaf: lens[C.leaf]! < 0 ? null : buf.subarray(starts[C.leaf]!, starts[C.leaf]! + lens[C.leaf]!),
+      storedPayload: lens[C.payloadHash]! < 0 ? null : buf.subarray(starts[C.payloadHash]!, starts[C.payloadHash]! + lens[C.payloadHash]!),
+      meta: leafMeta(buf, starts, lens),
       payload: payloadNull ? null : buf.subarray(payloadStart, p),
     },
     next: p,
@@ -255,12 +338,11 @@ export function scanLeafRowsJs(buf: Buffer, pos: number, a: ScanArrays): number 
 }
 
 /**
- * Parses PostgreSQL's binary COPY output of `seq, leaf_hash, payload_hash, <metadata
- * texts>, <payload texts>` as CopyOut writes it in, across reads: into LeafRow[] per read
- * (rows mode, on a copy of the read's rows, which callers may keep) or one LeafChunk per read
- * (chunks mode, the verifier's: views into this parser's one buffer, valid during the call).
- * Since the text fields arrive in exactly the leaf's field layout, a row's encoded fields are
- * slices of the stream: nothing is decoded or re-encoded.
+ * Parses PostgreSQL's binary COPY output of COPY_COLUMNS as CopyOut writes it in, across
+ * reads: into LeafRow[] per read (rows mode, on a copy of the read's rows, which callers may
+ * keep) or one LeafChunk per read (chunks mode, the verifier's: views into this parser's one
+ * buffer, valid during the call). Most fields arrive in the leaf's field layout and are
+ * hashed where they lie; the five others are converted on the way (leafMeta).
  */
 class LeafRowParser<T> implements CopySink {
   private buf = Buffer.allocUnsafe(256 * 1024);
@@ -329,7 +411,7 @@ class LeafRowParser<T> implements CopySink {
     // the rows' own copy: this buffer is written over by the next read
     const own = Buffer.from(buf.subarray(from, pos));
     const rows = spans.map((at) => (rowAt(own, at - from) as { row: LeafRow }).row);
-    if (nativeHash) hashChunk(own, rows);
+    if (nativeHash) hashChunk(rows);
     return { next: pos, data: rows as T };
   }
 
@@ -357,7 +439,7 @@ function scanArrays(cap: number): ScanArrays {
 /** The verifier's query over one log's rows from seq `from` through `to` (inclusive; Infinity for the end), in seq order. */
 export function leafCopySql(client: pg.ClientBase, logId: string, from: number, to: number): string {
   const upper = Number.isFinite(to) ? ` AND seq <= ${Math.trunc(to)}` : '';
-  return `COPY (SELECT seq, leaf_hash, payload_hash, ${LEAF_FIELD_SQL.join(', ')}, ${PAYLOAD_FIELD_SQL.join(', ')}
+  return `COPY (SELECT ${COPY_COLUMNS.join(', ')}
     FROM audit_log WHERE log_id = ${client.escapeLiteral(logId)} AND seq >= ${Math.trunc(from)}${upper} ORDER BY audit_log.seq) TO STDOUT (FORMAT binary)`;
 }
 

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import pgCopy from 'pg-copy-streams';
 import { CopyOut, unframeCopyDataJs, type CopySink } from '../../src/audit/copy-out.ts';
-import { LEAF_PLAN_RESET_SQL, LEAF_PLAN_SQL, leafCopySql, streamLeafRows } from '../../src/audit/leaf.ts';
+import { hashTexts, LEAF_PLAN_RESET_SQL, LEAF_PLAN_SQL, leafCopySql, META_FIELD_NAMES, PAYLOAD_FIELD_NAMES, streamLeafChunks, streamLeafRows, timestamptzText } from '../../src/audit/leaf.ts';
 import { migrateControlSchema } from '../../src/audit/control-schema.ts';
 import { nativeHash } from '../../src/audit/native-hash.ts';
 import { stack } from '../support/stack.ts';
@@ -140,5 +140,66 @@ describe('the verifier\'s read of a log', () => {
     const settings = await client.query<{ name: string; setting: string; source: string }>(
       `SELECT name, setting, source FROM pg_settings WHERE name IN ('enable_seqscan', 'enable_bitmapscan', 'enable_sort', 'max_parallel_workers_per_gather')`);
     expect(settings.rows.filter((r) => r.source === 'session')).toEqual([]);
+  });
+});
+
+describe('the verifier\'s conversions of binary columns give PostgreSQL\'s own texts (leaf format 2 is defined by them)', () => {
+  /** Instants over PostgreSQL's whole timestamptz range, and its edges. */
+  const instants = `SELECT timestamptz '4713-11-24 00:00:00+00 BC' + (random() * 109203495) * interval '1 day' + random() * interval '86400 s' AS t FROM generate_series(1, 5000)
+    UNION ALL SELECT timestamptz '1970-01-01 00:00:00+00' + (random() * 40000 - 20000) * interval '1 day' + (random() * 86400000000)::bigint * interval '1 microsecond' FROM generate_series(1, 5000)
+    UNION ALL SELECT v::timestamptz FROM unnest(ARRAY['4713-11-24 00:00:00+00 BC', '0001-12-31 23:59:59.999999+00 BC', '0001-01-01 00:00:00+00', '1999-12-31 23:59:59.999999+00',
+      '2000-01-01 00:00:00+00', '2000-01-01 00:00:00.000001+00', '2000-02-29 12:00:00.1+00', '1900-02-28 23:59:59.99+00', '2026-11-30 12:34:56.123456+00',
+      '9999-12-31 23:59:59.999999+00', '10000-01-01 00:00:00+00', '294276-12-31 23:59:59.999999+00', 'infinity', '-infinity']) v`;
+
+  it('timestamptzText: the text of every instant, from its microseconds', async () => {
+    await client.query("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'");
+    const { rows } = await client.query<{ us: string; text: string }>(
+      `SELECT CASE WHEN isfinite(t) THEN (extract(epoch FROM t - timestamptz '2000-01-01 00:00:00+00') * 1000000)::numeric(30, 0)::text WHEN t > 'epoch' THEN '9223372036854775807' ELSE '-9223372036854775808' END AS us,
+         t::text AS text FROM (${instants}) x`);
+    expect(rows.length).toBe(10_014);
+    const wrong = rows.filter((r) => timestamptzText(BigInt(r.us)) !== r.text).slice(0, 5).map((r) => `${r.us}: ${timestamptzText(BigInt(r.us))} != ${r.text}`);
+    expect(wrong).toEqual([]);
+  });
+
+  it('the native scan recomputes the leaf of rows whose timestamps, version and hlc span their ranges, and names a row whose timestamp moved by 1 µs', async () => {
+    const logId = `conv-${randomBytes(4).toString('hex')}:t/0`;
+    await client.query(`INSERT INTO audit_log (log_id, seq, kind, event_id, source_ts, version, hlc, executed_at, before, after)
+      SELECT $1, row_number() OVER (), 'change', 'e' || row_number() OVER (), t,
+        CASE WHEN random() < 0.1 THEN NULL WHEN random() < 0.1 THEN ''::bytea ELSE decode(md5(random()::text), 'hex') END,
+        CASE WHEN random() < 0.1 THEN NULL ELSE ((random() - 0.5) * 9.2e18)::bigint END,
+        CASE WHEN random() < 0.5 THEN t ELSE now() END, '{"a": 1}', json_build_object('t', t::text)
+      FROM (${instants}) x`, [logId]);
+    try {
+      // the leaf from the texts PostgreSQL gives the columns: the definition the writer hashes by
+      await client.query("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'");
+      const { rows } = await client.query<Record<string, string | null>>(`SELECT log_id, seq::text AS seq, kind, event_id, entity, record_key::text, op, source_node, source_position::text,
+        source_ts::text, changed_columns::text, encode(version, 'hex') AS version, hlc::text, actor, executed_at::text, before::text, after::text, writes::text FROM audit_log WHERE log_id = $1`, [logId]);
+      const seqs: string[] = [];
+      const leaves: Buffer[] = [];
+      const payloads: Buffer[] = [];
+      for (const r of rows) {
+        const { payload, leaf } = hashTexts(META_FIELD_NAMES.map((f) => r[f]!), PAYLOAD_FIELD_NAMES.map((f) => r[f]!));
+        seqs.push(r.seq!);
+        leaves.push(leaf);
+        payloads.push(payload);
+      }
+      await client.query('UPDATE audit_log a SET leaf_hash = u.l, payload_hash = u.p FROM unnest($2::bigint[], $3::bytea[], $4::bytea[]) u(s, l, p) WHERE a.log_id = $1 AND a.seq = u.s',
+        [logId, seqs, leaves, payloads]);
+      const flagged = async () => {
+        const out: number[] = [];
+        let count = 0;
+        await streamLeafChunks(client, logId, 1, Infinity, (c) => {
+          for (let i = 0; i < c.count; i++) if (c.flags[i] !== 0) out.push(c.seqs[i]!);
+          count += c.count;
+        });
+        return { count, flagged: out };
+      };
+      expect(nativeHash).toBeDefined();
+      expect(await flagged()).toEqual({ count: 10_014, flagged: [] });
+      await client.query(`UPDATE audit_log SET source_ts = source_ts + interval '1 microsecond' WHERE log_id = $1 AND seq = 4321`, [logId]);
+      expect(await flagged()).toEqual({ count: 10_014, flagged: [4321] });
+    } finally {
+      await client.query('DELETE FROM audit_log WHERE log_id = $1', [logId]);
+    }
   });
 });

@@ -57,21 +57,35 @@ describe('native hashing', () => {
       len.writeInt32BE(b === null ? -1 : b.length);
       return b === null ? len : Buffer.concat([len, b]);
     };
-    /** One row as PostgreSQL's binary COPY gives it: seq, leaf_hash, payload_hash, 15 metadata texts, 3 payload texts. */
+    const int8 = (v: bigint) => { const b = Buffer.alloc(8); b.writeBigInt64BE(v); return b; };
+    /** Timestamps (µs since 2000-01-01 UTC) and their texts, as PostgreSQL gives them (the integration test holds the formatter to PostgreSQL's). */
+    const stamps: Array<[bigint, string]> = [
+      [849_312_000_123_000n, '2026-11-30 00:00:00.123+00'], [0n, '2000-01-01 00:00:00+00'], [-1n, '1999-12-31 23:59:59.999999+00'],
+      [-63_082_281_600_500_000n, '0001-12-31 23:59:59.5+00 BC'], [252_455_616_000_000_010n, '10000-01-01 00:00:00.00001+00'],
+      [-211_781_865_600_000_000n, '4713-11-24 00:00:00+00 BC'], [0x7fffffffffffffffn, 'infinity'], [-0x8000000000000000n, '-infinity'],
+    ];
+    /** One row as PostgreSQL's binary COPY of COPY_COLUMNS gives it, and its leaf fields as texts. */
     const copyRow = (seq: number, kind: 'intact' | 'leaf edited' | 'payload hash edited' | 'no stored leaf' | 'short leaf' | 'pruned' | 'no payload hash') => {
-      const metaTexts = Array.from({ length: 15 }, (_, k) => (k === seq % 15 ? null : `${k}:${'ë'.repeat(seq % 7)}${seq}`));
+      const text = (k: number) => (k === seq % 15 ? null : `${k}:${'ë'.repeat(seq % 7)}${seq}`);
+      const [ts, tsText] = stamps[seq % stamps.length]!;
+      const version = seq % 5 === 0 ? null : Buffer.from([seq % 256, 0xab, 0, 0x0f].slice(0, seq % 4));
+      const hlc = seq % 6 === 0 ? null : BigInt(seq) * (seq % 2 ? 1n : -1n) << 20n;
+      // leaf order: log_id, seq, kind, event_id, entity, record_key, op, source_node, source_position, source_ts, changed_columns, version, hlc, actor, executed_at
+      const metaTexts = [text(0), String(seq), text(2), text(3), text(4), text(5), text(6), text(7), text(8), seq % 9 === 0 ? null : tsText,
+        text(10), version && version.toString('hex'), hlc === null ? null : String(hlc), text(13), stamps[(seq + 1) % stamps.length]![1]];
       const payloadTexts = kind === 'pruned' ? [null, null, null] : [JSON.stringify({ id: seq, v: 'x'.repeat(seq % 300) }), null, '[]'];
       const meta = encodeFields(metaTexts);
       const payloadFields = encodeFields(payloadTexts);
       const ph = payloadHash(payloadFields);
       const leaf = leafHashOf(meta, ph);
-      const seqBytes = Buffer.alloc(8);
-      seqBytes.writeBigInt64BE(BigInt(seq));
       const storedLeaf = kind === 'leaf edited' ? Buffer.from(leaf).fill(7, 0, 1) : kind === 'no stored leaf' ? null : kind === 'short leaf' ? leaf.subarray(0, 1) : leaf;
       const storedPayload = kind === 'payload hash edited' ? Buffer.alloc(32, 1) : kind === 'no payload hash' ? null : ph;
       const count = Buffer.alloc(2);
-      count.writeInt16BE(21);
-      return { bytes: Buffer.concat([count, field(seqBytes), field(storedLeaf), field(storedPayload), meta, payloadFields]), leaf, storedLeaf };
+      count.writeInt16BE(20);
+      const columns = [int8(BigInt(seq)), storedLeaf, storedPayload, ...[0, 2, 3, 4, 5, 6, 7, 8].map((k) => text(k) === null ? null : Buffer.from(text(k)!)),
+        seq % 9 === 0 ? null : int8(ts), text(10) === null ? null : Buffer.from(text(10)!), version, hlc === null ? null : int8(hlc),
+        text(13) === null ? null : Buffer.from(text(13)!), int8(stamps[(seq + 1) % stamps.length]![0])];
+      return { bytes: Buffer.concat([count, ...columns.map(field), payloadFields]), leaf, storedLeaf };
     };
     const kinds = ['intact', 'intact', 'intact', 'leaf edited', 'payload hash edited', 'no stored leaf', 'short leaf', 'pruned', 'no payload hash'] as const;
     const rows = Array.from({ length: 120 }, (_, i) => ({ kind: kinds[i % kinds.length]!, ...copyRow(i + 1, kinds[i % kinds.length]!) }));
@@ -114,9 +128,9 @@ describe('native hashing', () => {
 
     it('refuses a row of another shape, and a position or arrays it cannot use', () => {
       const bad = Buffer.from(body);
-      bad.writeInt16BE(20, 0);
-      expect(() => native(bad, 0, arrays(10))).toThrow(/20 fields, expected 21/);
-      expect(() => scanLeafRowsJs(bad, 0, arrays(10))).toThrow(/20 fields, expected 21/);
+      bad.writeInt16BE(19, 0);
+      expect(() => native(bad, 0, arrays(10))).toThrow(/19 fields, expected 20/);
+      expect(() => scanLeafRowsJs(bad, 0, arrays(10))).toThrow(/19 fields, expected 20/);
       expect(() => native(body, body.length + 1, arrays(10))).toThrow(RangeError);
       const a = arrays(10);
       expect(() => nativeHash!.scanLeafRows(body, 0, a.seqs, a.starts, a.flags, Buffer.alloc(31), a.state)).toThrow(RangeError);
