@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -187,59 +188,86 @@ char* Int8Text(char* o, int64_t v) {
 
 int64_t FloorDiv(int64_t a, int64_t b) { return a / b - ((a % b != 0 && (a < 0) != (b < 0)) ? 1 : 0); }
 
+// A timestamptz column's last text and last date, kept across rows: within a log,
+// executed_at repeats for a whole commit, and source_ts's date for many rows.
+struct TimestampCache {
+  bool has = false, hasDay = false, bc = false;
+  int64_t us = 0, days = 0;
+  int len = 0, dateLen = 0;
+  char text[48], date[24];
+};
+
 // timestamptzText of src/audit/leaf.ts (its reference): the text PostgreSQL gives a
 // timestamptz (microseconds since 2000-01-01 UTC) under DateStyle ISO and TimeZone UTC.
-char* TimestampText(char* o, int64_t us) {
-  if (us == INT64_MAX) { memcpy(o, "infinity", 8); return o + 8; }
-  if (us == INT64_MIN) { memcpy(o, "-infinity", 9); return o + 9; }
-  constexpr int64_t kDay = 86400000000LL;
-  const int64_t days = FloorDiv(us, kDay);
-  const int64_t time = us - days * kDay;
-  // the civil date of a day count, in 400-year eras from 0000-03-01 (proleptic Gregorian)
-  const int64_t z = days + 10957 + 719468;
-  const int64_t era = FloorDiv(z, 146097);
-  const int64_t doe = z - era * 146097;
-  const int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-  const int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-  const int64_t mp = (5 * doy + 2) / 153;
-  const int64_t day = doy - (153 * mp + 2) / 5 + 1;
-  const int64_t month = mp < 10 ? mp + 3 : mp - 9;
-  const int64_t year = yoe + era * 400 + (month <= 2 ? 1 : 0);
-  const int64_t secs = time / 1000000;
-  int64_t frac = time % 1000000;
-  o = Digits(o, static_cast<uint64_t>(year > 0 ? year : 1 - year), 4);
-  *o++ = '-';
-  o = Digits(o, static_cast<uint64_t>(month), 2);
-  *o++ = '-';
-  o = Digits(o, static_cast<uint64_t>(day), 2);
-  *o++ = ' ';
-  o = Digits(o, static_cast<uint64_t>(secs / 3600), 2);
-  *o++ = ':';
-  o = Digits(o, static_cast<uint64_t>(secs / 60 % 60), 2);
-  *o++ = ':';
-  o = Digits(o, static_cast<uint64_t>(secs % 60), 2);
-  if (frac != 0) {
-    int width = 6;
-    while (frac % 10 == 0) { frac /= 10; width--; }
-    *o++ = '.';
-    o = Digits(o, static_cast<uint64_t>(frac), width);
+char* TimestampText(char* o, int64_t us, TimestampCache& c) {
+  if (c.has && c.us == us) {
+    memcpy(o, c.text, static_cast<size_t>(c.len));
+    return o + c.len;
   }
-  memcpy(o, "+00", 3);
-  o += 3;
-  if (year <= 0) { memcpy(o, " BC", 3); o += 3; }
+  char* const start = o;
+  if (us == INT64_MAX) {
+    memcpy(o, "infinity", 8);
+    o += 8;
+  } else if (us == INT64_MIN) {
+    memcpy(o, "-infinity", 9);
+    o += 9;
+  } else {
+    constexpr int64_t kDay = 86400000000LL;
+    const int64_t days = FloorDiv(us, kDay);
+    const int64_t time = us - days * kDay;
+    if (!(c.hasDay && c.days == days)) {
+      // the civil date of a day count, in 400-year eras from 0000-03-01 (proleptic Gregorian)
+      const int64_t z = days + 10957 + 719468;
+      const int64_t era = FloorDiv(z, 146097);
+      const int64_t doe = z - era * 146097;
+      const int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+      const int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+      const int64_t mp = (5 * doy + 2) / 153;
+      const int64_t day = doy - (153 * mp + 2) / 5 + 1;
+      const int64_t month = mp < 10 ? mp + 3 : mp - 9;
+      const int64_t year = yoe + era * 400 + (month <= 2 ? 1 : 0);
+      char* d = Digits(c.date, static_cast<uint64_t>(year > 0 ? year : 1 - year), 4);
+      *d++ = '-';
+      d = Digits(d, static_cast<uint64_t>(month), 2);
+      *d++ = '-';
+      d = Digits(d, static_cast<uint64_t>(day), 2);
+      *d++ = ' ';
+      c.dateLen = static_cast<int>(d - c.date);
+      c.bc = year <= 0;
+      c.days = days;
+      c.hasDay = true;
+    }
+    memcpy(o, c.date, static_cast<size_t>(c.dateLen));
+    o += c.dateLen;
+    const uint32_t secs = static_cast<uint32_t>(time / 1000000);
+    uint32_t frac = static_cast<uint32_t>(time % 1000000);
+    o = Digits(o, secs / 3600, 2);
+    *o++ = ':';
+    o = Digits(o, secs / 60 % 60, 2);
+    *o++ = ':';
+    o = Digits(o, secs % 60, 2);
+    if (frac != 0) {
+      int width = 6;
+      while (frac % 10 == 0) { frac /= 10; width--; }
+      *o++ = '.';
+      o = Digits(o, frac, width);
+    }
+    memcpy(o, "+00", 3);
+    o += 3;
+    if (c.bc) { memcpy(o, " BC", 3); o += 3; }
+  }
+  c.len = static_cast<int>(o - start);
+  memcpy(c.text, start, static_cast<size_t>(c.len));
+  c.us = us;
+  c.has = true;
   return o;
 }
 
-// Appends a leaf field's int32 length (-1: NULL) to m.
-void PutLength(std::string& m, int32_t n) {
-  const char len[4] = {char(uint32_t(n) >> 24), char(uint32_t(n) >> 16), char(uint32_t(n) >> 8), char(n)};
-  m.append(len, 4);
-}
-
-// Appends one leaf field (int32 length, bytes) to m.
-void PutField(std::string& m, const char* d, int32_t n) {
-  PutLength(m, n);
-  if (n > 0) m.append(d, static_cast<size_t>(n));
+// Writes a leaf field's int32 length (-1: NULL) at o; returns the end.
+uint8_t* PutLength(uint8_t* o, int32_t n) {
+  const uint32_t u = static_cast<uint32_t>(n);
+  o[0] = uint8_t(u >> 24); o[1] = uint8_t(u >> 16); o[2] = uint8_t(u >> 8); o[3] = uint8_t(u);
+  return o + 4;
 }
 
 Napi::Value ScanLeafRows(const Napi::CallbackInfo& info) {
@@ -271,8 +299,8 @@ Napi::Value ScanLeafRows(const Napi::CallbackInfo& info) {
   static const uint8_t kPrefix[2] = {0x00, 0x02};
   int64_t fs[kFields];
   int32_t fl[kFields];
-  std::string meta;
-  meta.reserve(1024);
+  std::vector<uint8_t> meta(4096);
+  TimestampCache sourceTs, executedAt, noCache;
   while (n < cap && pos + 2 <= len) {
     const int16_t count = static_cast<int16_t>((uint16_t(b[pos]) << 8) | uint16_t(b[pos + 1]));
     if (count == -1) {
@@ -308,41 +336,50 @@ Napi::Value ScanLeafRows(const Napi::CallbackInfo& info) {
       flag = 1;
       if (storedLeaf32) memcpy(leaf, b + fs[kLeaf], 32); else memset(leaf, 0, 32);
     } else {
-      // the leaf's metadata fields: as sent, or converted to their texts
-      char t[64];
-      const auto sent = [&](int from, int to) { meta.append(reinterpret_cast<const char*>(b + fs[from] - 4), static_cast<size_t>(fs[to] + (fl[to] > 0 ? fl[to] : 0) - (fs[from] - 4))); };
-      const auto ts = [&](int f) {
-        if (fl[f] < 0) PutField(meta, nullptr, -1);
-        else PutField(meta, t, static_cast<int32_t>(TimestampText(t, ReadI64(b + fs[f])) - t));
+      // the leaf's metadata fields: as sent, or converted to their texts. A converted field
+      // is at most 26 bytes longer than its binary form (a timestamp's 8 bytes against 34
+      // characters), and a version's hex twice its bytes: the row's size and 128 bound it.
+      const size_t bound = 2 * static_cast<size_t>(p - pos) + 128;
+      if (meta.size() < bound) meta.resize(2 * bound);
+      uint8_t* w = meta.data();
+      const auto sent = [&](int from, int to) {
+        const size_t n = static_cast<size_t>(fs[to] + (fl[to] > 0 ? fl[to] : 0) - (fs[from] - 4));
+        memcpy(w, b + fs[from] - 4, n);
+        w += n;
       };
-      meta.clear();
+      // a text written after its 4-byte length, which is then filled in
+      const auto text = [&](char* (*put)(char*, int64_t, TimestampCache&), int64_t v, TimestampCache& c) {
+        char* t = reinterpret_cast<char*>(w + 4);
+        const int32_t n = static_cast<int32_t>(put(t, v, c) - t);
+        w = PutLength(w, n) + n;
+      };
+      const auto int8 = [](char* o, int64_t v, TimestampCache&) { return Int8Text(o, v); };
       sent(kLogId, kLogId);
-      PutField(meta, t, static_cast<int32_t>(Int8Text(t, seq) - t));
+      text(int8, seq, noCache);
       sent(kKind, kSourcePosition);
-      ts(kSourceTs);
+      if (fl[kSourceTs] < 0) w = PutLength(w, -1); else text(TimestampText, ReadI64(b + fs[kSourceTs]), sourceTs);
       sent(kChanged, kChanged);
       if (fl[kVersion] < 0) {
-        PutField(meta, nullptr, -1);
+        w = PutLength(w, -1);
       } else {
         static const char kHex[] = "0123456789abcdef";
-        PutLength(meta, 2 * fl[kVersion]);
+        w = PutLength(w, 2 * fl[kVersion]);
         for (int32_t k = 0; k < fl[kVersion]; k++) {
           const uint8_t v = b[fs[kVersion] + k];
-          meta.push_back(kHex[v >> 4]);
-          meta.push_back(kHex[v & 15]);
+          *w++ = static_cast<uint8_t>(kHex[v >> 4]);
+          *w++ = static_cast<uint8_t>(kHex[v & 15]);
         }
       }
-      if (fl[kHlc] < 0) PutField(meta, nullptr, -1);
-      else PutField(meta, t, static_cast<int32_t>(Int8Text(t, ReadI64(b + fs[kHlc])) - t));
+      if (fl[kHlc] < 0) w = PutLength(w, -1); else text(int8, ReadI64(b + fs[kHlc]), noCache);
       sent(kActor, kActor);
-      ts(kExecutedAt);
+      if (fl[kExecutedAt] < 0) w = PutLength(w, -1); else text(TimestampText, ReadI64(b + fs[kExecutedAt]), executedAt);
       const int64_t ps = fs[kPayloadFirst] - 4;
       uint8_t ph[32], lh[32];
       Sha256(b + ps, static_cast<size_t>(p - ps), ph);
       SHA256_CTX c;
       SHA256_Init(&c);
       SHA256_Update(&c, kPrefix, 2);
-      SHA256_Update(&c, meta.data(), meta.size());
+      SHA256_Update(&c, meta.data(), static_cast<size_t>(w - meta.data()));
       SHA256_Update(&c, ph, 32);
       SHA256_Final(lh, &c);
       const bool leafOk = storedLeaf32 && memcmp(b + fs[kLeaf], lh, 32) == 0;
