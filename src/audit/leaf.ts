@@ -36,7 +36,7 @@ export const LEAF_FORMAT = 2;
  * The columns of the verifier's binary COPY, in order: the seq, the two stored hashes, the
  * row's other columns as stored, the payload last. PostgreSQL sends each in its binary form,
  * and for most of them that is already the leaf's field: a text column's, and a json
- * column's too (json_send writes the text as textsend does). Four are converted here and in
+ * column's too (json_send writes the text as textsend does). Five are converted here and in
  * native/hash.cc instead (leafMeta): the leaf's seq and hlc texts are the decimal digits of
  * the 8-byte bigints, its version the lower-case hex of the bytea, its source_ts and
  * executed_at the texts of timestamptzText. Casts in the query (`source_ts::text` and the
@@ -338,19 +338,19 @@ export function scanLeafRowsJs(buf: Buffer, pos: number, a: ScanArrays): number 
 }
 
 /**
- * Parses PostgreSQL's binary COPY output of COPY_COLUMNS as CopyOut writes it in, across
- * reads: into LeafRow[] per read (rows mode, on a copy of the read's rows, which callers may
- * keep) or one LeafChunk per read (chunks mode, the verifier's: views into this parser's one
- * buffer, valid during the call). Most fields arrive in the leaf's field layout and are
- * hashed where they lie; the five others are converted on the way (leafMeta).
- */
-/**
  * In chunks mode, rows are scanned once this many bytes of them are in (or at the end of the
  * copy): a socket read brought 9 rows at the median (6,867 reads for 200,000 rows), and every
  * scan, Merkle append and call into the addon has its fixed cost.
  */
 const CHUNK_BYTES = 64 * 1024;
 
+/**
+ * Parses PostgreSQL's binary COPY output of COPY_COLUMNS as CopyOut writes it in, across
+ * reads: into LeafRow[] per read (rows mode, on a copy of the read's rows, which callers may
+ * keep) or one LeafChunk per CHUNK_BYTES or so (chunks mode, the verifier's: views into this
+ * parser's one buffer, valid during the call). Most fields arrive in the leaf's field layout
+ * and are hashed where they lie; the five others are converted on the way (leafMeta).
+ */
 class LeafRowParser<T> implements CopySink {
   private buf = Buffer.allocUnsafe(256 * 1024);
   private start = 0;
@@ -482,7 +482,7 @@ export async function streamLeafRows(client: pg.ClientBase, logId: string, from:
 }
 
 /**
- * The same rows as streamLeafRows, as one scanned LeafChunk per arriving group: parsing,
+ * The same rows as streamLeafRows, as one scanned LeafChunk per CHUNK_BYTES of rows: parsing,
  * both digests and the comparison with the stored hashes in one native call per chunk
  * (scanLeafRowsJs without the addon). The chunk is a view of the reader's buffer: valid
  * until `onChunk` returns (or its promise settles). The verifier's path.

@@ -198,6 +198,19 @@ describe('the verifier\'s conversions of binary columns give PostgreSQL\'s own t
       expect(await flagged()).toEqual({ count: 10_014, flagged: [] });
       await client.query(`UPDATE audit_log SET source_ts = source_ts + interval '1 microsecond' WHERE log_id = $1 AND seq = 4321`, [logId]);
       expect(await flagged()).toEqual({ count: 10_014, flagged: [4321] });
+      // the rows come 64 KB at a time, not a socket read at a time (~8 KB here), and the copy
+      // settles only once the consumer's promise for its last rows has
+      let chunks = 0;
+      let seen = 0;
+      let settled = true;
+      await streamLeafChunks(client, logId, 1, Infinity, (c) => {
+        chunks++;
+        seen += c.count;
+        settled = false;
+        return new Promise<void>((resolve) => setTimeout(() => { settled = true; resolve(); }, 5));
+      });
+      expect({ seen, settled }).toEqual({ seen: 10_014, settled: true });
+      expect(chunks).toBeLessThan(10_014 / 100);
     } finally {
       await client.query('DELETE FROM audit_log WHERE log_id = $1', [logId]);
     }
