@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { generateKeyPairSync, sign } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -96,16 +96,30 @@ class TestWitness {
 
 const witness = new TestWitness();
 
-function cli(args: string[]) {
+/**
+ * One `worker-sync audit` command, run without blocking this process: the witness the
+ * worker calls lives here, and a spawnSync held its answers for the command's whole run (on a
+ * slow machine past the worker's 5 s timeout, and the retry then met a 409); the writer of
+ * the verify-while-writing test lives here too.
+ */
+function cli(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
   const s = stack();
-  return spawnSync(process.execPath, [path.join(ROOT, 'bin/worker-sync.js'), 'audit', ...args], {
+  const proc = spawn(process.execPath, [path.join(ROOT, 'bin/worker-sync.js'), 'audit', ...args], {
     env: { PATH: process.env.PATH ?? '', KAFKA_BROKERS: s.kafka.bootstrap, DATABASE_URL: s.postgres.controlUrl, KAFKA_GROUP_ID: group, AUDIT_CHECKPOINT_TOPIC: topic, AUDIT_SIGNING_KEY_FILE: keyFile },
-    encoding: 'utf8', timeout: 120_000, maxBuffer: 64 * 1024 * 1024,
+    stdio: ['ignore', 'pipe', 'pipe'], timeout: 120_000,
+  });
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  proc.stdout.on('data', (b: Buffer) => out.push(b));
+  proc.stderr.on('data', (b: Buffer) => err.push(b));
+  return new Promise((resolve, reject) => {
+    proc.on('error', reject);
+    proc.on('close', (status) => resolve({ status, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') }));
   });
 }
 
-function json<T>(args: string[]): T {
-  const r = cli(args);
+async function json<T>(args: string[]): Promise<T> {
+  const r = await cli(args);
   expect(r.status, `audit ${args.join(' ')}: ${r.stderr}`).toBe(0);
   return JSON.parse(r.stdout) as T;
 }
@@ -143,10 +157,10 @@ beforeAll(async () => {
   control = pgControl();
   my = maria();
   generateSigningKey(keyFile);
-  const k = json<{ keys: Array<{ key_id: string; public_key: string }> }>(['public-key']);
+  const k = await json<{ keys: Array<{ key_id: string; public_key: string }> }>(['public-key']);
   pinned = path.join(dir, 'pinned.json');
   writeFileSync(pinned, JSON.stringify(k));
-  const vkey = cli(['public-key', '--format', 'c2sp']);
+  const vkey = await cli(['public-key', '--format', 'c2sp']);
   expect(vkey.status).toBe(0);
   logVKey = parseVKey(vkey.stdout);
   witness.log = logVKey;
@@ -175,7 +189,7 @@ describe('the audit log in the transparency-log standards', () => {
     expect(logVKey.name).toBe('worker-sync.local/audit');
 
     // the checkpoint as a note: signed by the log key, cosigned by the witness
-    const note = cli(['checkpoint', '--log', logId, '--size', String(n), '--format', 'c2sp']);
+    const note = await cli(['checkpoint', '--log', logId, '--size', String(n), '--format', 'c2sp']);
     expect(note.status, note.stderr).toBe(0);
     expect(noteSignedBy(note.stdout, logVKey)).toBe(true);
     expect(noteSignedBy(note.stdout, parseVKey(witness.vkey))).toBe(true);
@@ -184,7 +198,7 @@ describe('the audit log in the transparency-log standards', () => {
 
     // an event's inclusion in that tree
     const { rows: [row] } = await control.query(`SELECT event_id, seq FROM audit_log WHERE log_id = $1 AND seq = 3`, [logId]);
-    const [p] = json<Array<{ leaf_index: number; tree_size: number; leaf_hash: string; audit_path: string[]; verified: boolean }>>(
+    const [p] = await json<Array<{ leaf_index: number; tree_size: number; leaf_hash: string; audit_path: string[]; verified: boolean }>>(
       ['prove', '--event', row.event_id, '--size', String(n), '--keys', pinned, '--group', group, '--json']);
     expect(p).toMatchObject({ leaf_index: 2, tree_size: n, verified: true });
     expect(rfcInclusion(p!.leaf_index, p!.tree_size, Buffer.from(p!.leaf_hash, 'hex'), p!.audit_path.map((h) => Buffer.from(h, 'hex')), cp.root)).toBe(true);
@@ -193,10 +207,10 @@ describe('the audit log in the transparency-log standards', () => {
     const { rows: sizes } = await control.query(`SELECT tree_size FROM audit_checkpoints WHERE log_id = $1 AND tree_size < $2 ORDER BY tree_size`, [logId, n]);
     expect(sizes.length).toBeGreaterThan(2);
     for (const { tree_size: m } of sizes) {
-      const earlier = cli(['checkpoint', '--log', logId, '--size', String(m), '--format', 'c2sp']);
+      const earlier = await cli(['checkpoint', '--log', logId, '--size', String(m), '--format', 'c2sp']);
       expect(noteSignedBy(earlier.stdout, logVKey)).toBe(true);
       const first = checkpointOf(splitNote(earlier.stdout).text);
-      const c = json<{ first_size: number; second_size: number; first_root: string; second_root: string; proof: string[] }>(
+      const c = await json<{ first_size: number; second_size: number; first_root: string; second_root: string; proof: string[] }>(
         ['consistency', '--log', logId, '--from', String(m), '--to', String(n), '--json']);
       expect(c).toMatchObject({ first_size: Number(m), second_size: n, first_root: first.root.toString('hex'), second_root: cp.root.toString('hex') });
       expect(rfcConsistency(c.first_size, c.second_size, first.root, cp.root, c.proof.map((h) => Buffer.from(h, 'hex'))), `${m} -> ${n}`).toBe(true);
@@ -248,7 +262,7 @@ describe('the audit log in the transparency-log standards', () => {
       const maxSeq = async () => Number((await control.query(`SELECT max(seq) AS s FROM audit_log WHERE log_id = $1`, [logId])).rows[0].s);
       for (let round = 0; round < 3; round++) {
         const before = await maxSeq();
-        const r = cli(['verify', '--keys', pinned, '--group', group, '--witness-key', witness.vkey, '--json']);
+        const r = await cli(['verify', '--keys', pinned, '--group', group, '--witness-key', witness.vkey, '--json']);
         const after = await maxSeq();
         expect(r.status, `verify round ${round}: ${r.stdout.slice(0, 2000)} ${r.stderr}`).toBe(0);
         const report = JSON.parse(r.stdout) as { ok: boolean; logs: Array<{ log_id: string; rows: number; checked_through: number; witnessed_through: number; damage: unknown }> };
