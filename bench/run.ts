@@ -12,6 +12,7 @@ const BENCHES: Record<string, { about: string; load: () => Promise<{ run: (o: Be
   generator: { about: 'the load generator\'s CPU per event: envelope building, the paced generator without a worker, idle wake-ups (needs the stack)', load: () => import('./generator.ts') },
   idle: { about: 'an idle worker\'s CPU per second, per thread (timers and polls with nothing to do; needs the stack; WORKER_SYNC_BIN for an A/B)', load: () => import('./idle.ts') },
   hop: { about: 'the second Kafka hop alone: change records produced and consumed at a paced rate with the worker\'s clients, CPU per record of this process and the broker (needs the stack)', load: () => import('./hop.ts') },
+  arrays: { about: 'array parameters of the set-based statements: JS arrays (array literals) vs binary arrays, CPU per row of this process and the backend (needs the stack)', load: () => import('./arrays.ts') },
   sinks: { about: 'each sink\'s batch apply at 100/500/1000 rows; PostgreSQL unnest vs COPY staging (needs the stack)', load: () => import('./sinks.ts') },
 };
 

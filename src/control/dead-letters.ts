@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import type { DeadLetterRecord } from '../events/change-codec.ts';
+import { textArray } from '../pg-binary.ts';
 
 /**
  * `sync_dead_letters` and `sync_staged_payloads` (DESIGN §8): every statement on them is
@@ -75,7 +76,7 @@ export async function parkedKeys(db: pg.Pool | pg.PoolClient, group: string, rec
     `SELECT k.entity, k.record_key FROM unnest($2::text[], $3::text[]) AS k(entity, record_key)
        CROSS JOIN LATERAL (SELECT 1 FROM sync_dead_letters d
          WHERE d.entity = k.entity AND d.record_key = k.record_key AND d.status = 'open' AND d.consumer_group = $1 LIMIT 1) AS parked`,
-    [group, records.map((r) => r.entity), records.map((r) => r.keyText)],
+    [group, textArray(records.map((r) => r.entity)), textArray(records.map((r) => r.keyText))],
   );
   return new Set(rows.map((r) => `${r.entity}\u0000${r.record_key}`));
 }

@@ -8,6 +8,7 @@ import { decimalFromText, integerFrom, type Canonical } from '../events/values.t
 import { quotePg, type DeleteRow, type PoolStats, type Sink, type SinkResult, type UpsertRow, type WriteOutcome } from './sink.ts';
 import { failureKind, TargetError } from '../errors.ts';
 import { guardedPool } from '../pg-pool.ts';
+import { boolArray, ordinals, textArray } from '../pg-binary.ts';
 
 /** The PostgreSQL type each canonical value is cast to from its text form. */
 function pgCast(t: ColumnType): string {
@@ -184,10 +185,10 @@ FROM k LEFT JOIN ${target} x ON ${keyMatch('x', 'k')} ORDER BY k._o`;
       }
       let dl: WriteOutcome[] = [];
       if (deletes.length > 0) {
-        const params: unknown[] = entity.key.map((k) => deletes.map((d) => toPgText(d.key[k], entity.columns.get(k)!)));
-        params.push(deletes.map((d) => (d.expected ? d.expected.toString('base64') : null)));
-        params.push(deletes.map((d) => d.anyVersion));
-        params.push(deletes.map((_, i) => i));
+        const params: unknown[] = entity.key.map((k) => textArray(deletes.map((d) => toPgText(d.key[k], entity.columns.get(k)!))));
+        params.push(textArray(deletes.map((d) => (d.expected ? d.expected.toString('base64') : null))));
+        params.push(boolArray(deletes.map((d) => d.anyVersion)));
+        params.push(ordinals(deletes.length));
         const res = await client.query<{ outcome: WriteOutcome }>(st.del, params);
         dl = res.rows.map((r) => r.outcome);
       }
@@ -204,11 +205,11 @@ FROM k LEFT JOIN ${target} x ON ${keyMatch('x', 'k')} ORDER BY k._o`;
   }
 
   private upsertParams(entity: EntityConfig, st: Statements, upserts: UpsertRow[]): unknown[] {
-    const params: unknown[] = st.columns.map((c) => upserts.map((u) => toPgText(u.row[c], entity.columns.get(c)!)));
-    params.push(upserts.map((u) => u.version.toString('base64')));
-    params.push(upserts.map((u) => (u.expected ? u.expected.toString('base64') : null)));
-    params.push(upserts.map((u) => u.expectAbsent));
-    params.push(upserts.map((_, i) => i));
+    const params: unknown[] = st.columns.map((c) => textArray(upserts.map((u) => toPgText(u.row[c], entity.columns.get(c)!))));
+    params.push(textArray(upserts.map((u) => u.version.toString('base64'))));
+    params.push(textArray(upserts.map((u) => (u.expected ? u.expected.toString('base64') : null))));
+    params.push(boolArray(upserts.map((u) => u.expectAbsent)));
+    params.push(ordinals(upserts.length));
     return params;
   }
 
@@ -239,8 +240,8 @@ FROM k LEFT JOIN ${target} x ON ${keyMatch('x', 'k')} ORDER BY k._o`;
   async read(entity: EntityConfig, keys: Row[]): Promise<Array<{ row: Row; version: Buffer | null } | null>> {
     const mapping = entity.nodes.get(this.node)!;
     const st = this.sql(entity, mapping);
-    const params: unknown[] = entity.key.map((k) => keys.map((key) => toPgText(key[k], entity.columns.get(k)!)));
-    params.push(keys.map((_, i) => i));
+    const params: unknown[] = entity.key.map((k) => textArray(keys.map((key) => toPgText(key[k], entity.columns.get(k)!))));
+    params.push(ordinals(keys.length));
     const res = await this.pool.query<Record<string, string | null> & { present: boolean; _v: Buffer | null }>(st.read, params);
     return res.rows.map((r) => {
       if (!r.present) return null;

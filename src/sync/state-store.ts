@@ -4,6 +4,7 @@ import type { VersionVector } from '../clock/version-vector.ts';
 import type { Row } from '../events/change-event.ts';
 import type { EchoEntry, NodeState, RecordState } from './record-state.ts';
 import { decodeState, StateEncoder } from './state-codec.ts';
+import { boolArray, byteaArray, int8Array, textArray } from '../pg-binary.ts';
 
 /**
  * `sync_metadata`: one row per (entity, key) holding the record state of DESIGN §6.
@@ -66,7 +67,7 @@ export const STATE_LOAD_SQL = `SELECT m.record_key, m.version, m.hlc, m.origin_n
 export class StateStore {
   async load(db: pg.Pool | pg.PoolClient, entity: string, keys: string[]): Promise<Map<string, RecordState>> {
     const { rows } = await db.query<{ record_key: string; version: Buffer | null; hlc: string; origin_node: string | null; tombstone: boolean; state: Buffer | null; value: Row | null; nodes: Record<string, NodeJson>; open_conflict: string | null }>(
-      STATE_LOAD_SQL, [entity, keys]);
+      STATE_LOAD_SQL, [entity, textArray(keys)]);
     const out = new Map<string, RecordState>();
     for (const r of rows) {
       const { value, nodes } = r.state !== null ? decodeState(r.state) : { value: r.value, nodes: nodesFromJson(r.nodes) };
@@ -83,22 +84,22 @@ export class StateStore {
     return out;
   }
 
-  /** Upserts the states of one entity in one statement. */
+  /** Upserts the states of one entity in one statement, its arrays sent in binary (pg-binary.ts). */
   async save(db: pg.PoolClient, entity: string, states: Map<string, RecordState>): Promise<void> {
     if (states.size === 0) return;
     const keys: string[] = [];
     const versions: Array<Buffer | null> = [];
-    const hlcs: string[] = [];
+    const hlcs: bigint[] = [];
     const origins: Array<string | null> = [];
     const tombstones: boolean[] = [];
     const encoder = new StateEncoder(states.size);
-    const conflicts: Array<string | null> = [];
+    const conflicts: Array<number | null> = [];
     for (const [key, s] of states) {
       if (s.openConflict !== null && s.openConflict < 0) throw new Error(`record ${entity} ${key}: its open conflict was never numbered`);
-      conflicts.push(s.openConflict === null ? null : String(s.openConflict));
+      conflicts.push(s.openConflict);
       keys.push(key);
       versions.push(s.version === null ? null : encode(s.version));
-      hlcs.push(s.hlc.toString());
+      hlcs.push(s.hlc);
       origins.push(s.origin);
       tombstones.push(s.tombstone);
       encoder.add(s.value, s.nodes);
@@ -109,7 +110,7 @@ export class StateStore {
        FROM unnest($2::text[], $3::bytea[], $4::bigint[], $5::text[], $6::bool[], $7::bytea[], $8::bigint[]) AS u(k, v, h, o, t, s, c)
        ON CONFLICT (entity, record_key) DO UPDATE SET version = EXCLUDED.version, hlc = EXCLUDED.hlc, origin_node = EXCLUDED.origin_node,
          tombstone = EXCLUDED.tombstone, value = NULL, nodes = '{}', state = EXCLUDED.state, open_conflict = EXCLUDED.open_conflict, updated_at = now()`,
-      [entity, keys, versions, hlcs, origins, tombstones, encoder.end(), conflicts],
+      [entity, textArray(keys), byteaArray(versions), int8Array(hlcs), textArray(origins), boolArray(tombstones), byteaArray(encoder.end()), int8Array(conflicts)],
     );
   }
 }

@@ -1,0 +1,142 @@
+/**
+ * One-dimensional PostgreSQL arrays in the binary wire format, for the set-based statements
+ * of the hot path (`unnest($1::text[], ...)`).
+ *
+ * node-postgres sends a Buffer parameter in binary and everything else as text. An array
+ * given as a JS array becomes an array literal: every element quoted and escaped, a bytea
+ * element as `\\x` and its hex. The server then parses that literal and the hex back. In
+ * binary, an element is its length and its bytes, and the server copies it.
+ *
+ * The parameter's type comes from its cast in the statement (`$3::bytea[]`); the element
+ * type written here must match it, or the server refuses the statement ("binary data has
+ * array element type 23 (integer) instead of expected 20 (bigint)").
+ */
+
+const OID = { bool: 16, bytea: 17, int8: 20, int4: 23, text: 25 } as const;
+const HEADER = 20; // ndim, has-null flag, element type, then the one dimension's length and lower bound
+
+function header(buf: Buffer, oid: number, n: number, hasNull: boolean): number {
+  if (n === 0) {
+    buf.writeInt32BE(0, 0); // ndim 0: the empty array has no dimension
+    buf.writeInt32BE(0, 4);
+    buf.writeInt32BE(oid, 8);
+    return 12;
+  }
+  buf.writeInt32BE(1, 0);
+  buf.writeInt32BE(hasNull ? 1 : 0, 4);
+  buf.writeInt32BE(oid, 8);
+  buf.writeInt32BE(n, 12);
+  buf.writeInt32BE(1, 16);
+  return HEADER;
+}
+
+/** `text[]`: each string as its UTF-8 bytes; null is NULL. */
+export function textArray(values: ReadonlyArray<string | null>): Buffer {
+  let size = HEADER;
+  let hasNull = false;
+  for (const v of values) {
+    if (v === null) hasNull = true;
+    else size += v.length * 3; // at most 3 UTF-8 bytes a UTF-16 unit; the buffer is cut to what was written
+    size += 4;
+  }
+  const buf = Buffer.allocUnsafe(size);
+  let at = header(buf, OID.text, values.length, hasNull);
+  for (const v of values) {
+    if (v === null) {
+      buf.writeInt32BE(-1, at);
+      at += 4;
+      continue;
+    }
+    const len = v.length === 0 ? 0 : buf.write(v, at + 4, 'utf8');
+    buf.writeInt32BE(len, at);
+    at += 4 + len;
+  }
+  return buf.subarray(0, at);
+}
+
+/** `bytea[]`: each Buffer as it is; null is NULL. */
+export function byteaArray(values: ReadonlyArray<Uint8Array | null>): Buffer {
+  let size = HEADER;
+  let hasNull = false;
+  for (const v of values) {
+    if (v === null) hasNull = true;
+    else size += v.length;
+    size += 4;
+  }
+  const buf = Buffer.allocUnsafe(size);
+  let at = header(buf, OID.bytea, values.length, hasNull);
+  for (const v of values) {
+    if (v === null) {
+      buf.writeInt32BE(-1, at);
+      at += 4;
+      continue;
+    }
+    buf.writeInt32BE(v.length, at);
+    buf.set(v, at + 4);
+    at += 4 + v.length;
+  }
+  return buf.subarray(0, at);
+}
+
+/** `bigint[]` (int8): numbers must be safe integers; null is NULL. */
+export function int8Array(values: ReadonlyArray<bigint | number | null>): Buffer {
+  const buf = Buffer.allocUnsafe(HEADER + values.length * 12);
+  let at = header(buf, OID.int8, values.length, values.includes(null));
+  for (const v of values) {
+    if (v === null) {
+      buf.writeInt32BE(-1, at);
+      at += 4;
+      continue;
+    }
+    buf.writeInt32BE(8, at);
+    buf.writeBigInt64BE(typeof v === 'bigint' ? v : BigInt(v), at + 4);
+    at += 12;
+  }
+  return buf.subarray(0, at);
+}
+
+/** `int[]` (int4); null is NULL. */
+export function int4Array(values: ReadonlyArray<number | null>): Buffer {
+  const buf = Buffer.allocUnsafe(HEADER + values.length * 8);
+  let at = header(buf, OID.int4, values.length, values.includes(null));
+  for (const v of values) {
+    if (v === null) {
+      buf.writeInt32BE(-1, at);
+      at += 4;
+      continue;
+    }
+    buf.writeInt32BE(4, at);
+    buf.writeInt32BE(v, at + 4);
+    at += 8;
+  }
+  return buf.subarray(0, at);
+}
+
+/** `bool[]`; null is NULL. */
+export function boolArray(values: ReadonlyArray<boolean | null>): Buffer {
+  const buf = Buffer.allocUnsafe(HEADER + values.length * 5);
+  let at = header(buf, OID.bool, values.length, values.includes(null));
+  for (const v of values) {
+    if (v === null) {
+      buf.writeInt32BE(-1, at);
+      at += 4;
+      continue;
+    }
+    buf.writeInt32BE(1, at);
+    buf[at + 4] = v ? 1 : 0;
+    at += 5;
+  }
+  return buf.subarray(0, at);
+}
+
+/** `0..n-1` as `int[]`: the ordinals the set-based statements return their outcomes by. */
+export function ordinals(n: number): Buffer {
+  const buf = Buffer.allocUnsafe(HEADER + n * 8);
+  let at = header(buf, OID.int4, n, false);
+  for (let i = 0; i < n; i++) {
+    buf.writeInt32BE(4, at);
+    buf.writeInt32BE(i, at + 4);
+    at += 8;
+  }
+  return buf.subarray(0, at);
+}
