@@ -78,65 +78,32 @@ export function byteaArray(values: ReadonlyArray<Uint8Array | null>): Buffer {
   return buf.subarray(0, at);
 }
 
-/** `bigint[]` (int8): numbers must be safe integers; null is NULL. */
-export function int8Array(values: ReadonlyArray<bigint | number | null>): Buffer {
-  const buf = Buffer.allocUnsafe(HEADER + values.length * 12);
-  let at = header(buf, OID.int8, values.length, values.includes(null));
+/** An array of fixed-width elements: `width` bytes each, written by `put`; null is NULL. */
+function fixedWidth<T>(oid: number, width: number, values: ReadonlyArray<T | null>, put: (buf: Buffer, v: T, at: number) => void): Buffer {
+  const buf = Buffer.allocUnsafe(HEADER + values.length * (4 + width));
+  let at = header(buf, oid, values.length, values.includes(null));
   for (const v of values) {
     if (v === null) {
       buf.writeInt32BE(-1, at);
       at += 4;
       continue;
     }
-    buf.writeInt32BE(8, at);
-    buf.writeBigInt64BE(typeof v === 'bigint' ? v : BigInt(v), at + 4);
-    at += 12;
+    buf.writeInt32BE(width, at);
+    put(buf, v, at + 4);
+    at += 4 + width;
   }
   return buf.subarray(0, at);
 }
 
-/** `int[]` (int4); null is NULL. */
-export function int4Array(values: ReadonlyArray<number | null>): Buffer {
-  const buf = Buffer.allocUnsafe(HEADER + values.length * 8);
-  let at = header(buf, OID.int4, values.length, values.includes(null));
-  for (const v of values) {
-    if (v === null) {
-      buf.writeInt32BE(-1, at);
-      at += 4;
-      continue;
-    }
-    buf.writeInt32BE(4, at);
-    buf.writeInt32BE(v, at + 4);
-    at += 8;
-  }
-  return buf.subarray(0, at);
-}
+/** `bigint[]` (int8): numbers must be safe integers. */
+export const int8Array = (values: ReadonlyArray<bigint | number | null>): Buffer =>
+  fixedWidth(OID.int8, 8, values, (buf, v, at) => buf.writeBigInt64BE(typeof v === 'bigint' ? v : BigInt(v), at));
 
-/** `bool[]`; null is NULL. */
-export function boolArray(values: ReadonlyArray<boolean | null>): Buffer {
-  const buf = Buffer.allocUnsafe(HEADER + values.length * 5);
-  let at = header(buf, OID.bool, values.length, values.includes(null));
-  for (const v of values) {
-    if (v === null) {
-      buf.writeInt32BE(-1, at);
-      at += 4;
-      continue;
-    }
-    buf.writeInt32BE(1, at);
-    buf[at + 4] = v ? 1 : 0;
-    at += 5;
-  }
-  return buf.subarray(0, at);
-}
+/** `int[]` (int4). */
+export const int4Array = (values: ReadonlyArray<number | null>): Buffer => fixedWidth(OID.int4, 4, values, (buf, v, at) => buf.writeInt32BE(v, at));
+
+/** `bool[]`. */
+export const boolArray = (values: ReadonlyArray<boolean | null>): Buffer => fixedWidth(OID.bool, 1, values, (buf, v, at) => { buf[at] = v ? 1 : 0; });
 
 /** `0..n-1` as `int[]`: the ordinals the set-based statements return their outcomes by. */
-export function ordinals(n: number): Buffer {
-  const buf = Buffer.allocUnsafe(HEADER + n * 8);
-  let at = header(buf, OID.int4, n, false);
-  for (let i = 0; i < n; i++) {
-    buf.writeInt32BE(4, at);
-    buf.writeInt32BE(i, at + 4);
-    at += 8;
-  }
-  return buf.subarray(0, at);
-}
+export const ordinals = (n: number): Buffer => int4Array(Array.from({ length: n }, (_, i) => i));
