@@ -11,6 +11,7 @@ import { freePort, progress } from '../harness/common.ts';
 import { summarize, type CpuProfile } from './profile-summary.ts';
 import { cpuPerEvent, cpuSnapshot, type CpuGroup } from './proc-cpu.ts';
 import { statementsBetween, statementsSnapshot, type StatementCost } from './pg-statements.ts';
+import { parseGcTrace, summarizeGc, type GcSummary } from './gc-trace.ts';
 
 // the control database as the worker's role, which the local stack lets read every database's statements
 let controlPool: pg.Pool | undefined;
@@ -38,9 +39,9 @@ const control = (): pg.Pool => (controlPool ??= new pg.Pool({ connectionString: 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const SLO = { rate: 10_000, p95: 100 };
 
-interface Options { rate: number | 'max'; duration: number; json?: string; keys: number; partitions: number; brokers: string; pgUrl: string; workerUrl?: string; profileDir?: string; flamegraphDir?: string; pgStatements: boolean }
+interface Options { rate: number | 'max'; duration: number; json?: string; keys: number; partitions: number; brokers: string; pgUrl: string; workerUrl?: string; profileDir?: string; flamegraphDir?: string; pgStatements: boolean; gc: boolean; allocProfile?: string }
 
-const USAGE = `usage: npm run load -- --rate N|max --duration SECONDS [--json FILE] [--keys N] [--partitions N] [--worker URL] [--profile DIR] [--flamegraph DIR] [--pg-statements]
+const USAGE = `usage: npm run load -- --rate N|max --duration SECONDS [--json FILE] [--keys N] [--partitions N] [--worker URL] [--profile DIR] [--flamegraph DIR] [--pg-statements] [--gc] [--alloc-profile FILE]
 
 Offers N change events/s for SECONDS from the synthetic source node "load" to a worker it
 starts (or the one at --worker URL) on the local stack, and prints what was sustained:
@@ -51,6 +52,10 @@ too, then has 0x draw it as DIR/flamegraph.html and prints where the CPU time we
 (\`npm run profile\`).
 --pg-statements prints PostgreSQL's statements by time in the measured window, with the
 time per committed event (pg_stat_statements, which the local stack preloads).
+--gc starts the worker with V8's --trace-gc and prints its collections in the measured
+window: how many, the JavaScript heap it allocated and the pauses, per committed event.
+--alloc-profile FILE runs the worker under V8's sampling heap profiler, collected objects
+counted too (load/alloc-profile.mjs), and writes what allocated to FILE when it exits.
 Later options win, so \`npm run profile -- --rate 1000\` overrides the script's rate.
 Exit codes: 0 SLO met, 1 not met, 2 usage or set-up error.
 `;
@@ -69,13 +74,13 @@ function parseArgs(argv: string[]): Options | string {
   return {
     rate, duration, json: get('--json'), keys: Number(get('--keys') ?? 20_000), partitions: Number(get('--partitions') ?? 6),
     brokers: process.env.KAFKA_BROKERS ?? '127.0.0.1:19092', pgUrl: process.env.LOAD_PG_URL ?? 'postgres://app:app@127.0.0.1:55432/loadtest',
-    workerUrl: get('--worker'), profileDir: get('--profile'), flamegraphDir: get('--flamegraph'), pgStatements: argv.includes('--pg-statements'),
+    workerUrl: get('--worker'), profileDir: get('--profile'), flamegraphDir: get('--flamegraph'), pgStatements: argv.includes('--pg-statements'), gc: argv.includes('--gc'), allocProfile: get('--alloc-profile'),
   };
 }
 
 // ------------------------------------------------------------------ the worker and its metrics
 
-async function startWorker(group: string, o: Pick<Options, 'profileDir' | 'flamegraphDir'>): Promise<{ url: string; proc: ChildProcess; logFile: string }> {
+async function startWorker(group: string, o: Pick<Options, 'profileDir' | 'flamegraphDir' | 'gc' | 'allocProfile'>): Promise<{ url: string; proc: ChildProcess; logFile: string; startedAt: number }> {
   const port = await freePort();
   const dir = path.join(ROOT, '.local/load');
   mkdirSync(dir, { recursive: true });
@@ -86,7 +91,10 @@ async function startWorker(group: string, o: Pick<Options, 'profileDir' | 'flame
   // V8's own sampler, in the worker's thread; written when the worker exits after SIGTERM
   const profDir = o.flamegraphDir ?? o.profileDir;
   const prof = profDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(profDir)}`] : [];
-  const proc = spawn(process.execPath, [...prof, ...worker], {
+  // --gc: V8 writes a line a collection to the worker's log (not allowed in NODE_OPTIONS)
+  const startedAt = performance.now();
+  const alloc = o.allocProfile ? [path.join(ROOT, 'load/alloc-profile.mjs'), path.resolve(o.allocProfile)] : [];
+  const proc = spawn(process.execPath, [...prof, ...(o.gc ? ['--trace-gc'] : []), ...alloc, ...worker], {
     stdio: ['ignore', fd, fd],
     // WORKER_NODE_OPTIONS: Node flags for the worker alone (the generator keeps its own)
     env: { ...process.env, NODE_OPTIONS: process.env.WORKER_NODE_OPTIONS ?? process.env.NODE_OPTIONS ?? '', WORKER_SYNC_CONFIG: path.join(ROOT, 'load/topology.yaml'), KAFKA_GROUP_ID: group, HTTP_HOST: '127.0.0.1', HTTP_PORT: String(port), LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' },
@@ -97,7 +105,7 @@ async function startWorker(group: string, o: Pick<Options, 'profileDir' | 'flame
   for (;;) {
     if (proc.exitCode !== null) throw new Error(`the worker exited with ${proc.exitCode}; see ${logFile}`);
     const ok = await fetch(`${url}/ready`).then((r) => r.status === 200, () => false);
-    if (ok) return { url, proc, logFile };
+    if (ok) return { url, proc, logFile, startedAt };
     if (Date.now() > deadline) throw new Error(`the worker did not get ready in 120 s; see ${logFile}`);
     await sleep(250);
   }
@@ -173,11 +181,16 @@ interface Result {
   cpu_us_per_event: Record<CpuGroup, number | null>;
   /** --pg-statements: PostgreSQL's statements by time in the window, or why they could not be read. */
   pg_statements?: StatementCost[] | string;
+  /** --gc: the worker's collections in the window (load/gc-trace.ts), or why they could not be read. */
+  gc?: GcSummary | string;
   /** Events/s the worker committed while draining the backlog after the generator stopped (null: under 1 s of backlog). */
   catch_up_per_s: number | null;
 }
 
-async function runAt(rate: number, o: Options, worker: string, gen: Generator, db: pg.Pool, workerPid: number | undefined): Promise<Result> {
+/** The worker's log and when it was started (this process's clock), for --gc. */
+interface GcSource { logFile: string; startedAt: number }
+
+async function runAt(rate: number, o: Options, worker: string, gen: Generator, db: pg.Pool, workerPid: number | undefined, gcSource?: GcSource): Promise<Result> {
   const start = await scrape(worker);
   const cpuStart = cpuSnapshot(ROOT, workerPid);
   const stmtStart = o.pgStatements ? await statementsSnapshot(control()) : undefined;
@@ -221,7 +234,8 @@ async function runAt(rate: number, o: Options, worker: string, gen: Generator, d
     backlog.push([elapsed, lagNow]);
     progress(`[${'#'.repeat(Math.round((elapsed / o.duration) * 30)).padEnd(30)}] ${Math.round(elapsed)}/${o.duration} s  offered ${Math.round(sentSoFar / elapsed)}/s  committed ${Math.round((s.committed - startCommitted) / elapsed)}/s  backlog ${lagNow}   `);
   });
-  const elapsed = (performance.now() - t0) / 1000;
+  const t1 = performance.now();
+  const elapsed = (t1 - t0) / 1000;
   const end = await scrape(worker);
   const cpuEnd = cpuSnapshot(ROOT, workerPid);
   const stmtEnd = o.pgStatements ? await statementsSnapshot(control()) : undefined;
@@ -261,6 +275,7 @@ async function runAt(rate: number, o: Options, worker: string, gen: Generator, d
     catch_up_per_s: catchUpPerS,
     worker_cpu_us_per_event: committed > 0 ? Math.round(((end.cpuSeconds - start.cpuSeconds) * 1e6) / committed) : null,
     cpu_us_per_event: cpuPerEvent(cpuStart, cpuEnd, committed),
+    ...(o.gc ? { gc: gcSource ? summarizeGc(parseGcTrace(readFileSync(gcSource.logFile, 'utf8')), t0 - gcSource.startedAt, t1 - gcSource.startedAt, committed) : 'the worker is not one this run started (--worker URL)' } : {}),
     ...(stmtStart === undefined ? {} : {
       pg_statements: typeof stmtStart === 'string' ? stmtStart : typeof stmtEnd === 'string' ? stmtEnd : statementsBetween(stmtStart, stmtEnd!, committed),
     }),
@@ -279,6 +294,7 @@ function print(r: Result): void {
     `latency sampled in the PostgreSQL target (${r.sampled.n} updates, polled every 20 ms, ${r.sampled.lost} never seen): p50 ${ms(r.sampled.p50_ms)}, p95 ${ms(r.sampled.p95_ms)}, max ${ms(r.sampled.max_ms)}`,
     `worker CPU ${r.worker_cpu_us_per_event ?? 'n/a'} µs per committed event`,
     `CPU per committed event, by process (/proc, µs): ${Object.entries(r.cpu_us_per_event).map(([k, v]) => `${k} ${v ?? 'n/a'}`).join(', ')}`,
+    ...(r.gc === undefined ? [] : [typeof r.gc === 'string' ? `worker GC: ${r.gc}` : `worker GC in the window (--trace-gc): ${r.gc.scavenges} scavenges, ${r.gc.mark_compacts} mark-compacts; per committed event ${r.gc.allocated_kb_per_event ?? 'n/a'} KB of JavaScript heap allocated, ${r.gc.pause_us_per_event ?? 'n/a'} µs of pauses`]),
     ...(r.pg_statements === undefined ? [] : typeof r.pg_statements === 'string' ? [`PostgreSQL statements: ${r.pg_statements}`] : [
       'PostgreSQL statements by time in the window (pg_stat_statements; µs of execution per committed event, calls, ms per call, rows):',
       ...r.pg_statements.map((q) => `  ${String(q.us_per_event).padStart(6)} µs/event  ${String(q.calls).padStart(7)} calls  ${q.ms_per_call.toFixed(3).padStart(9)} ms/call  ${String(q.rows).padStart(8)} rows  ${q.db}: ${q.query.slice(0, 110)}`),
@@ -305,7 +321,8 @@ async function main(): Promise<number> {
     const skipped = await commitAtEnd(o.brokers, group, ENTITIES.map((e) => `load.loadtest.${e}`));
     if (skipped > 0) process.stderr.write(`the new group starts after the ${skipped} events earlier runs left in the load topics\n`);
   }
-  const worker = o.workerUrl ? { url: o.workerUrl, proc: undefined, logFile: '(external worker)' } : await startWorker(group, o);
+  const worker = o.workerUrl ? { url: o.workerUrl, proc: undefined, logFile: '(external worker)', startedAt: undefined } : await startWorker(group, o);
+  const gcSource = worker.startedAt === undefined ? undefined : { logFile: worker.logFile, startedAt: worker.startedAt };
   process.stderr.write(`worker ${worker.url} (log ${worker.logFile})\n`);
   const producer = loadProducer(o.brokers);
   const gen = new Generator(producer, Date.now() * 10);
@@ -323,7 +340,7 @@ async function main(): Promise<number> {
       // down by halves from 2,000 until a rate is sustained, then up by a quarter until one is not
       const tryRate = async (rate: number) => {
         process.stderr.write(`trying ${rate} events/s\n`);
-        const r = await runAt(rate, { ...o, duration: Math.min(o.duration, 45) }, worker.url, gen, db, worker.proc?.pid);
+        const r = await runAt(rate, { ...o, duration: Math.min(o.duration, 45) }, worker.url, gen, db, worker.proc?.pid, gcSource);
         print(r);
         return r;
       };
@@ -339,7 +356,7 @@ async function main(): Promise<number> {
         ? `highest sustained rate: ${best.rate_offered.toLocaleString('en-US')} events/s\n`
         : `no rate down to ${r.rate_offered} events/s was sustained\n`);
     } else {
-      result = await runAt(o.rate, o, worker.url, gen, db, worker.proc?.pid);
+      result = await runAt(o.rate, o, worker.url, gen, db, worker.proc?.pid, gcSource);
       print(result);
     }
     // where the time went, from the worker's own histograms (means over the whole process)
@@ -373,6 +390,7 @@ async function main(): Promise<number> {
       }
       await deleteTopic(o.brokers, `${group}.changes`); // the worker's own; the next run's group has another
       if (o.flamegraphDir) await flamegraph(path.resolve(o.flamegraphDir), group, proc.pid!);
+      if (o.allocProfile) process.stdout.write(existsSync(o.allocProfile) ? `the worker's allocation profile (its whole run): ${path.resolve(o.allocProfile)}\n` : `the worker wrote no allocation profile (see ${worker.logFile})\n`);
     }
   }
 }
