@@ -91,10 +91,11 @@ async function startWorker(group: string, o: Pick<Options, 'profileDir' | 'flame
   // V8's own sampler, in the worker's thread; written when the worker exits after SIGTERM
   const profDir = o.flamegraphDir ?? o.profileDir;
   const prof = profDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(profDir)}`] : [];
-  // --gc: V8 writes a line a collection to the worker's log (not allowed in NODE_OPTIONS)
-  const startedAt = performance.now();
+  // --gc: V8 writes a line a collection to the worker's log (not allowed in NODE_OPTIONS), timed from its start
+  const gc = o.gc ? ['--trace-gc'] : [];
   const alloc = o.allocProfile ? [path.join(ROOT, 'load/alloc-profile.mjs'), path.resolve(o.allocProfile)] : [];
-  const proc = spawn(process.execPath, [...prof, ...(o.gc ? ['--trace-gc'] : []), ...alloc, ...worker], {
+  const startedAt = performance.now();
+  const proc = spawn(process.execPath, [...prof, ...gc, ...alloc, ...worker], {
     stdio: ['ignore', fd, fd],
     // WORKER_NODE_OPTIONS: Node flags for the worker alone (the generator keeps its own)
     env: { ...process.env, NODE_OPTIONS: process.env.WORKER_NODE_OPTIONS ?? process.env.NODE_OPTIONS ?? '', WORKER_SYNC_CONFIG: path.join(ROOT, 'load/topology.yaml'), KAFKA_GROUP_ID: group, HTTP_HOST: '127.0.0.1', HTTP_PORT: String(port), LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' },

@@ -30,80 +30,53 @@ function header(buf: Buffer, oid: number, n: number, hasNull: boolean): number {
   return HEADER;
 }
 
-/** `text[]`: each string as its UTF-8 bytes; null is NULL. */
-export function textArray(values: ReadonlyArray<string | null>): Buffer {
+/**
+ * The one writer: each element as its length and the bytes `put` writes (at most `maxBytes`
+ * of them; `put` returns how many), null as length -1.
+ */
+function elements<T>(oid: number, values: ReadonlyArray<T | null>, maxBytes: (v: T) => number, put: (buf: Buffer, v: T, at: number) => number): Buffer {
   let size = HEADER;
   let hasNull = false;
   for (const v of values) {
     if (v === null) hasNull = true;
-    else size += v.length * 3; // at most 3 UTF-8 bytes a UTF-16 unit; the buffer is cut to what was written
+    else size += maxBytes(v);
     size += 4;
   }
   const buf = Buffer.allocUnsafe(size);
-  let at = header(buf, OID.text, values.length, hasNull);
+  let at = header(buf, oid, values.length, hasNull);
   for (const v of values) {
     if (v === null) {
       buf.writeInt32BE(-1, at);
       at += 4;
       continue;
     }
-    const len = v.length === 0 ? 0 : buf.write(v, at + 4, 'utf8');
+    const len = put(buf, v, at + 4);
     buf.writeInt32BE(len, at);
     at += 4 + len;
   }
   return buf.subarray(0, at);
 }
 
-/** `bytea[]`: each Buffer as it is; null is NULL. */
-export function byteaArray(values: ReadonlyArray<Uint8Array | null>): Buffer {
-  let size = HEADER;
-  let hasNull = false;
-  for (const v of values) {
-    if (v === null) hasNull = true;
-    else size += v.length;
-    size += 4;
-  }
-  const buf = Buffer.allocUnsafe(size);
-  let at = header(buf, OID.bytea, values.length, hasNull);
-  for (const v of values) {
-    if (v === null) {
-      buf.writeInt32BE(-1, at);
-      at += 4;
-      continue;
-    }
-    buf.writeInt32BE(v.length, at);
-    buf.set(v, at + 4);
-    at += 4 + v.length;
-  }
-  return buf.subarray(0, at);
-}
+/** `text[]`: each string as its UTF-8 bytes (at most 3 a UTF-16 unit; the buffer is cut to what was written). */
+export const textArray = (values: ReadonlyArray<string | null>): Buffer =>
+  elements(OID.text, values, (v) => v.length * 3, (buf, v, at) => (v.length === 0 ? 0 : buf.write(v, at, 'utf8')));
 
-/** An array of fixed-width elements: `width` bytes each, written by `put`; null is NULL. */
-function fixedWidth<T>(oid: number, width: number, values: ReadonlyArray<T | null>, put: (buf: Buffer, v: T, at: number) => void): Buffer {
-  const buf = Buffer.allocUnsafe(HEADER + values.length * (4 + width));
-  let at = header(buf, oid, values.length, values.includes(null));
-  for (const v of values) {
-    if (v === null) {
-      buf.writeInt32BE(-1, at);
-      at += 4;
-      continue;
-    }
-    buf.writeInt32BE(width, at);
-    put(buf, v, at + 4);
-    at += 4 + width;
-  }
-  return buf.subarray(0, at);
-}
+/** `bytea[]`: each Buffer as it is. */
+export const byteaArray = (values: ReadonlyArray<Uint8Array | null>): Buffer =>
+  elements(OID.bytea, values, (v) => v.length, (buf, v, at) => {
+    buf.set(v, at);
+    return v.length;
+  });
 
 /** `bigint[]` (int8): numbers must be safe integers. */
 export const int8Array = (values: ReadonlyArray<bigint | number | null>): Buffer =>
-  fixedWidth(OID.int8, 8, values, (buf, v, at) => buf.writeBigInt64BE(typeof v === 'bigint' ? v : BigInt(v), at));
+  elements(OID.int8, values, () => 8, (buf, v, at) => buf.writeBigInt64BE(typeof v === 'bigint' ? v : BigInt(v), at) - at);
 
 /** `int[]` (int4). */
-export const int4Array = (values: ReadonlyArray<number | null>): Buffer => fixedWidth(OID.int4, 4, values, (buf, v, at) => buf.writeInt32BE(v, at));
+export const int4Array = (values: ReadonlyArray<number | null>): Buffer => elements(OID.int4, values, () => 4, (buf, v, at) => buf.writeInt32BE(v, at) - at);
 
 /** `bool[]`. */
-export const boolArray = (values: ReadonlyArray<boolean | null>): Buffer => fixedWidth(OID.bool, 1, values, (buf, v, at) => { buf[at] = v ? 1 : 0; });
+export const boolArray = (values: ReadonlyArray<boolean | null>): Buffer => elements(OID.bool, values, () => 1, (buf, v, at) => buf.writeUInt8(v ? 1 : 0, at) - at);
 
 /** `0..n-1` as `int[]`: the ordinals the set-based statements return their outcomes by. */
 export const ordinals = (n: number): Buffer => int4Array(Array.from({ length: n }, (_, i) => i));
