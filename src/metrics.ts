@@ -269,6 +269,12 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly cyclesInFlight = new Gauge({
+    name: 'sync_cycles_in_flight',
+    help: 'Sync cycles classifying, writing or committing right now (at most SYNC_CYCLES)',
+    registers: [this.registry],
+  });
+
   readonly cycleAlone = new Counter({
     name: 'sync_cycle_alone_total',
     help: 'Partition batches a sync cycle handed back to be processed alone: reason=fenced (its epoch or checkpoint moved) or failed (the cycle failed; the batch is retried, and a record at fault isolated, on its own)',

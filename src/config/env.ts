@@ -48,6 +48,8 @@ export interface EnvConfig {
   batchSize: number;
   /** Most events one sync cycle commits, across its partitions' batches (CYCLE_MAX_EVENTS). */
   cycleMaxEvents: number;
+  /** Sync cycles classifying, writing and committing at once (`SYNC_CYCLES`). */
+  syncCycles: number;
   batchWaitMs: number;
   maxBufferedEvents: number;
   shutdownGraceMs: number;
@@ -254,6 +256,10 @@ export function parseEnv(env: Env = process.env): EnvConfig {
     })(),
     batchSize: int(env, 'BATCH_SIZE', 1000, 1, 100_000),
     cycleMaxEvents: int(env, 'CYCLE_MAX_EVENTS', 5000, 1, 1_000_000),
+    // One cycle in flight makes the next one take everything cut meanwhile, so cycles grow
+    // with the load and their fixed cost is paid less often; a quarter of the ingest slots
+    // keeps the runbook's QUEUE_CONCURRENCY patch raising it too (bench/RESULTS.md, issue 13)
+    syncCycles: int(env, 'SYNC_CYCLES', Math.ceil(int(env, 'QUEUE_CONCURRENCY', 4, 1, 1024) / 4), 1, 1024),
     batchWaitMs: int(env, 'BATCH_WAIT_MS', 250, 1, 10_000),
     maxBufferedEvents: int(env, 'MAX_BUFFERED_EVENTS', 20_000, 100, 10_000_000),
     shutdownGraceMs: int(env, 'SHUTDOWN_GRACE_MS', 25_000, 100, 600_000),

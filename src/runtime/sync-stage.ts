@@ -209,7 +209,9 @@ export class SyncStage implements LaneHost {
         events += m.batch.length;
         members.push(m);
       }
+      this.o.metrics.cyclesInFlight.inc();
       void this.cycle(members).finally(() => {
+        this.o.metrics.cyclesInFlight.dec();
         this.cycleSlots.release();
         this.scheduleCycle();
       });

@@ -94,7 +94,7 @@ export class Worker {
     this.settings = settings;
     this.log = log;
     this.semaphore = new Semaphore(settings.env.queueConcurrency);
-    this.pool = guardedPool({ connectionString: settings.controlUrl, max: settings.env.queueConcurrency + 2, connectionTimeoutMillis: 5000 },
+    this.pool = guardedPool({ connectionString: settings.controlUrl, max: Math.max(settings.env.queueConcurrency, settings.env.syncCycles) + 2, connectionTimeoutMillis: 5000 },
       (err) => log.warn({ err: err.message }, 'Control-database connection failed'));
     this.checkpoints = new CheckpointStore(this.pool, settings.env.groupId);
   }
@@ -141,11 +141,12 @@ export class Worker {
     this.log.info({ keyId: signingKey.keyId, everyLeaves: env.auditCheckpointLeaves, everyMs: env.auditCheckpointMs, topic: env.auditCheckpointTopic }, 'Audit checkpoints signed with Ed25519');
     const nodeIndex = await this.retry('node registration', () => registerNodes(this.pool, [...topology.nodes.keys()]));
     this.readiness.add('control-db', async () => { await this.pool.query('SELECT 1'); });
+    const writers = Math.max(env.queueConcurrency, env.syncCycles) + 1;
     for (const node of topology.nodes.values()) {
       if (node.role === 'source') continue; // never written
-      if (node.kind === 'postgres') this.sinks.set(node.name, new PostgresSink(node.name, node.url, env.queueConcurrency + 1));
-      else if (node.kind === 'mariadb' || node.kind === 'mysql') this.sinks.set(node.name, new MySqlSink(node.name, node.url, env.queueConcurrency + 1));
-      else this.sinks.set(node.name, new MongoSink(node.name, node.url, env.queueConcurrency + 1));
+      if (node.kind === 'postgres') this.sinks.set(node.name, new PostgresSink(node.name, node.url, writers));
+      else if (node.kind === 'mariadb' || node.kind === 'mysql') this.sinks.set(node.name, new MySqlSink(node.name, node.url, writers));
+      else this.sinks.set(node.name, new MongoSink(node.name, node.url, writers));
     }
     const circuits = new Circuits([...this.sinks.keys()], this.metrics, this.log);
     this.metrics.pending = () => this.stages.reduce((n, s) => n + s.loop.buffered, 0);
@@ -218,7 +219,7 @@ export class Worker {
     });
     await this.conflicts.tick(); // a paused deployment starts paused
     this.conflicts.start();
-    const sync = new SyncStage(env.batchSize, { cycles: env.queueConcurrency, events: env.cycleMaxEvents }, {
+    const sync = new SyncStage(env.batchSize, { cycles: env.syncCycles, events: env.cycleMaxEvents }, {
       pool: this.pool, engine, applier, store, checkpoints: this.checkpoints, metrics: this.metrics, log: this.log,
       workerId: env.workerId, groupId: env.groupId, crashPoint: env.testCrashPoint, crashAfter: env.testCrashAfter, redis: this.redis,
       producer: this.producer, changesTopic: env.changesTopic, propagating: (e) => topology.entities.get(e)?.truncate === 'propagate', pause: this.pause,
@@ -247,7 +248,7 @@ export class Worker {
     this.stages[0]!.consumer.subscribe([...topology.topics.keys()]);
     this.stages[1]!.consumer.subscribe([env.changesTopic]);
     for (const s of this.stages) s.loop.start();
-    this.log.info({ sources: [...topology.topics.keys()], changes: env.changesTopic, group: env.groupId, concurrency: env.queueConcurrency, resetCheckpoint: env.resetCheckpoint }, 'Consuming');
+    this.log.info({ sources: [...topology.topics.keys()], changes: env.changesTopic, group: env.groupId, concurrency: env.queueConcurrency, syncCycles: env.syncCycles, resetCheckpoint: env.resetCheckpoint }, 'Consuming');
     this.lagTimer = setInterval(() => this.updateConsumerLag(), 5000);
     this.lagTimer.unref();
   }

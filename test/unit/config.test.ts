@@ -38,6 +38,15 @@ describe('environment', () => {
     expect(configError(() => parseEnv({ KAFKA_FETCH_WAIT_MAX_MS: '50ms' }))).toBe('KAFKA_FETCH_WAIT_MAX_MS: must be an integer, got "50ms"');
   });
 
+  it('runs a quarter as many sync cycles as ingest slots unless SYNC_CYCLES says', () => {
+    expect(parseEnv({}).syncCycles).toBe(1);
+    expect(parseEnv({ QUEUE_CONCURRENCY: '8' }).syncCycles).toBe(2);
+    expect(parseEnv({ QUEUE_CONCURRENCY: '20' }).syncCycles).toBe(5);
+    expect(parseEnv({ QUEUE_CONCURRENCY: '20', SYNC_CYCLES: '1' })).toMatchObject({ queueConcurrency: 20, syncCycles: 1 });
+    expect(configError(() => parseEnv({ SYNC_CYCLES: '0' }))).toBe('SYNC_CYCLES: must be between 1 and 1024, got 0');
+    expect(configError(() => parseEnv({ SYNC_CYCLES: 'two' }))).toBe('SYNC_CYCLES: must be an integer, got "two"');
+  });
+
   it('reads true/false the usual ways', () => {
     expect(parseEnv({ EMERGENCY_STOP: 'TRUE', RESET_CHECKPOINT: '1' })).toMatchObject({ emergencyStop: true, resetCheckpoint: true });
   });
