@@ -269,6 +269,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly cycleEvents = new Histogram({
+    name: 'sync_cycle_events',
+    help: 'Events one sync cycle took: the batches its partitions cut meanwhile, up to CYCLE_MAX_EVENTS (CYCLE_INTERVAL_MS makes them larger)',
+    buckets: [1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000],
+    registers: [this.registry],
+  });
+
   readonly cyclesInFlight = new Gauge({
     name: 'sync_cycles_in_flight',
     help: 'Sync cycles classifying, writing or committing right now (at most SYNC_CYCLES)',

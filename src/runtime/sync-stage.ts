@@ -72,6 +72,9 @@ const partOf = (lane: Lane, batch: ConsumedMessage[], parsed: Parsed): Part => (
  * left out of that transaction and retried alone; so is every partition of a cycle that
  * fails otherwise, where the one-batch path below isolates the record at fault. Offsets
  * are stored only after the commit. Up to `cycles` cycles run at once, on different lanes.
+ * With an `intervalMs`, lanes cut their next batches no sooner than that long after the
+ * last cycle started (Kafka Streams' commit.interval.ms), so a cycle takes what was fetched
+ * over the interval: fewer, larger cycles, and up to that much more latency.
  */
 export class SyncStage implements LaneHost {
   readonly semaphore: Semaphore;
@@ -88,15 +91,20 @@ export class SyncStage implements LaneHost {
   /** Cycles in flight; each lane has at most one batch in one of them. */
   private readonly cycleSlots: Semaphore;
   private readonly cycleEvents: number;
+  private readonly cycleIntervalMs: number;
   private pending: Member[] = [];
   private cycleScheduled = false;
+  /** When lanes may cut their next batches (`performance.now()`), and the one timer they wait on. */
+  private nextCutAt = 0;
+  private cutWait: { at: number; done: Promise<void> } | undefined;
 
-  constructor(batchSize: number, cycle: { cycles: number; events: number }, o: SyncStage['o']) {
+  constructor(batchSize: number, cycle: { cycles: number; events: number; intervalMs: number }, o: SyncStage['o']) {
     // Lanes do not queue for a slot each: each has one batch at most in flight, and the
     // cycles bound the work.
     this.semaphore = new Semaphore(Number.MAX_SAFE_INTEGER);
     this.cycleSlots = new Semaphore(cycle.cycles);
     this.cycleEvents = cycle.events;
+    this.cycleIntervalMs = cycle.intervalMs;
     this.batchSize = batchSize;
     this.o = o;
   }
@@ -174,9 +182,17 @@ export class SyncStage implements LaneHost {
     });
   }
 
-  /** A pause holds every lane before it cuts its next batch, so what arrives meanwhile is applied together on resume. */
+  /**
+   * A pause holds every lane before it cuts its next batch, so what arrives meanwhile is
+   * applied together on resume; so does the cycle interval, until it has passed.
+   */
   gate(): Promise<boolean> {
-    return this.o.pause.wait();
+    const wait = this.nextCutAt - performance.now();
+    if (wait <= 0) return this.o.pause.wait();
+    if (this.cutWait?.at !== this.nextCutAt) {
+      this.cutWait = { at: this.nextCutAt, done: new Promise((resolve) => setTimeout(resolve, wait)) };
+    }
+    return this.cutWait.done.then(() => this.o.pause.wait());
   }
 
   async processBatch(lane: Lane, batch: ConsumedMessage[]): Promise<BatchOutcome> {
@@ -202,6 +218,7 @@ export class SyncStage implements LaneHost {
     this.cycleScheduled = true;
     void this.cycleSlots.acquire().then(() => setImmediate(() => {
       this.cycleScheduled = false;
+      if (this.cycleIntervalMs > 0) this.nextCutAt = performance.now() + this.cycleIntervalMs;
       const members: Member[] = [];
       let events = 0;
       while (this.pending.length > 0 && (members.length === 0 || events + this.pending[0]!.batch.length <= this.cycleEvents)) {
@@ -210,6 +227,7 @@ export class SyncStage implements LaneHost {
         members.push(m);
       }
       this.o.metrics.cyclesInFlight.inc();
+      this.o.metrics.cycleEvents.observe(events);
       void this.cycle(members).finally(() => {
         this.o.metrics.cyclesInFlight.dec();
         this.cycleSlots.release();

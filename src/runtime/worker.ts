@@ -219,7 +219,7 @@ export class Worker {
     });
     await this.conflicts.tick(); // a paused deployment starts paused
     this.conflicts.start();
-    const sync = new SyncStage(env.batchSize, { cycles: env.syncCycles, events: env.cycleMaxEvents }, {
+    const sync = new SyncStage(env.batchSize, { cycles: env.syncCycles, events: env.cycleMaxEvents, intervalMs: env.cycleIntervalMs }, {
       pool: this.pool, engine, applier, store, checkpoints: this.checkpoints, metrics: this.metrics, log: this.log,
       workerId: env.workerId, groupId: env.groupId, crashPoint: env.testCrashPoint, crashAfter: env.testCrashAfter, redis: this.redis,
       producer: this.producer, changesTopic: env.changesTopic, propagating: (e) => topology.entities.get(e)?.truncate === 'propagate', pause: this.pause,

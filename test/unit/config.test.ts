@@ -47,6 +47,12 @@ describe('environment', () => {
     expect(configError(() => parseEnv({ SYNC_CYCLES: 'two' }))).toBe('SYNC_CYCLES: must be an integer, got "two"');
   });
 
+  it('starts sync cycles as soon as batches are cut unless CYCLE_INTERVAL_MS says', () => {
+    expect(parseEnv({}).cycleIntervalMs).toBe(0);
+    expect(parseEnv({ CYCLE_INTERVAL_MS: '100' }).cycleIntervalMs).toBe(100);
+    expect(configError(() => parseEnv({ CYCLE_INTERVAL_MS: '-1' }))).toBe('CYCLE_INTERVAL_MS: must be between 0 and 10000, got -1');
+  });
+
   it('reads true/false the usual ways', () => {
     expect(parseEnv({ EMERGENCY_STOP: 'TRUE', RESET_CHECKPOINT: '1' })).toMatchObject({ emergencyStop: true, resetCheckpoint: true });
   });
