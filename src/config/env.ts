@@ -261,8 +261,9 @@ export function parseEnv(env: Env = process.env): EnvConfig {
     // One cycle in flight makes the next one take everything cut meanwhile, so cycles grow
     // with the load and their fixed cost is paid less often; a quarter of the ingest slots
     // keeps the runbook's QUEUE_CONCURRENCY patch raising it too (bench/RESULTS.md, issue 13)
-    cycleIntervalMs: int(env, 'CYCLE_INTERVAL_MS', 0, 0, 10_000),
     syncCycles: int(env, 'SYNC_CYCLES', Math.ceil(int(env, 'QUEUE_CONCURRENCY', 4, 1, 1024) / 4), 1, 1024),
+    // off by default: it spares the databases' CPU, not the worker's, for up to that much latency
+    cycleIntervalMs: int(env, 'CYCLE_INTERVAL_MS', 0, 0, 10_000),
     batchWaitMs: int(env, 'BATCH_WAIT_MS', 250, 1, 10_000),
     maxBufferedEvents: int(env, 'MAX_BUFFERED_EVENTS', 20_000, 100, 10_000_000),
     shutdownGraceMs: int(env, 'SHUTDOWN_GRACE_MS', 25_000, 100, 600_000),
