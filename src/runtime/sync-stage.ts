@@ -192,7 +192,9 @@ export class SyncStage implements LaneHost {
     if (this.cutWait?.at !== this.nextCutAt) {
       this.cutWait = { at: this.nextCutAt, done: new Promise((resolve) => setTimeout(resolve, wait)) };
     }
-    return this.cutWait.done.then(() => this.o.pause.wait());
+    // a cycle that started meanwhile moved the time on: wait for it too, or the lanes
+    // woken by each timer would start cycles of their own, closer together than the interval
+    return this.cutWait.done.then(() => this.gate());
   }
 
   async processBatch(lane: Lane, batch: ConsumedMessage[]): Promise<BatchOutcome> {

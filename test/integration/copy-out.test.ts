@@ -144,8 +144,12 @@ describe('the verifier\'s read of a log', () => {
 });
 
 describe('the verifier\'s conversions of binary columns give PostgreSQL\'s own texts (leaf format 2 is defined by them)', () => {
-  /** Instants over PostgreSQL's whole timestamptz range, and its edges. */
-  const instants = `SELECT timestamptz '4713-11-24 00:00:00+00 BC' + (random() * 109203495) * interval '1 day' + random() * interval '86400 s' AS t FROM generate_series(1, 5000)
+  /**
+   * Instants over PostgreSQL's whole timestamptz range, and its edges. The range holds
+   * 109,203,162 days (date '294276-12-31' - date '4713-11-24 BC' + 1): a whole day a draw,
+   * then a time in it, never past the last instant.
+   */
+  const instants = `SELECT timestamptz '4713-11-24 00:00:00+00 BC' + floor(random() * 109203162) * interval '1 day' + random() * interval '86399.999999 s' AS t FROM generate_series(1, 5000)
     UNION ALL SELECT timestamptz '1970-01-01 00:00:00+00' + (random() * 40000 - 20000) * interval '1 day' + (random() * 86400000000)::bigint * interval '1 microsecond' FROM generate_series(1, 5000)
     UNION ALL SELECT v::timestamptz FROM unnest(ARRAY['4713-11-24 00:00:00+00 BC', '0001-12-31 23:59:59.999999+00 BC', '0001-01-01 00:00:00+00', '1999-12-31 23:59:59.999999+00',
       '2000-01-01 00:00:00+00', '2000-01-01 00:00:00.000001+00', '2000-02-29 12:00:00.1+00', '1900-02-28 23:59:59.99+00', '2026-11-30 12:34:56.123456+00',
